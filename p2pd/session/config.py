@@ -1,0 +1,112 @@
+"""Typed, validated settings of the session core.
+
+Built by the daemon from ``ai_client.ini``; tests construct it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from p2pd.wire.header import MAX_PAYLOAD
+
+# RFC 9001 §6.6: AEAD_AES_256_GCM may protect at most 2^23 packets under one
+# key (confidentiality limit). We rekey at 2^20 and refuse to send at 2^22.
+AEAD_CONFIDENTIALITY_LIMIT = 1 << 23
+
+
+class EncryptionLevel(StrEnum):
+    """What ``encryption_level`` buys. Every level encrypts and authenticates
+    every packet after the handshake with AES-256-GCM; none puts chat or
+    positions readable on the wire. Higher levels also limit what an observer
+    learns from the traffic itself.
+
+    - low: packet types visible in the header; keys renewed every 10 minutes.
+    - medium: as low, keys renewed every 2 minutes (forward secrecy window).
+    - high: as medium, and every packet travels as SEALED, so the type is
+      hidden, and small packets are padded to 32-byte steps, so their size
+      does not tell a position from a chat line.
+    """
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+_REKEY_AFTER_TIME = {
+    EncryptionLevel.LOW: 600.0,
+    EncryptionLevel.MEDIUM: 120.0,
+    EncryptionLevel.HIGH: 120.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    handshake_timeout: float = 5.0  # seconds to complete a first handshake
+    inactive_timeout: float = 60.0  # seconds without an authenticated packet
+    ping_interval: float = 2.0  # seconds between PINGs (RTT and liveness)
+    handshake_retry_initial: float = 0.25  # first handshake retransmission
+    handshake_retry_max: float = 1.0  # retransmission backoff cap
+    encryption_level: EncryptionLevel = EncryptionLevel.HIGH
+    compression_threshold: int = 100  # bytes; below it payloads go as they are
+    zstd_threshold: int = 1000  # bytes; above it Zstandard instead of LZ4
+    max_message_size: int = 65536  # largest decompressed payload accepted
+    replay_window: int = 2048  # packets remembered per direction (>= 1024)
+    pending_limit: int = 64  # messages queued per peer while a handshake runs
+    max_sessions: int = 256  # peers one endpoint holds at once
+    rekey_after_messages: int = 1 << 20
+    reject_after_messages: int = 1 << 22
+    handshake_load_limit: int = 64  # handshake requests per second before cookies
+
+    def __post_init__(self) -> None:
+        positive = {
+            "handshake_timeout": self.handshake_timeout,
+            "inactive_timeout": self.inactive_timeout,
+            "ping_interval": self.ping_interval,
+            "handshake_retry_initial": self.handshake_retry_initial,
+            "handshake_retry_max": self.handshake_retry_max,
+            "pending_limit": self.pending_limit,
+            "max_sessions": self.max_sessions,
+            "handshake_load_limit": self.handshake_load_limit,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        if self.handshake_retry_max < self.handshake_retry_initial:
+            raise ValueError(
+                f"handshake_retry_max ({self.handshake_retry_max}) is below "
+                f"handshake_retry_initial ({self.handshake_retry_initial})"
+            )
+        if self.compression_threshold < 0:
+            raise ValueError(
+                f"compression_threshold must be >= 0, got {self.compression_threshold}"
+            )
+        if self.zstd_threshold < self.compression_threshold:
+            raise ValueError(
+                f"zstd_threshold ({self.zstd_threshold}) is below "
+                f"compression_threshold ({self.compression_threshold})"
+            )
+        if self.max_message_size < MAX_PAYLOAD:
+            raise ValueError(f"max_message_size must be >= {MAX_PAYLOAD}")
+        if self.replay_window < 1024:
+            raise ValueError(f"replay_window must be >= 1024, got {self.replay_window}")
+        if not 0 < self.rekey_after_messages < self.reject_after_messages:
+            raise ValueError("need 0 < rekey_after_messages < reject_after_messages")
+        if self.reject_after_messages >= AEAD_CONFIDENTIALITY_LIMIT:
+            raise ValueError(
+                "reject_after_messages must stay below the AES-GCM limit "
+                f"{AEAD_CONFIDENTIALITY_LIMIT}"
+            )
+        if not isinstance(self.encryption_level, EncryptionLevel):
+            raise ValueError(
+                f"encryption_level must be low, medium or high, got {self.encryption_level!r}"
+            )
+
+    @property
+    def rekey_after_time(self) -> float:
+        return _REKEY_AFTER_TIME[self.encryption_level]
+
+    @property
+    def reject_after_time(self) -> float:
+        """Age at which a keypair stops being used at all."""
+        return self.rekey_after_time + 60.0

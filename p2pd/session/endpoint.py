@@ -1,0 +1,353 @@
+"""The sans-IO endpoint: every session of one UDP socket, and the door for its bytes.
+
+Driven like aioquic's QuicConnection, with no socket and no clock inside::
+
+    endpoint.receive_datagram(data, address, now)   # bytes in
+    endpoint.handle_timer(now)                      # when get_timer() is due
+    endpoint.datagrams_to_send(now)                 # bytes out
+    endpoint.next_event()                           # what happened
+    endpoint.get_timer()                            # next deadline
+
+``receive_datagram`` never raises for anything a remote sends: every bad
+datagram is dropped and counted by reason. Local misuse (an unknown peer, an
+oversized message) raises :class:`SessionError` or :class:`MessageTooLarge`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from p2pd.crypto.handshake import (
+    COOKIE_NONCE_SIZE,
+    REQUEST_MIN_SIZE,
+    RESPONSE_MIN_SIZE,
+    CookieJar,
+    build_cookie_reply,
+    cookie_reply_index,
+    decode_request_payload_untrusted,
+    open_cookie_reply_untrusted,
+    request_prologue,
+    unframe_untrusted,
+)
+from p2pd.crypto.handshake import mac1_key as make_mac1_key
+from p2pd.crypto.identity import Identity
+from p2pd.crypto.noise import ResponderHandshake
+from p2pd.crypto.transport import OVERHEAD
+from p2pd.session.config import SessionConfig
+from p2pd.session.events import Address, CloseReason, Event
+from p2pd.session.session import MessageTooLarge, Session
+from p2pd.session.stats import EndpointStatistics, SessionStatistics
+from p2pd.wire.compression import PayloadCompressor, PayloadDecompressor
+from p2pd.wire.errors import BadPacket, DropReason
+from p2pd.wire.header import HEADER_SIZE, parse_header_untrusted
+from p2pd.wire.types import DATA_TYPES, Flag, PacketType
+
+PeerPolicy = Callable[[bytes, bytes | None], bool]
+"""Decides whether a peer (static public key, certificate) may hold a session."""
+
+MAX_REMEMBERED_PEERS = 4096  # handshake timestamps and static-static secrets kept
+_INDEX = struct.Struct(">I")
+_ENCRYPTED = int(Flag.ENCRYPTED)
+_REQUEST = int(PacketType.HANDSHAKE_REQUEST)
+_RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)
+
+__all__ = ["Endpoint", "MessageTooLarge", "PeerPolicy", "SessionError"]
+
+
+class SessionError(Exception):
+    """Local misuse of the endpoint API, such as sending to a peer with no session."""
+
+
+class _BoundedMap(OrderedDict[bytes, bytes | int]):
+    """Least-recently-used map with a fixed capacity."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self._capacity = capacity
+
+    def put(self, key: bytes, value: bytes | int) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self._capacity:
+            self.popitem(last=False)
+
+
+class Endpoint:
+    def __init__(
+        self,
+        identity: Identity,
+        config: SessionConfig | None = None,
+        *,
+        peer_policy: PeerPolicy | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        epoch: float = 0.0,
+    ) -> None:
+        """``epoch`` maps ``now`` to wall-clock seconds for handshake timestamps:
+        the shell passes ``time.time() - <its monotonic clock>``; tests pass 0."""
+        self.config = config or SessionConfig()
+        self.identity = identity
+        self._policy = peer_policy
+        self._random = random_bytes
+        self._epoch = epoch
+        self._mac1_key = make_mac1_key(identity.public_key)
+        self.compressor = PayloadCompressor(
+            self.config.compression_threshold, self.config.zstd_threshold
+        )
+        self.compression_threshold = self.config.compression_threshold
+        self.decompressor = PayloadDecompressor(self.config.max_message_size)
+        self._sessions: dict[bytes, Session] = {}
+        self._indexes: dict[int, Session] = {}
+        self._outgoing: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._timestamps = _BoundedMap(MAX_REMEMBERED_PEERS)  # peer -> last request time
+        self._static_static = _BoundedMap(MAX_REMEMBERED_PEERS)  # peer -> DH(s, rs)
+        self._last_timestamp = 0
+        self._cookies = CookieJar(random_bytes(32))
+        self._load_second = -1
+        self._load_count = 0
+        # counters
+        self._datagrams_received = 0
+        self._bytes_received = 0
+        self._datagrams_sent = 0
+        self._bytes_sent = 0
+        self._handshake_requests = 0
+        self._cookie_replies = 0
+        self._collisions = 0
+        self._drops: dict[str, int] = {}
+
+    # -- the application's calls ---------------------------------------------
+
+    def connect(self, peer: bytes, address: Address, now: float) -> None:
+        """Open a session to ``peer`` (its static public key) at ``address``."""
+        if len(peer) != 32:
+            raise SessionError(f"a peer key has 32 bytes, got {len(peer)}")
+        if peer == self.identity.public_key:
+            raise SessionError("cannot open a session to this endpoint's own key")
+        session = self._sessions.get(peer)
+        if session is not None:
+            session.known_to_app = True
+            if not session.established and not session.initiating:
+                session.address = address
+                session.start_handshake(now)
+            return
+        if len(self._sessions) >= self.config.max_sessions:
+            raise SessionError(f"already holding max_sessions={self.config.max_sessions} sessions")
+        session = Session(self, peer, address, now)
+        session.known_to_app = True
+        self._sessions[peer] = session
+        session.start_handshake(now)
+
+    def send(self, peer: bytes, packet_type: PacketType, payload: bytes, now: float) -> None:
+        """Queue one application message (types 0x0003-0x0007) for ``peer``."""
+        if packet_type not in DATA_TYPES:
+            raise SessionError(f"{packet_type!r} is not an application message type")
+        session = self._sessions.get(peer)
+        if session is None:
+            raise SessionError(f"no session with peer {peer.hex()[:16]}")
+        session.send_message(packet_type, payload, now)
+
+    def close(self, peer: bytes, now: float) -> None:
+        """Close the session with ``peer`` gracefully (DISCONNECT)."""
+        session = self._sessions.get(peer)
+        if session is not None:
+            session.close(CloseReason.LOCAL, now, notify_peer=True)
+
+    def close_all(self, now: float) -> None:
+        for session in list(self._sessions.values()):
+            session.close(CloseReason.LOCAL, now, notify_peer=True)
+
+    # -- the driver's calls --------------------------------------------------
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        self._datagrams_received += 1
+        self._bytes_received += len(data)
+        try:
+            flags, packet_type = parse_header_untrusted(data)
+            if flags & _ENCRYPTED:
+                if len(data) < OVERHEAD:
+                    raise BadPacket(DropReason.TRUNCATED, "protected packet too short")
+                (index,) = _INDEX.unpack_from(data, HEADER_SIZE)
+                session = self._indexes.get(index)
+                if session is None:
+                    raise BadPacket(DropReason.UNKNOWN_SESSION, f"index {index}")
+                try:
+                    session.receive_transport(index, data, flags, packet_type, address, now)
+                except BadPacket as error:
+                    session.counters.drop(error.reason)
+                    raise
+            elif packet_type == _REQUEST:
+                self._on_request(data, address, now)
+            elif packet_type == _RESPONSE:
+                self._on_response(data, address, now)
+            else:
+                self._on_cookie_reply(data, now)
+        except BadPacket as error:
+            self.count_drop(error.reason)
+
+    def handle_timer(self, now: float) -> None:
+        for session in list(self._sessions.values()):
+            deadline = session.deadline()
+            if deadline is not None and now >= deadline:
+                session.on_timer(now)
+
+    def get_timer(self) -> float | None:
+        deadlines = [d for s in self._sessions.values() if (d := s.deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # -- handshakes ----------------------------------------------------------
+
+    def _on_request(self, data: bytes, address: Address, now: float) -> None:
+        self._handshake_requests += 1
+        framed = unframe_untrusted(data, self._mac1_key, REQUEST_MIN_SIZE)
+        if self._under_load(now) and not self._cookies.accepts(framed, address):
+            nonce = self._random(COOKIE_NONCE_SIZE)
+            reply = build_cookie_reply(framed.index, self._cookies.cookie_for(address),
+                                       framed.mac1, self.identity.public_key, nonce)
+            self._cookie_replies += 1
+            self.transmit(reply, address)
+            return
+        handshake = ResponderHandshake.read_request_untrusted(
+            self.identity.private_key,
+            framed.noise_message,
+            request_prologue(framed.index),
+            static_static_cache=self._cached_static_static,
+        )
+        peer = handshake.remote_static
+        if peer == self.identity.public_key:
+            raise BadPacket(DropReason.PEER_REFUSED, "request from our own key")
+        timestamp, certificate = decode_request_payload_untrusted(handshake.payload)
+        if not self.peer_allowed(peer, certificate):
+            raise BadPacket(DropReason.PEER_REFUSED, "initiator refused by policy")
+        last = self._timestamps.get(peer)
+        if isinstance(last, int) and timestamp <= last:
+            raise BadPacket(DropReason.HANDSHAKE_REPLAYED, f"timestamp {timestamp} <= {last}")
+        self._timestamps.put(peer, timestamp)
+        self._static_static.put(peer, handshake.static_static)
+        session = self._sessions.get(peer)
+        if session is None:
+            if len(self._sessions) >= self.config.max_sessions:
+                raise BadPacket(DropReason.QUEUE_FULL, "max_sessions reached")
+            session = Session(self, peer, address, now)
+            self._sessions[peer] = session
+        elif session.initiating and self.identity.public_key < peer:
+            # Simultaneous open: the lower static key keeps the initiator role;
+            # the peer will answer our request instead.
+            self._collisions += 1
+            return
+        session.respond(handshake, framed.index, certificate, address, now)
+
+    def _on_response(self, data: bytes, address: Address, now: float) -> None:
+        framed = unframe_untrusted(data, self._mac1_key, RESPONSE_MIN_SIZE)
+        session = self._indexes.get(framed.index)
+        if session is None:
+            raise BadPacket(DropReason.UNKNOWN_SESSION, f"response to index {framed.index}")
+        try:
+            session.on_response(framed, address, now)
+        except BadPacket as error:
+            session.counters.drop(error.reason)
+            raise
+
+    def _on_cookie_reply(self, data: bytes, now: float) -> None:
+        if len(data) < HEADER_SIZE + 4:
+            raise BadPacket(DropReason.TRUNCATED, "cookie reply")
+        index = cookie_reply_index(data)
+        session = self._indexes.get(index)
+        request = session.request_for_cookie(index) if session is not None else None
+        if session is None or request is None:
+            raise BadPacket(DropReason.UNKNOWN_SESSION, f"cookie reply to index {index}")
+        mac1 = request[-32:-16]
+        session.on_cookie(open_cookie_reply_untrusted(data, mac1, session.peer), now)
+
+    def _under_load(self, now: float) -> bool:
+        second = int(now)
+        if second != self._load_second:
+            self._load_second = second
+            self._load_count = 0
+            self._cookies.rotate(now, self._random(32))
+        self._load_count += 1
+        return self._load_count > self.config.handshake_load_limit
+
+    def _cached_static_static(self, peer: bytes) -> bytes | None:
+        value = self._static_static.get(peer)
+        return value if isinstance(value, bytes) else None
+
+    # -- services for sessions -----------------------------------------------
+
+    def peer_allowed(self, peer: bytes, certificate: bytes | None) -> bool:
+        return self._policy is None or self._policy(peer, certificate)
+
+    def static_static(self, peer: bytes) -> bytes:
+        cached = self._cached_static_static(peer)
+        if cached is None:
+            cached = self.identity.private_key.exchange(X25519PublicKey.from_public_bytes(peer))
+            self._static_static.put(peer, cached)
+        return cached
+
+    def new_ephemeral(self) -> X25519PrivateKey:
+        return X25519PrivateKey.from_private_bytes(self._random(32))
+
+    def next_timestamp(self, now: float) -> int:
+        stamp = max(int((self._epoch + now) * 1e9), self._last_timestamp + 1)
+        self._last_timestamp = stamp
+        return stamp
+
+    def allocate_index(self, session: Session) -> int:
+        while True:
+            (index,) = _INDEX.unpack(self._random(4))
+            if index not in self._indexes:
+                self._indexes[index] = session
+                return int(index)
+
+    def release_index(self, index: int) -> None:
+        self._indexes.pop(index, None)
+
+    def transmit(self, datagram: bytes, address: Address) -> None:
+        self._datagrams_sent += 1
+        self._bytes_sent += len(datagram)
+        self._outgoing.append((datagram, address))
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def forget(self, session: Session) -> None:
+        if self._sessions.get(session.peer) is session:
+            del self._sessions[session.peer]
+
+    def count_drop(self, reason: DropReason) -> None:
+        self._drops[reason.value] = self._drops.get(reason.value, 0) + 1
+
+    # -- statistics ----------------------------------------------------------
+
+    def peers(self) -> list[bytes]:
+        return [peer for peer, s in self._sessions.items() if s.established]
+
+    def session_statistics(self, peer: bytes) -> SessionStatistics:
+        session = self._sessions.get(peer)
+        if session is None:
+            raise SessionError(f"no session with peer {peer.hex()[:16]}")
+        return session.statistics()
+
+    def statistics(self) -> EndpointStatistics:
+        return EndpointStatistics(
+            datagrams_received=self._datagrams_received,
+            bytes_received=self._bytes_received,
+            datagrams_sent=self._datagrams_sent,
+            bytes_sent=self._bytes_sent,
+            sessions=len(self._sessions),
+            handshake_requests=self._handshake_requests,
+            cookie_replies=self._cookie_replies,
+            collisions=self._collisions,
+            drops=dict(self._drops),
+        )

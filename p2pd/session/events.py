@@ -1,0 +1,49 @@
+"""Events the session core reports to its driver: the public API of this layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from p2pd.wire.types import PacketType
+
+Address = tuple[str, int]
+
+
+class CloseReason(StrEnum):
+    LOCAL = "local"  # this side called close()
+    PEER_DISCONNECT = "peer_disconnect"  # the peer sent DISCONNECT
+    HANDSHAKE_TIMEOUT = "handshake_timeout"  # no handshake within handshake_timeout
+    INACTIVE = "inactive"  # nothing authenticated for inactive_timeout
+    REKEY_FAILED = "rekey_failed"  # keys too old and no new handshake completed
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEstablished:
+    peer: bytes  # the peer's static public key (32 bytes)
+    address: Address
+    initiator: bool  # True if this side's handshake request made the session
+    certificate: bytes | None  # what the peer presented in its handshake
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    peer: bytes
+    type: PacketType
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    peer: bytes
+    reason: CloseReason
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddressChanged:
+    peer: bytes
+    old: Address
+    new: Address
+
+
+Event = SessionEstablished | MessageReceived | SessionClosed | PeerAddressChanged

@@ -1,0 +1,474 @@
+"""One peer's session: handshake rounds, keypairs, liveness, RTT and counters.
+
+A Session is owned and driven by an :class:`~p2pd.session.endpoint.Endpoint`;
+it never touches sockets or clocks. Keypair life cycle (after WireGuard):
+
+- An initiator sends handshake requests (a fresh one per retransmission, each
+  with its own index; the last few stay answerable) and installs the keypair
+  of the first response that authenticates. It then PINGs at once: the
+  responder uses new keys only after seeing traffic under them.
+- A responder keeps the keypairs it answered with as *unconfirmed* until the
+  first authenticated packet under one of them arrives; that one becomes
+  current and the others are forgotten.
+- After a rekey the previous keypair still opens packets for a grace period.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import TYPE_CHECKING
+
+from p2pd.crypto.handshake import (
+    Framed,
+    decode_response_payload_untrusted,
+    encode_request_payload,
+    encode_response_payload,
+    frame_request,
+    frame_response,
+    mac1_key,
+    request_prologue,
+)
+from p2pd.crypto.noise import InitiatorHandshake, ResponderHandshake
+from p2pd.crypto.transport import OVERHEAD, Keypair
+from p2pd.session.config import EncryptionLevel, SessionConfig
+from p2pd.session.events import (
+    Address,
+    CloseReason,
+    MessageReceived,
+    PeerAddressChanged,
+    SessionClosed,
+    SessionEstablished,
+)
+from p2pd.session.rtt import RttEstimator
+from p2pd.session.stats import Counters, SessionStatistics
+from p2pd.wire.errors import BadPacket, DropReason
+from p2pd.wire.frames import FRAME_HEADER, decode_frames_untrusted, padding_frame
+from p2pd.wire.header import MAX_DATAGRAM
+from p2pd.wire.types import COMPRESSION_FLAGS, DATA_TYPES, Flag, PacketType
+
+if TYPE_CHECKING:
+    from p2pd.session.endpoint import Endpoint
+
+MAX_PLAINTEXT = MAX_DATAGRAM - OVERHEAD
+MAX_INITIATIONS = 4  # outstanding handshake requests that a response may answer
+MAX_UNCONFIRMED = 4  # responder keypairs waiting for their first packet
+MAX_PINGS = 8  # outstanding PINGs remembered for RTT samples
+PAD_STEP = 32  # encryption_level=high pads small packets to multiples of this
+_PING = struct.Struct(">I")
+_pack_frame_header = FRAME_HEADER.pack
+_SEALED = int(PacketType.SEALED)
+_SEALED_FLAGS = int(Flag.ENCRYPTED | Flag.BATCHED)
+_ENCRYPTED = int(Flag.ENCRYPTED)
+
+
+class MessageTooLarge(ValueError):
+    """A message does not fit one datagram (fragmentation is a later layer)."""
+
+
+class _Initiation:
+    __slots__ = ("handshake", "local_index", "request")
+
+    def __init__(self, local_index: int, handshake: InitiatorHandshake, request: bytes) -> None:
+        self.local_index = local_index
+        self.handshake = handshake
+        self.request = request
+
+
+class Session:
+    def __init__(self, endpoint: Endpoint, peer: bytes, address: Address, now: float) -> None:
+        self._ep = endpoint
+        self._config: SessionConfig = endpoint.config
+        self.peer = peer
+        self.address = address
+        self.established = False
+        self.closed = False
+        self.known_to_app = False  # connect() was called or SessionEstablished sent
+        self.certificate: bytes | None = None
+        self.counters = Counters()
+        self.rtt = RttEstimator()
+        self._peer_mac1_key = mac1_key(peer)
+        self.cookie: bytes | None = None
+        self.cookie_received_at = 0.0
+        # keypairs
+        self.current: Keypair | None = None
+        self._previous: Keypair | None = None
+        self._previous_until = 0.0
+        self._unconfirmed: list[Keypair] = []
+        # handshake round (initiator side)
+        self._initiations: list[_Initiation] = []
+        self._round_started: float | None = None
+        self._retry_interval = self._config.handshake_retry_initial
+        self._next_retry: float | None = None
+        self._first_contact = now
+        # liveness
+        self.last_received = now
+        self._next_ping: float | None = None
+        self._ping_id = 0
+        self._pings: dict[int, float] = {}
+        self._pending: deque[tuple[int, bytes]] = deque()
+        self._high = self._config.encryption_level is EncryptionLevel.HIGH
+
+    # -- handshake, initiator side -------------------------------------------
+
+    @property
+    def initiating(self) -> bool:
+        return bool(self._initiations)
+
+    def start_handshake(self, now: float) -> None:
+        if self._round_started is None:
+            self._round_started = now
+            self._retry_interval = self._config.handshake_retry_initial
+        self._send_initiation(now)
+
+    def _send_initiation(self, now: float) -> None:
+        ep = self._ep
+        local_index = ep.allocate_index(self)
+        handshake = InitiatorHandshake(
+            ep.identity.private_key,
+            self.peer,
+            request_prologue(local_index),
+            ephemeral_private=ep.new_ephemeral(),
+            static_static=ep.static_static(self.peer),
+        )
+        noise = handshake.write_request(
+            encode_request_payload(ep.next_timestamp(now), ep.identity.certificate)
+        )
+        request = frame_request(local_index, noise, self._peer_mac1_key, self._valid_cookie(now))
+        self._initiations.append(_Initiation(local_index, handshake, request))
+        if len(self._initiations) > MAX_INITIATIONS:
+            ep.release_index(self._initiations.pop(0).local_index)
+        ep.transmit(request, self.address)
+        self._next_retry = now + self._retry_interval
+        self._retry_interval = min(self._retry_interval * 2, self._config.handshake_retry_max)
+
+    def _valid_cookie(self, now: float) -> bytes | None:
+        if self.cookie is not None and now - self.cookie_received_at < 120.0:
+            return self.cookie
+        return None
+
+    def request_for_cookie(self, index: int) -> bytes | None:
+        """The request datagram sent with ``index``, if still outstanding."""
+        for init in self._initiations:
+            if init.local_index == index:
+                return init.request
+        return None
+
+    def on_cookie(self, cookie: bytes, now: float) -> None:
+        self.cookie = cookie
+        self.cookie_received_at = now
+
+    def _abandon_initiations(self) -> None:
+        for init in self._initiations:
+            self._ep.release_index(init.local_index)
+        self._initiations.clear()
+        self._next_retry = None
+
+    def on_response(self, framed: Framed, address: Address, now: float) -> None:
+        init = next((i for i in self._initiations if i.local_index == framed.index), None)
+        if init is None:
+            raise BadPacket(DropReason.UNEXPECTED, "response for a finished handshake")
+        payload, keys = init.handshake.read_response_untrusted(framed.noise_message)
+        remote_index, certificate = decode_response_payload_untrusted(payload)
+        if not self._ep.peer_allowed(self.peer, certificate):
+            raise BadPacket(DropReason.PEER_REFUSED, "responder certificate refused")
+        self._initiations.remove(init)
+        self._abandon_initiations()
+        self._round_started = None
+        keypair = Keypair(
+            send_key=keys.initiator_to_responder,
+            receive_key=keys.responder_to_initiator,
+            local_index=init.local_index,
+            remote_index=remote_index,
+            initiator=True,
+            created=now,
+            handshake_hash=keys.handshake_hash,
+            replay_window=self._config.replay_window,
+        )
+        self.certificate = certificate
+        self._authenticated_from(address, now)
+        self._install(keypair, now)
+        self._send_ping(now)  # confirms the keys to the responder
+        self._next_ping = now + self._config.handshake_retry_initial
+        self._flush_pending(now)
+
+    # -- handshake, responder side -------------------------------------------
+
+    def respond(self, handshake: ResponderHandshake, remote_index: int,
+                certificate: bytes | None, address: Address, now: float) -> None:
+        ep = self._ep
+        if self._initiations:  # lost the simultaneous-open tie-break
+            self._abandon_initiations()
+        local_index = ep.allocate_index(self)
+        message, keys = handshake.write_response(
+            encode_response_payload(local_index, ep.identity.certificate),
+            ephemeral_private=ep.new_ephemeral(),
+        )
+        keypair = Keypair(
+            send_key=keys.responder_to_initiator,
+            receive_key=keys.initiator_to_responder,
+            local_index=local_index,
+            remote_index=remote_index,
+            initiator=False,
+            created=now,
+            handshake_hash=keys.handshake_hash,
+            replay_window=self._config.replay_window,
+        )
+        self._unconfirmed.append(keypair)
+        if len(self._unconfirmed) > MAX_UNCONFIRMED:
+            ep.release_index(self._unconfirmed.pop(0).local_index)
+        self.certificate = certificate
+        ep.transmit(frame_response(remote_index, message, self._peer_mac1_key), address)
+
+    def _install(self, keypair: Keypair, now: float) -> None:
+        old = self.current
+        if old is not None:
+            if self._previous is not None:
+                self._ep.release_index(self._previous.local_index)
+            self._previous = old
+            self._previous_until = now + 2 * self._config.handshake_timeout
+            self.counters.rekeys += 1
+        self.current = keypair
+        self.counters.handshakes += 1
+        if not self.established:
+            self.established = True
+            self.known_to_app = True
+            self._next_ping = now + self._config.ping_interval
+            self._ep.emit(SessionEstablished(self.peer, self.address, keypair.initiator,
+                                             self.certificate))
+
+    # -- receiving -----------------------------------------------------------
+
+    def _keypair_for(self, index: int) -> Keypair | None:
+        current = self.current
+        if current is not None and current.local_index == index:
+            return current
+        if self._previous is not None and self._previous.local_index == index:
+            return self._previous
+        for keypair in self._unconfirmed:
+            if keypair.local_index == index:
+                return keypair
+        return None
+
+    def receive_transport(self, index: int, data: bytes, flags: int, packet_type: int,
+                          address: Address, now: float) -> None:
+        keypair = self._keypair_for(index)
+        if keypair is None:
+            raise BadPacket(DropReason.UNKNOWN_SESSION, f"index {index} is not a keypair")
+        plaintext = keypair.open_untrusted(data)
+        # authenticated from here on
+        counters = self.counters
+        counters.packets_received += 1
+        counters.bytes_received += len(data)
+        self.last_received = now
+        if keypair is not self.current and keypair in self._unconfirmed:
+            self._confirm(keypair, now)
+        if address != self.address:
+            self._authenticated_from(address, now)
+        if flags & COMPRESSION_FLAGS:
+            plaintext = self._ep.decompressor.decompress_untrusted(
+                flags & COMPRESSION_FLAGS, plaintext
+            )
+        if packet_type == _SEALED:
+            for frame_type, body in decode_frames_untrusted(plaintext):
+                self._on_frame(frame_type, body, now)
+        else:
+            self._on_frame(packet_type, plaintext, now)
+
+    def _confirm(self, keypair: Keypair, now: float) -> None:
+        for other in self._unconfirmed:
+            if other is not keypair:
+                self._ep.release_index(other.local_index)
+        self._unconfirmed.clear()
+        self._install(keypair, now)
+        self._flush_pending(now)
+
+    def _authenticated_from(self, address: Address, now: float) -> None:
+        if address != self.address:
+            old, self.address = self.address, address
+            if self.known_to_app:
+                self._ep.emit(PeerAddressChanged(self.peer, old, address))
+
+    def _on_frame(self, frame_type: int, body: bytes, now: float) -> None:
+        if frame_type in DATA_TYPES:
+            self._ep.emit(MessageReceived(self.peer, PacketType(frame_type), body))
+        elif frame_type == PacketType.PING:
+            if len(body) != _PING.size:
+                raise BadPacket(DropReason.MALFORMED, "ping body")
+            self._send(PacketType.PONG, body, now)
+        elif frame_type == PacketType.PONG:
+            if len(body) != _PING.size:
+                raise BadPacket(DropReason.MALFORMED, "pong body")
+            sent = self._pings.pop(_PING.unpack(body)[0], None)
+            if sent is not None:
+                self.rtt.add_sample(now - sent)
+        elif frame_type == PacketType.DISCONNECT:
+            self.close(CloseReason.PEER_DISCONNECT, now, notify_peer=False)
+        else:
+            raise BadPacket(DropReason.UNEXPECTED, f"type 0x{frame_type:04x} in a session")
+
+    # -- sending -------------------------------------------------------------
+
+    def send_message(self, packet_type: int, payload: bytes, now: float) -> None:
+        if self.established and self.current is not None:
+            self._send(packet_type, payload, now)
+        elif len(self._pending) < self._config.pending_limit:
+            self._check_size(payload)
+            self._pending.append((packet_type, payload))
+        else:
+            self.counters.drop(DropReason.QUEUE_FULL)
+            self._ep.count_drop(DropReason.QUEUE_FULL)
+
+    def _flush_pending(self, now: float) -> None:
+        while self._pending and self.current is not None:
+            packet_type, payload = self._pending.popleft()
+            self._send(packet_type, payload, now)
+
+    def _check_size(self, payload: bytes) -> None:
+        if len(payload) > MAX_PLAINTEXT - FRAME_HEADER.size:
+            raise MessageTooLarge(
+                f"message of {len(payload)} bytes exceeds the {MAX_PLAINTEXT - FRAME_HEADER.size}"
+                " bytes one datagram can carry"
+            )
+
+    def _send(self, packet_type: int, payload: bytes, now: float) -> None:
+        keypair = self.current
+        assert keypair is not None
+        if keypair.send_counter >= self._config.reject_after_messages:
+            self._pending.appendleft((packet_type, payload))
+            self._start_rekey(now)
+            return
+        if self._high:
+            body = _pack_frame_header(packet_type, len(payload)) + payload
+            size = len(body)
+            if size < self._ep.compression_threshold:
+                pad = -size % PAD_STEP
+                if pad:
+                    body += padding_frame(pad + PAD_STEP if pad < FRAME_HEADER.size else pad)
+                flags = _SEALED_FLAGS
+            else:
+                cflag, body = self._ep.compressor.compress(body)
+                flags = _SEALED_FLAGS | cflag
+            packet_type = _SEALED
+        else:
+            cflag, body = self._ep.compressor.compress(payload)
+            flags = _ENCRYPTED | cflag
+        if len(body) > MAX_PLAINTEXT:
+            self._check_size(payload)
+            raise MessageTooLarge(f"message of {len(payload)} bytes does not fit a datagram")
+        datagram = keypair.seal(flags, packet_type, body)
+        counters = self.counters
+        counters.packets_sent += 1
+        counters.bytes_sent += len(datagram)
+        self._ep.transmit(datagram, self.address)
+        if keypair.send_counter == self._config.rekey_after_messages:
+            self._start_rekey(now)
+
+    def _send_ping(self, now: float) -> None:
+        self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
+        self._pings[self._ping_id] = now
+        if len(self._pings) > MAX_PINGS:
+            del self._pings[next(iter(self._pings))]
+        self._send(PacketType.PING, _PING.pack(self._ping_id), now)
+
+    def _start_rekey(self, now: float) -> None:
+        if not self._initiations:
+            self.start_handshake(now)
+
+    # -- timers --------------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        if self.closed:
+            return None
+        times: list[float] = []
+        if self._next_retry is not None:
+            times.append(self._next_retry)
+        if not self.established:
+            times.append(self._first_contact + self._config.handshake_timeout)
+        for keypair in self._unconfirmed:
+            times.append(keypair.created + self._config.handshake_timeout)
+        if self._previous is not None:
+            times.append(self._previous_until)
+        current = self.current
+        if self.established and current is not None:
+            config = self._config
+            times.append(self.last_received + config.inactive_timeout)
+            times.append(current.created + config.reject_after_time)
+            if current.initiator and not self._initiations:
+                times.append(current.created + config.rekey_after_time)
+                if not current.received_any:
+                    times.append(current.created + config.handshake_timeout)
+            if self._next_ping is not None:
+                times.append(self._next_ping)
+        return min(times) if times else None
+
+    def on_timer(self, now: float) -> None:
+        config = self._config
+        if not self.established and now >= self._first_contact + config.handshake_timeout:
+            self.close(CloseReason.HANDSHAKE_TIMEOUT, now, notify_peer=False)
+            return
+        if self._unconfirmed:
+            expired = [k for k in self._unconfirmed if now >= k.created + config.handshake_timeout]
+            for keypair in expired:
+                self._unconfirmed.remove(keypair)
+                self._ep.release_index(keypair.local_index)
+        if self._previous is not None and now >= self._previous_until:
+            self._ep.release_index(self._previous.local_index)
+            self._previous = None
+        current = self.current
+        if self.established and current is not None:
+            if now >= self.last_received + config.inactive_timeout:
+                self.close(CloseReason.INACTIVE, now, notify_peer=True)
+                return
+            if now >= current.created + config.reject_after_time:
+                self.close(CloseReason.REKEY_FAILED, now, notify_peer=False)
+                return
+            if current.initiator and not self._initiations and (
+                now >= current.created + config.rekey_after_time
+                or (not current.received_any
+                    and now >= current.created + config.handshake_timeout)
+            ):
+                # time to rekey, or the responder never confirmed: handshake anew
+                self.start_handshake(now)
+            if self._next_ping is not None and now >= self._next_ping:
+                self._send_ping(now)
+                self._next_ping = now + (
+                    config.ping_interval if current.received_any
+                    else config.handshake_retry_initial
+                )
+        if self._next_retry is not None and now >= self._next_retry:
+            self._send_initiation(now)
+
+    # -- closing and statistics ----------------------------------------------
+
+    def close(self, reason: CloseReason, now: float, *, notify_peer: bool) -> None:
+        if self.closed:
+            return
+        if notify_peer and self.current is not None:
+            self._send(PacketType.DISCONNECT, b"", now)
+        self.closed = True
+        self._abandon_initiations()
+        for keypair in (self.current, self._previous, *self._unconfirmed):
+            if keypair is not None:
+                self._ep.release_index(keypair.local_index)
+        self._pending.clear()
+        self._ep.forget(self)
+        if self.known_to_app:
+            self._ep.emit(SessionClosed(self.peer, reason))
+
+    def statistics(self) -> SessionStatistics:
+        c = self.counters
+        return SessionStatistics(
+            peer=self.peer,
+            address=self.address,
+            established=self.established,
+            packets_sent=c.packets_sent,
+            bytes_sent=c.bytes_sent,
+            packets_received=c.packets_received,
+            bytes_received=c.bytes_received,
+            handshakes=c.handshakes,
+            rekeys=c.rekeys,
+            queued=len(self._pending),
+            rtt=self.rtt.snapshot(),
+            drops=dict(c.drops),
+        )

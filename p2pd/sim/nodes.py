@@ -1,0 +1,45 @@
+"""Adapters that let the sans-IO cores run on the simulated network."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from p2pd.session.endpoint import Endpoint
+from p2pd.session.events import Event
+
+Address = tuple[str, int]
+E = TypeVar("E")
+
+
+class EndpointNode:
+    """An :class:`Endpoint` at an address, recording every event it reports."""
+
+    def __init__(self, address: Address, endpoint: Endpoint) -> None:
+        self.address = address
+        self.endpoint = endpoint
+        self.events: list[tuple[float, Event]] = []
+
+    def _drain(self, now: float) -> None:
+        while (event := self.endpoint.next_event()) is not None:
+            self.events.append((now, event))
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.endpoint.receive_datagram(data, addr, now)
+        self._drain(now)
+
+    def handle_timer(self, now: float) -> None:
+        self.endpoint.handle_timer(now)
+        self._drain(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        self._drain(now)
+        return self.endpoint.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        return self.endpoint.get_timer()
+
+    def events_of(self, kind: type[E]) -> list[E]:
+        return [event for _, event in self.events if isinstance(event, kind)]
+
+    def __repr__(self) -> str:
+        return f"EndpointNode({self.address!r})"

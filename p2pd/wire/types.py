@@ -1,0 +1,79 @@
+"""Packet types and header flags: the one table of what may appear on the wire.
+
+Type ids 0x0001-0x000A are the specification's (§2.1.2) and keep their numbers
+and meanings. Ids the protocol needs beyond them live at 0x0010 and up; the
+ranges reserved for later layers are listed in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+
+class PacketType(IntEnum):
+    HANDSHAKE_REQUEST = 0x0001
+    HANDSHAKE_RESPONSE = 0x0002
+    POSITION_UPDATE = 0x0003
+    VISUAL_EFFECT = 0x0004
+    CHAT_MESSAGE = 0x0005
+    AI_INTERACTION = 0x0006
+    ENVIRONMENTAL = 0x0007
+    PING = 0x0008
+    PONG = 0x0009
+    DISCONNECT = 0x000A
+    # beyond the specification's table
+    SEALED = 0x0010  # protected frame list; the real types travel inside
+    COOKIE_REPLY = 0x0011  # stateless anti-DoS cookie for a handshake request
+    PADDING = 0x0012  # only as a frame inside SEALED; hides the payload size
+
+
+class Flag(IntFlag):
+    ENCRYPTED = 0x0001  # payload is receiver index, counter, AES-256-GCM ciphertext
+    LZ4 = 0x0002  # plaintext is LZ4-block compressed
+    ZSTD = 0x0004  # plaintext is Zstandard compressed
+    BATCHED = 0x0008  # plaintext is a frame list (type, length, body)*
+    # 0x0010 FRAGMENT and 0x0020 RELAYED are reserved for later layers and are
+    # refused by this version, as is every other bit.
+
+
+KNOWN_FLAGS = int(Flag.ENCRYPTED | Flag.LZ4 | Flag.ZSTD | Flag.BATCHED)
+COMPRESSION_FLAGS = int(Flag.LZ4 | Flag.ZSTD)
+
+# Packets that carry their own handshake cryptography travel with no flags.
+HANDSHAKE_TYPES = frozenset(
+    {PacketType.HANDSHAKE_REQUEST, PacketType.HANDSHAKE_RESPONSE, PacketType.COOKIE_REPLY}
+)
+# Types that applications send through a session (spec §2.1.2, 0x0003-0x0007).
+DATA_TYPES = frozenset(
+    {
+        PacketType.POSITION_UPDATE,
+        PacketType.VISUAL_EFFECT,
+        PacketType.CHAT_MESSAGE,
+        PacketType.AI_INTERACTION,
+        PacketType.ENVIRONMENTAL,
+    }
+)
+# Session control types, always protected.
+CONTROL_TYPES = frozenset({PacketType.PING, PacketType.PONG, PacketType.DISCONNECT})
+# Types that may appear as frames inside a SEALED packet.
+FRAME_TYPES = DATA_TYPES | CONTROL_TYPES | {PacketType.PADDING}
+
+
+def _flag_rules() -> dict[int, tuple[int, int]]:
+    """type -> (flags that must be set, flags that may be set)."""
+    # Plain ints: the complement of an IntFlag drops undeclared bits, and
+    # undeclared bits are exactly what the parser must catch.
+    rules: dict[int, tuple[int, int]] = {}
+    for t in HANDSHAKE_TYPES:
+        rules[int(t)] = (0, 0)
+    for t in DATA_TYPES | CONTROL_TYPES:
+        rules[int(t)] = (int(Flag.ENCRYPTED), int(Flag.ENCRYPTED | COMPRESSION_FLAGS))
+    rules[int(PacketType.SEALED)] = (
+        int(Flag.ENCRYPTED | Flag.BATCHED),
+        int(Flag.ENCRYPTED | Flag.BATCHED | COMPRESSION_FLAGS),
+    )
+    return rules
+
+
+# Indexed by raw type id for the hot path: a dict lookup, no enum construction.
+FLAG_RULES: dict[int, tuple[int, int]] = _flag_rules()

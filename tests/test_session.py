@@ -1,0 +1,426 @@
+"""Sessions between two endpoints, in virtual time, over the simulated network."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from p2pd.crypto.transport import OVERHEAD
+from p2pd.session.config import EncryptionLevel, SessionConfig
+from p2pd.session.endpoint import SessionError
+from p2pd.session.events import (
+    CloseReason,
+    MessageReceived,
+    PeerAddressChanged,
+    SessionClosed,
+    SessionEstablished,
+)
+from p2pd.session.session import MessageTooLarge
+from p2pd.sim.network import LinkProfile
+from p2pd.wire.header import HEADER_SIZE
+from p2pd.wire.types import COMPRESSION_FLAGS, PacketType
+from tests.sessions import A_ADDR, B_ADDR, Pair, make_pair
+
+
+def established(pair: Pair) -> bool:
+    return bool(pair.a.events_of(SessionEstablished)) and bool(pair.b.events_of(SessionEstablished))
+
+
+def handshake(pair: Pair, limit: float = 10.0) -> None:
+    pair.a.endpoint.connect(pair.b_key, B_ADDR, pair.sim.now)
+    assert pair.sim.run_while(lambda: not established(pair), limit)
+
+
+def test_handshake_and_messages_on_a_clean_link() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.02))
+    handshake(pair)
+    (a_est,) = pair.a.events_of(SessionEstablished)
+    (b_est,) = pair.b.events_of(SessionEstablished)
+    assert (a_est.peer, a_est.initiator, a_est.address) == (pair.b_key, True, B_ADDR)
+    assert (b_est.peer, b_est.initiator, b_est.address) == (pair.a_key, False, A_ADDR)
+    # initiator: request out, response in at 0.04; responder: confirmed by the PING at 0.06
+    a_times = [t for t, e in pair.a.events if isinstance(e, SessionEstablished)]
+    b_times = [t for t, e in pair.b.events if isinstance(e, SessionEstablished)]
+    assert a_times == [pytest.approx(0.04)] and b_times == [pytest.approx(0.06)]
+
+    now = pair.sim.now
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"hello from a", now)
+    pair.b.endpoint.send(pair.a_key, PacketType.POSITION_UPDATE, b"\x01" * 40, now)
+    pair.sim.run_until(now + 0.1)
+    assert pair.b.events_of(MessageReceived) == [
+        MessageReceived(pair.a_key, PacketType.CHAT_MESSAGE, b"hello from a")
+    ]
+    assert pair.a.events_of(MessageReceived) == [
+        MessageReceived(pair.b_key, PacketType.POSITION_UPDATE, b"\x01" * 40)
+    ]
+
+
+def test_messages_sent_before_the_handshake_wait_for_it() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.01))
+    pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"early", 0.0)
+    assert pair.a.endpoint.session_statistics(pair.b_key).queued == 1
+    pair.sim.run_until(1.0)
+    assert [e.payload for e in pair.b.events_of(MessageReceived)] == [b"early"]
+
+
+@pytest.mark.parametrize("level", list(EncryptionLevel))
+def test_no_level_puts_content_readable_on_the_wire(level: EncryptionLevel) -> None:
+    pair = make_pair(config=SessionConfig(encryption_level=level))
+    handshake(pair)
+    sent: list[bytes] = []
+    original = pair.net.send
+
+    def capture(src: tuple[str, int], dst: tuple[str, int], data: bytes, now: float) -> None:
+        sent.append(data)
+        original(src, dst, data, now)
+
+    pair.net.send = capture  # type: ignore[method-assign]
+    marker = b"SECRET-CHAT-LINE"
+    now = pair.sim.now
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, marker * 3, now)
+    pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, marker, now)
+    pair.a.endpoint.send(pair.b_key, PacketType.AI_INTERACTION, marker * 20, now)  # compressed
+    pair.sim.run_until(now + 0.1)
+    assert len(pair.b.events_of(MessageReceived)) == 3
+    assert sent and all(marker not in d for d in sent)
+    types = {struct.unpack_from(">H", d, 8)[0] for d in sent}
+    if level is EncryptionLevel.HIGH:
+        assert types == {PacketType.SEALED}
+        # below the compression threshold, sizes come in 32-byte steps
+        plain = [d for d in sent if not struct.unpack_from(">H", d, 6)[0] & COMPRESSION_FLAGS]
+        assert len(plain) >= 2 and all((len(d) - OVERHEAD) % 32 == 0 for d in plain)
+    else:
+        assert PacketType.CHAT_MESSAGE in types and PacketType.SEALED not in types
+
+
+def test_exact_sizes_of_handshake_and_small_message() -> None:
+    pair = make_pair()
+    sizes: list[int] = []
+    original = pair.net.send
+
+    def capture(src: tuple[str, int], dst: tuple[str, int], data: bytes, now: float) -> None:
+        sizes.append(len(data))
+        original(src, dst, data, now)
+
+    pair.net.send = capture  # type: ignore[method-assign]
+    handshake(pair)
+    # request: header 14 + index 4 + e 32 + s 48 + payload (8+2)+16 + macs 32
+    # response: header 14 + index 4 + e 32 + payload (4+2)+16 + macs 32
+    # PING at high level: 42 overhead + frame (4+4) padded to 32
+    assert sizes[:3] == [156, 104, OVERHEAD + 32]
+    assert HEADER_SIZE == 14
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_handshake_completes_under_30_percent_loss(seed: int) -> None:
+    profile = LinkProfile(loss=0.3, delay=0.03, jitter=0.02, duplicate=0.05,
+                          reorder=0.1, corrupt=0.02)
+    pair = make_pair(seed, profile=profile, config=SessionConfig(handshake_timeout=15.0))
+    handshake(pair, limit=15.0)
+
+
+def test_handshake_under_30_percent_loss_mostly_beats_the_default_timeout() -> None:
+    """With the default 5 s, each attempt (request and response) succeeds with
+    probability 0.49 and about seven attempts fit, so ~1% of handshakes miss."""
+    profile = LinkProfile(loss=0.3, delay=0.03, jitter=0.02)
+    completed = 0
+    for seed in range(200):
+        pair = make_pair(1000 + seed, profile=profile)
+        pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
+        pair.sim.run_until(6.0)
+        if pair.a.events_of(SessionEstablished):
+            completed += 1
+        else:
+            (closed,) = pair.a.events_of(SessionClosed)
+            assert closed.reason is CloseReason.HANDSHAKE_TIMEOUT
+    assert completed >= 190
+
+
+def test_handshake_timeout_fires_when_due_and_not_before() -> None:
+    pair = make_pair()
+    pair.net.set_link(A_ADDR, B_ADDR, LinkProfile(blackholes=((0.0, 100.0),)))
+    pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
+    pair.sim.run_until(4.999)
+    assert pair.a.events_of(SessionClosed) == []
+    pair.sim.run_until(5.5)
+    closed = [(t, e) for t, e in pair.a.events if isinstance(e, SessionClosed)]
+    assert closed == [(5.0, SessionClosed(pair.b_key, CloseReason.HANDSHAKE_TIMEOUT))]
+    assert pair.a.endpoint.get_timer() is None
+
+
+def test_inactive_timeout_fires_when_due_and_not_before() -> None:
+    config = SessionConfig(inactive_timeout=30.0, ping_interval=2.0)
+    pair = make_pair(config=config)
+    handshake(pair)
+    pair.sim.run_until(10.0)
+    cut = 10.0
+    pair.net.set_link(B_ADDR, A_ADDR, LinkProfile(blackholes=((cut, 1e9),)))
+    last = pair.a.endpoint._sessions[pair.b_key].last_received  # white-box: when A last heard B
+    assert last <= cut
+    pair.sim.run_until(last + 30.0 - 0.001)
+    assert pair.a.events_of(SessionClosed) == []
+    pair.sim.run_until(last + 31.0)
+    closed = [(t, e) for t, e in pair.a.events if isinstance(e, SessionClosed)]
+    assert [e for _, e in closed] == [SessionClosed(pair.b_key, CloseReason.INACTIVE)]
+    assert closed[0][0] == pytest.approx(last + 30.0)
+    # A said DISCONNECT on its way out, and B heard it (only B->A is cut)
+    assert [e.reason for e in pair.b.events_of(SessionClosed)] == [CloseReason.PEER_DISCONNECT]
+
+
+def test_session_stays_up_while_pings_flow() -> None:
+    pair = make_pair(config=SessionConfig(inactive_timeout=5.0), profile=LinkProfile(delay=0.05))
+    handshake(pair)
+    pair.sim.run_until(120.0)
+    assert pair.a.events_of(SessionClosed) == [] and pair.b.events_of(SessionClosed) == []
+    rtt = pair.a.endpoint.session_statistics(pair.b_key).rtt
+    assert rtt.samples > 50
+    assert rtt.smoothed == pytest.approx(0.1) and rtt.min == pytest.approx(0.1)
+
+
+def test_rtt_statistics_follow_jitter() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.04, jitter=0.02))
+    handshake(pair)
+    pair.sim.run_until(60.0)
+    rtt = pair.a.endpoint.session_statistics(pair.b_key).rtt
+    assert rtt.min is not None and rtt.max is not None and rtt.smoothed is not None
+    assert 0.08 <= rtt.min < rtt.smoothed < rtt.max <= 0.12
+    assert rtt.variance is not None and rtt.variance > 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_simultaneous_open_yields_one_session(seed: int) -> None:
+    profile = LinkProfile(delay=0.03, jitter=0.01, loss=0.1 if seed % 2 else 0.0)
+    pair = make_pair(seed, profile=profile)
+    pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
+    pair.b.endpoint.connect(pair.a_key, A_ADDR, 0.0)
+    assert pair.sim.run_while(lambda: not established(pair), 10.0)
+    pair.sim.run_until(pair.sim.now + 3.0)
+    (a_est,) = pair.a.events_of(SessionEstablished)
+    (b_est,) = pair.b.events_of(SessionEstablished)
+    assert a_est.initiator != b_est.initiator
+    # The lower static key keeps the initiator role.
+    assert a_est.initiator == (pair.a_key < pair.b_key)
+    a_session = pair.a.endpoint._sessions[pair.b_key]
+    b_session = pair.b.endpoint._sessions[pair.a_key]
+    assert a_session.current is not None and b_session.current is not None
+    assert a_session.current.handshake_hash == b_session.current.handshake_hash
+    assert a_session.current.remote_index == b_session.current.local_index
+    assert pair.a.endpoint.statistics().sessions == 1 == pair.b.endpoint.statistics().sessions
+
+
+def test_graceful_disconnect() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.01))
+    handshake(pair)
+    pair.a.endpoint.close(pair.b_key, pair.sim.now)
+    pair.sim.run_until(pair.sim.now + 1.0)
+    assert pair.a.events_of(SessionClosed) == [SessionClosed(pair.b_key, CloseReason.LOCAL)]
+    assert pair.b.events_of(SessionClosed) == [
+        SessionClosed(pair.a_key, CloseReason.PEER_DISCONNECT)
+    ]
+    assert pair.a.endpoint.peers() == [] and pair.b.endpoint.peers() == []
+    with pytest.raises(SessionError):
+        pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"x", pair.sim.now)
+
+
+def test_reconnect_after_disconnect() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.01))
+    handshake(pair)
+    pair.a.endpoint.close(pair.b_key, pair.sim.now)
+    pair.sim.run_until(pair.sim.now + 1.0)
+    pair.b.endpoint.connect(pair.a_key, A_ADDR, pair.sim.now)
+    pair.sim.run_until(pair.sim.now + 1.0)
+    assert len(pair.a.events_of(SessionEstablished)) == 2
+    assert pair.b.events_of(SessionEstablished)[-1].initiator is True
+
+
+def _capture_to(pair: Pair, to: tuple[str, int]) -> list[bytes]:
+    seen: list[bytes] = []
+    original = pair.net.send
+
+    def capture(src: tuple[str, int], dst: tuple[str, int], data: bytes, now: float) -> None:
+        if dst == to:
+            seen.append(data)
+        original(src, dst, data, now)
+
+    pair.net.send = capture  # type: ignore[method-assign]
+    return seen
+
+
+def test_forged_packets_change_no_state() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.01))
+    handshake(pair)
+    seen = _capture_to(pair, B_ADDR)
+    now = pair.sim.now
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"genuine", now)
+    genuine = pair.a.endpoint.datagrams_to_send(now)[0][0]  # taken off the wire by us
+    assert seen == []
+    b = pair.b.endpoint
+    session = b._sessions[pair.a_key]
+    before = (session.last_received, session.address, session.current and
+              session.current._replay.highest)
+    for bit in range(len(genuine) * 8):
+        forged = bytearray(genuine)
+        forged[bit // 8] ^= 1 << (bit % 8)
+        b.receive_datagram(bytes(forged), ("203.0.113.9", 4444), now + 5.0)
+    after = (session.last_received, session.address, session.current and
+             session.current._replay.highest)
+    assert after == before
+    assert b.next_event() is None
+    drops = b.statistics().drops
+    assert sum(drops.values()) == len(genuine) * 8
+    assert drops.get("auth_failed", 0) > 0
+    # the genuine packet still gets through afterwards: the window did not move
+    b.receive_datagram(genuine, A_ADDR, now + 5.0)
+    assert b.next_event() == MessageReceived(pair.a_key, PacketType.CHAT_MESSAGE, b"genuine")
+
+
+def test_replayed_packets_are_dropped_and_counted() -> None:
+    pair = make_pair()
+    handshake(pair)
+    now = pair.sim.now
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"once", now)
+    (datagram, _), = pair.a.endpoint.datagrams_to_send(now)
+    b = pair.b.endpoint
+    for _ in range(3):
+        b.receive_datagram(datagram, A_ADDR, now)
+    assert b.next_event() == MessageReceived(pair.a_key, PacketType.CHAT_MESSAGE, b"once")
+    assert b.next_event() is None
+    assert b.statistics().drops == {"replayed": 2}
+    assert b.session_statistics(pair.a_key).drops == {"replayed": 2}
+
+
+def test_replayed_handshake_request_is_refused() -> None:
+    pair = make_pair()
+    requests = _capture_to(pair, B_ADDR)
+    handshake(pair)
+    request = requests[0]
+    pair.b.endpoint.receive_datagram(request, A_ADDR, pair.sim.now)
+    assert pair.b.endpoint.statistics().drops == {"handshake_replayed": 1}
+
+
+def test_peer_address_follows_authenticated_packets_only() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.01))
+    handshake(pair)
+    now = pair.sim.now
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"from a new port", now)
+    (datagram, _), = pair.a.endpoint.datagrams_to_send(now)
+    roamed = ("10.0.0.1", 7777)
+    pair.b.receive_datagram(datagram, roamed, now)
+    assert pair.b.events_of(PeerAddressChanged) == [PeerAddressChanged(pair.a_key, A_ADDR, roamed)]
+    assert pair.b.endpoint.session_statistics(pair.a_key).address == roamed
+
+
+def test_rekey_by_message_count_never_reuses_a_nonce() -> None:
+    config = SessionConfig(rekey_after_messages=50, reject_after_messages=80, ping_interval=0.5)
+    pair = make_pair(profile=LinkProfile(delay=0.01), config=config)
+    seen = _capture_to(pair, B_ADDR)
+    handshake(pair)
+    for i in range(400):
+        pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, i.to_bytes(4, "big"),
+                             pair.sim.now)
+        pair.sim.run_until(pair.sim.now + 0.02)
+    received = [e.payload for e in pair.b.events_of(MessageReceived)]
+    assert received == [i.to_bytes(4, "big") for i in range(400)]
+    nonces = [struct.unpack_from(">IQ", d, 14) for d in seen if d[6:8] != b"\x00\x00"]
+    assert len(nonces) == len(set(nonces))  # (receiver index, counter): unique per key
+    stats = pair.a.endpoint.session_statistics(pair.b_key)
+    assert stats.rekeys >= 400 // 80
+    assert max(counter for _, counter in nonces) < 80
+
+
+def test_rekey_by_time() -> None:
+    config = SessionConfig(encryption_level=EncryptionLevel.MEDIUM)
+    pair = make_pair(profile=LinkProfile(delay=0.01), config=config)
+    handshake(pair)
+    pair.sim.run_until(600.0)
+    assert pair.a.endpoint.session_statistics(pair.b_key).rekeys == 4  # at 120, 240, 360, 480
+    assert pair.a.events_of(SessionClosed) == []
+    now = pair.sim.now
+    pair.b.endpoint.send(pair.a_key, PacketType.CHAT_MESSAGE, b"still here", now)
+    pair.sim.run_until(now + 0.1)
+    assert pair.a.events_of(MessageReceived)[-1].payload == b"still here"
+
+
+def test_peer_policy_refuses_unknown_initiators() -> None:
+    pair = make_pair(b_policy=lambda key, cert: False)
+    pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
+    pair.sim.run_until(6.0)
+    assert pair.b.events == []
+    assert pair.b.endpoint.statistics().drops.get("peer_refused", 0) >= 1
+    assert [e.reason for e in pair.a.events_of(SessionClosed)] == [CloseReason.HANDSHAKE_TIMEOUT]
+
+
+def test_certificates_travel_in_the_handshake() -> None:
+    seen: list[tuple[bytes, bytes | None]] = []
+
+    def policy(key: bytes, cert: bytes | None) -> bool:
+        seen.append((key, cert))
+        return cert == b"cert-of-a"
+
+    pair = make_pair(b_policy=policy)
+    a = pair.a.endpoint
+    a.identity = a.identity.with_certificate(b"cert-of-a")
+    handshake(pair)
+    assert seen == [(pair.a_key, b"cert-of-a")]
+    assert pair.b.events_of(SessionEstablished)[0].certificate == b"cert-of-a"
+
+
+def test_cookie_under_load_still_lets_a_real_peer_in() -> None:
+    config = SessionConfig(handshake_load_limit=2)
+    pair = make_pair(profile=LinkProfile(delay=0.01), b_config=config)
+    # a flood of requests from other (spoofed) addresses fills this second's budget
+    flood = make_pair(seed=99)
+    flood.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
+    (request, _), = flood.a.endpoint.datagrams_to_send(0.0)
+    for port in range(10):
+        pair.b.endpoint.receive_datagram(request, ("198.51.100.1", port), 0.0)
+    assert pair.b.endpoint.statistics().cookie_replies == 8
+    pair.b.endpoint.datagrams_to_send(0.0)  # the cookie replies go nowhere
+    handshake(pair, limit=5.0)
+    assert pair.b.endpoint.statistics().cookie_replies >= 9  # A had to fetch one too
+
+
+def test_local_misuse_raises_clear_errors() -> None:
+    pair = make_pair()
+    a = pair.a.endpoint
+    with pytest.raises(SessionError, match="32 bytes"):
+        a.connect(b"short", B_ADDR, 0.0)
+    with pytest.raises(SessionError, match="own key"):
+        a.connect(pair.a_key, B_ADDR, 0.0)
+    with pytest.raises(SessionError, match="no session"):
+        a.send(pair.b_key, PacketType.CHAT_MESSAGE, b"x", 0.0)
+    handshake(pair)
+    with pytest.raises(SessionError, match="not an application message"):
+        a.send(pair.b_key, PacketType.PING, b"x", 0.0)
+    with pytest.raises(MessageTooLarge):
+        a.send(pair.b_key, PacketType.CHAT_MESSAGE, random.Random(1).randbytes(2000), 0.0)
+
+
+def test_hostile_datagrams_never_raise_and_are_counted() -> None:
+    pair = make_pair()
+    captured = _capture_to(pair, B_ADDR)
+    handshake(pair)
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"x" * 300, pair.sim.now)
+    pair.sim.run_until(pair.sim.now + 0.1)
+    rng = random.Random(7)
+    b = pair.b.endpoint
+    fed = 0
+    for _ in range(3000):
+        base = bytearray(rng.choice(captured))
+        choice = rng.random()
+        if choice < 0.3:
+            data = bytes(base[: rng.randrange(len(base))])
+        elif choice < 0.8:
+            for _ in range(rng.randint(1, 4)):
+                base[rng.randrange(len(base))] = rng.randrange(256)
+            data = bytes(base)
+        else:
+            data = rng.randbytes(rng.randrange(0, 1600))
+        b.receive_datagram(data, ("192.0.2.1", rng.randrange(65536)), pair.sim.now)
+        fed += 1
+    stats = b.statistics()
+    assert sum(stats.drops.values()) >= fed - 5  # a mutation may leave a datagram intact
+    assert stats.sessions == 1
