@@ -46,7 +46,6 @@ class Keypair:
         "handshake_hash",
         "initiator",
         "local_index",
-        "received_any",
         "remote_index",
         "send_counter",
     )
@@ -72,7 +71,6 @@ class Keypair:
         self.created = created
         self.handshake_hash = handshake_hash
         self.send_counter = 0
-        self.received_any = False
         self.auth_failures = 0
 
     def seal(self, flags: int, packet_type: int, plaintext: bytes) -> bytes:
@@ -100,7 +98,7 @@ class Keypair:
             raise BadPacket(DropReason.TRUNCATED, f"{len(data)} bytes, protected needs {OVERHEAD}")
         (counter,) = _unpack_counter(data, 18)
         replay = self._replay
-        if not replay.check(counter):
+        if counter <= replay.highest and not replay.check(counter):
             raise BadPacket(DropReason.REPLAYED, f"counter {counter}")
         try:
             plaintext = self._open(
@@ -110,5 +108,9 @@ class Keypair:
             self.auth_failures += 1
             raise BadPacket(DropReason.AUTH_FAILED, f"counter {counter}") from None
         replay.update(counter)
-        self.received_any = True
         return plaintext
+
+    @property
+    def received_any(self) -> bool:
+        """Whether any packet under this keypair has authenticated."""
+        return self._replay.highest >= 0

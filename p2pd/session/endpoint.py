@@ -53,6 +53,7 @@ PeerPolicy = Callable[[bytes, bytes | None], bool]
 MAX_REMEMBERED_PEERS = 4096  # handshake timestamps and static-static secrets kept
 _INDEX = struct.Struct(">I")
 _ENCRYPTED = int(Flag.ENCRYPTED)
+_DATA_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES)
 _REQUEST = int(PacketType.HANDSHAKE_REQUEST)
 _RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)
 
@@ -104,6 +105,8 @@ class Endpoint:
         self._indexes: dict[int, Session] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
+        self.output = self._outgoing.append  # for sessions: queue one datagram
+        self.emit = self._events.append  # for sessions: report one event
         self._timestamps = _BoundedMap(MAX_REMEMBERED_PEERS)  # peer -> last request time
         self._static_static = _BoundedMap(MAX_REMEMBERED_PEERS)  # peer -> DH(s, rs)
         self._last_timestamp = 0
@@ -144,7 +147,7 @@ class Endpoint:
 
     def send(self, peer: bytes, packet_type: PacketType, payload: bytes, now: float) -> None:
         """Queue one application message (types 0x0003-0x0007) for ``peer``."""
-        if packet_type not in DATA_TYPES:
+        if packet_type not in _DATA_TYPE_IDS:
             raise SessionError(f"{packet_type!r} is not an application message type")
         session = self._sessions.get(peer)
         if session is None:
@@ -200,7 +203,11 @@ class Endpoint:
         return min(deadlines) if deadlines else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out, self._outgoing = self._outgoing, []
+        out = self._outgoing[:]
+        self._outgoing.clear()
+        self._datagrams_sent += len(out)
+        for datagram, _ in out:
+            self._bytes_sent += len(datagram)
         return out
 
     def next_event(self) -> Event | None:
@@ -314,12 +321,7 @@ class Endpoint:
         self._indexes.pop(index, None)
 
     def transmit(self, datagram: bytes, address: Address) -> None:
-        self._datagrams_sent += 1
-        self._bytes_sent += len(datagram)
         self._outgoing.append((datagram, address))
-
-    def emit(self, event: Event) -> None:
-        self._events.append(event)
 
     def forget(self, session: Session) -> None:
         if self._sessions.get(session.peer) is session:

@@ -26,11 +26,24 @@ class SessionEstablished:
     certificate: bytes | None  # what the peer presented in its handshake
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MessageReceived:
     peer: bytes
     type: PacketType
     payload: bytes
+
+    def __init__(self, peer: bytes, type: PacketType, payload: bytes) -> None:
+        # One of these is made per message received: setting the slots directly
+        # costs ~0.3 us instead of ~0.5 us through the frozen dataclass __init__.
+        _set_peer(self, peer)
+        _set_type(self, type)
+        _set_payload(self, payload)
+
+
+_slots = vars(MessageReceived)  # the slot descriptors
+_set_peer = _slots["peer"].__set__
+_set_type = _slots["type"].__set__
+_set_payload = _slots["payload"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from p2pd.session.events import (
 from p2pd.session.rtt import RttEstimator
 from p2pd.session.stats import Counters, SessionStatistics
 from p2pd.wire.errors import BadPacket, DropReason
-from p2pd.wire.frames import FRAME_HEADER, decode_frames_untrusted, padding_frame
+from p2pd.wire.frames import FRAME_HEADER, decode_frames_untrusted, padding_for
 from p2pd.wire.header import MAX_DATAGRAM
 from p2pd.wire.types import COMPRESSION_FLAGS, DATA_TYPES, Flag, PacketType
 
@@ -56,8 +56,12 @@ MAX_UNCONFIRMED = 4  # responder keypairs waiting for their first packet
 MAX_PINGS = 8  # outstanding PINGs remembered for RTT samples
 PAD_STEP = 32  # encryption_level=high pads small packets to multiples of this
 _PING = struct.Struct(">I")
+# what to append to a frame list of n bytes, by n % PAD_STEP
+_PADDING = [padding_for(n, PAD_STEP) for n in range(PAD_STEP)]
 _pack_frame_header = FRAME_HEADER.pack
 _SEALED = int(PacketType.SEALED)
+_TYPE_BY_ID = {int(t): t for t in PacketType}
+_DATA_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES)
 _SEALED_FLAGS = int(Flag.ENCRYPTED | Flag.BATCHED)
 _ENCRYPTED = int(Flag.ENCRYPTED)
 
@@ -107,7 +111,14 @@ class Session:
         self._ping_id = 0
         self._pings: dict[int, float] = {}
         self._pending: deque[tuple[int, bytes]] = deque()
+        # hot-path constants and bound methods
         self._high = self._config.encryption_level is EncryptionLevel.HIGH
+        self._compression_threshold = self._config.compression_threshold
+        self._compress = endpoint.compressor.compress
+        self._reject_after = self._config.reject_after_messages
+        self._rekey_after = self._config.rekey_after_messages
+        self._output = endpoint.output
+        self._emit = endpoint.emit
 
     # -- handshake, initiator side -------------------------------------------
 
@@ -234,7 +245,7 @@ class Session:
             self.established = True
             self.known_to_app = True
             self._next_ping = now + self._config.ping_interval
-            self._ep.emit(SessionEstablished(self.peer, self.address, keypair.initiator,
+            self._emit(SessionEstablished(self.peer, self.address, keypair.initiator,
                                              self.certificate))
 
     # -- receiving -----------------------------------------------------------
@@ -252,16 +263,19 @@ class Session:
 
     def receive_transport(self, index: int, data: bytes, flags: int, packet_type: int,
                           address: Address, now: float) -> None:
-        keypair = self._keypair_for(index)
-        if keypair is None:
-            raise BadPacket(DropReason.UNKNOWN_SESSION, f"index {index} is not a keypair")
+        # The hot path: one call per protected datagram received.
+        keypair = self.current
+        if keypair is None or keypair.local_index != index:
+            keypair = self._keypair_for(index)
+            if keypair is None:
+                raise BadPacket(DropReason.UNKNOWN_SESSION, f"index {index} is not a keypair")
         plaintext = keypair.open_untrusted(data)
         # authenticated from here on
         counters = self.counters
         counters.packets_received += 1
         counters.bytes_received += len(data)
         self.last_received = now
-        if keypair is not self.current and keypair in self._unconfirmed:
+        if keypair is not self.current:
             self._confirm(keypair, now)
         if address != self.address:
             self._authenticated_from(address, now)
@@ -271,11 +285,18 @@ class Session:
             )
         if packet_type == _SEALED:
             for frame_type, body in decode_frames_untrusted(plaintext):
-                self._on_frame(frame_type, body, now)
+                if frame_type in _DATA_TYPE_IDS:
+                    self._emit(MessageReceived(self.peer, frame_type, body))
+                else:
+                    self._on_control(frame_type, body, now)
+        elif packet_type in _DATA_TYPE_IDS:
+            self._emit(MessageReceived(self.peer, _TYPE_BY_ID[packet_type], plaintext))
         else:
-            self._on_frame(packet_type, plaintext, now)
+            self._on_control(packet_type, plaintext, now)
 
     def _confirm(self, keypair: Keypair, now: float) -> None:
+        if keypair not in self._unconfirmed:
+            return  # the previous keypair, still open for late packets
         for other in self._unconfirmed:
             if other is not keypair:
                 self._ep.release_index(other.local_index)
@@ -287,12 +308,10 @@ class Session:
         if address != self.address:
             old, self.address = self.address, address
             if self.known_to_app:
-                self._ep.emit(PeerAddressChanged(self.peer, old, address))
+                self._emit(PeerAddressChanged(self.peer, old, address))
 
-    def _on_frame(self, frame_type: int, body: bytes, now: float) -> None:
-        if frame_type in DATA_TYPES:
-            self._ep.emit(MessageReceived(self.peer, PacketType(frame_type), body))
-        elif frame_type == PacketType.PING:
+    def _on_control(self, frame_type: int, body: bytes, now: float) -> None:
+        if frame_type == PacketType.PING:
             if len(body) != _PING.size:
                 raise BadPacket(DropReason.MALFORMED, "ping body")
             self._send(PacketType.PONG, body, now)
@@ -332,26 +351,24 @@ class Session:
             )
 
     def _send(self, packet_type: int, payload: bytes, now: float) -> None:
+        # The hot path: one call per message sent.
         keypair = self.current
         assert keypair is not None
-        if keypair.send_counter >= self._config.reject_after_messages:
+        if keypair.send_counter >= self._reject_after:
             self._pending.appendleft((packet_type, payload))
             self._start_rekey(now)
             return
         if self._high:
             body = _pack_frame_header(packet_type, len(payload)) + payload
-            size = len(body)
-            if size < self._ep.compression_threshold:
-                pad = -size % PAD_STEP
-                if pad:
-                    body += padding_frame(pad + PAD_STEP if pad < FRAME_HEADER.size else pad)
+            if len(body) < self._compression_threshold:
+                body += _PADDING[len(body) % PAD_STEP]
                 flags = _SEALED_FLAGS
             else:
-                cflag, body = self._ep.compressor.compress(body)
+                cflag, body = self._compress(body)
                 flags = _SEALED_FLAGS | cflag
             packet_type = _SEALED
         else:
-            cflag, body = self._ep.compressor.compress(payload)
+            cflag, body = self._compress(payload)
             flags = _ENCRYPTED | cflag
         if len(body) > MAX_PLAINTEXT:
             self._check_size(payload)
@@ -360,8 +377,8 @@ class Session:
         counters = self.counters
         counters.packets_sent += 1
         counters.bytes_sent += len(datagram)
-        self._ep.transmit(datagram, self.address)
-        if keypair.send_counter == self._config.rekey_after_messages:
+        self._output((datagram, self.address))
+        if keypair.send_counter == self._rekey_after:
             self._start_rekey(now)
 
     def _send_ping(self, now: float) -> None:
@@ -454,7 +471,7 @@ class Session:
         self._pending.clear()
         self._ep.forget(self)
         if self.known_to_app:
-            self._ep.emit(SessionClosed(self.peer, reason))
+            self._emit(SessionClosed(self.peer, reason))
 
     def statistics(self) -> SessionStatistics:
         c = self.counters

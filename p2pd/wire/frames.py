@@ -41,27 +41,44 @@ def padding_frame(total_size: int) -> bytes:
     return FRAME_HEADER.pack(PacketType.PADDING, body) + bytes(body)
 
 
+def padding_for(size: int, step: int) -> bytes:
+    """What to append to a ``size``-byte frame list to reach a multiple of ``step``.
+
+    Empty when ``size`` is already a multiple; otherwise one PADDING frame, one
+    step longer when the gap is too small to hold a frame header.
+    """
+    gap = -size % step
+    if gap == 0:
+        return b""
+    return padding_frame(gap if gap >= FRAME_HEADER_SIZE else gap + step)
+
+
+_FRAME_TYPE_BY_ID = {int(t): t for t in FRAME_TYPES}
+_PADDING = int(PacketType.PADDING)
+_unpack_frame_header = FRAME_HEADER.unpack_from
+
+
 def decode_frames_untrusted(data: bytes) -> list[tuple[PacketType, bytes]]:
     """Parse a frame list, dropping padding. Raises only :class:`BadPacket`."""
     frames: list[tuple[PacketType, bytes]] = []
     offset = 0
     size = len(data)
-    count = 0
-    while offset < size:
+    types = _FRAME_TYPE_BY_ID
+    for _ in range(MAX_FRAMES):
         if size - offset < FRAME_HEADER_SIZE:
             raise BadPacket(DropReason.MALFORMED, f"frame header cut at offset {offset}")
-        frame_type, length = FRAME_HEADER.unpack_from(data, offset)
-        offset += FRAME_HEADER_SIZE
-        if frame_type not in FRAME_TYPES:
+        frame_type, length = _unpack_frame_header(data, offset)
+        start = offset + FRAME_HEADER_SIZE
+        offset = start + length
+        member = types.get(frame_type)
+        if member is None:
             raise BadPacket(DropReason.UNKNOWN_TYPE, f"frame type 0x{frame_type:04x}")
-        if offset + length > size:
+        if offset > size:
             raise BadPacket(DropReason.MALFORMED, f"frame body of {length} bytes cut short")
-        count += 1
-        if count > MAX_FRAMES:
-            raise BadPacket(DropReason.MALFORMED, f"more than {MAX_FRAMES} frames")
-        if frame_type != PacketType.PADDING:
-            frames.append((PacketType(frame_type), bytes(data[offset : offset + length])))
-        offset += length
-    if not frames:
-        raise BadPacket(DropReason.MALFORMED, "frame list without content")
-    return frames
+        if frame_type != _PADDING:
+            frames.append((member, data[start:offset]))
+        if offset == size:
+            if not frames:
+                raise BadPacket(DropReason.MALFORMED, "frame list without content")
+            return frames
+    raise BadPacket(DropReason.MALFORMED, f"more than {MAX_FRAMES} frames")

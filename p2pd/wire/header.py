@@ -66,6 +66,21 @@ def check_flags_local(packet_type: int, flags: int) -> None:
         raise ValueError(f"flags 0x{flags:04x} not valid for type 0x{packet_type:04x}")
 
 
+def _valid_type_flags() -> frozenset[int]:
+    """Every allowed (type << 16 | flags), so the hot path checks both at once."""
+    valid = set()
+    for packet_type, (required, allowed) in FLAG_RULES.items():
+        optional = allowed & ~required
+        for flags in range(optional + 1):
+            if flags & ~optional or flags & COMPRESSION_FLAGS == COMPRESSION_FLAGS:
+                continue
+            valid.add(packet_type << 16 | required | flags)
+    return frozenset(valid)
+
+
+_VALID_TYPE_FLAGS = _valid_type_flags()
+
+
 def parse_header_untrusted(data: bytes) -> tuple[int, int]:
     """Validate the header of ``data``; return ``(flags, packet_type)``.
 
@@ -73,31 +88,40 @@ def parse_header_untrusted(data: bytes) -> tuple[int, int]:
     :class:`BadPacket`. The payload is ``data[HEADER_SIZE:]``.
     """
     size = len(data)
+    if HEADER_SIZE <= size <= MAX_DATAGRAM:
+        magic, version, flags, packet_type, length = _unpack_header(data)
+        if (
+            magic == MAGIC
+            and version == PROTOCOL_VERSION
+            and packet_type << 16 | flags in _VALID_TYPE_FLAGS
+            and length == size - HEADER_SIZE
+        ):
+            return flags, packet_type
+    raise _header_error(data)
+
+
+def _header_error(data: bytes) -> BadPacket:
+    """The reason a header failed, checked in the documented order."""
+    size = len(data)
     if size < HEADER_SIZE:
-        raise BadPacket(DropReason.TRUNCATED, f"{size} bytes, header needs {HEADER_SIZE}")
+        return BadPacket(DropReason.TRUNCATED, f"{size} bytes, header needs {HEADER_SIZE}")
     if size > MAX_DATAGRAM:
-        raise BadPacket(DropReason.OVERSIZE, f"{size} bytes exceeds {MAX_DATAGRAM}")
+        return BadPacket(DropReason.OVERSIZE, f"{size} bytes exceeds {MAX_DATAGRAM}")
     magic, version, flags, packet_type, length = _unpack_header(data)
     if magic != MAGIC:
-        raise BadPacket(DropReason.BAD_MAGIC, f"magic 0x{magic:08x}")
+        return BadPacket(DropReason.BAD_MAGIC, f"magic 0x{magic:08x}")
     if version != PROTOCOL_VERSION:
-        raise BadPacket(DropReason.BAD_VERSION, f"version {version}")
-    rule = FLAG_RULES.get(packet_type)
-    if rule is None:
-        raise BadPacket(DropReason.UNKNOWN_TYPE, f"type 0x{packet_type:04x}")
-    required, allowed = rule
-    if flags & required != required or flags & ~allowed or (
-        flags & COMPRESSION_FLAGS == COMPRESSION_FLAGS
-    ):
-        raise BadPacket(
+        return BadPacket(DropReason.BAD_VERSION, f"version {version}")
+    if packet_type not in FLAG_RULES:
+        return BadPacket(DropReason.UNKNOWN_TYPE, f"type 0x{packet_type:04x}")
+    if packet_type << 16 | flags not in _VALID_TYPE_FLAGS:
+        return BadPacket(
             DropReason.BAD_FLAGS, f"flags 0x{flags:04x} for type 0x{packet_type:04x}"
         )
     actual = size - HEADER_SIZE
-    if length != actual:
-        if length > actual:
-            raise BadPacket(DropReason.TRUNCATED, f"length {length}, {actual} bytes present")
-        raise BadPacket(DropReason.LENGTH_MISMATCH, f"length {length}, {actual} bytes present")
-    return flags, packet_type
+    if length > actual:
+        return BadPacket(DropReason.TRUNCATED, f"length {length}, {actual} bytes present")
+    return BadPacket(DropReason.LENGTH_MISMATCH, f"length {length}, {actual} bytes present")
 
 
 def parse_packet_untrusted(data: bytes) -> Packet:
