@@ -20,7 +20,8 @@ from p2pd.session.events import (
 from p2pd.session.session import MessageTooLarge
 from p2pd.sim.network import LinkProfile
 from p2pd.wire.header import HEADER_SIZE
-from p2pd.wire.types import COMPRESSION_FLAGS, PacketType
+from p2pd.wire.frames import encode_frames
+from p2pd.wire.types import COMPRESSION_FLAGS, Flag, PacketType
 from tests.sessions import A_ADDR, B_ADDR, Pair, make_pair
 
 
@@ -424,3 +425,34 @@ def test_hostile_datagrams_never_raise_and_are_counted() -> None:
     stats = b.statistics()
     assert sum(stats.drops.values()) >= fed - 5  # a mutation may leave a datagram intact
     assert stats.sessions == 1
+
+
+def _seal_frames(pair: Pair, frames: list[tuple[int, bytes]]) -> bytes:
+    """A datagram from A to B carrying ``frames``, sealed with A's real keys."""
+    keypair = pair.a.endpoint._sessions[pair.b_key].current
+    assert keypair is not None
+    return keypair.seal(int(Flag.ENCRYPTED | Flag.BATCHED), PacketType.SEALED,
+                        encode_frames(frames))
+
+
+def test_many_pings_in_one_datagram_get_one_pong() -> None:
+    pair = make_pair()
+    handshake(pair)
+    datagram = _seal_frames(pair, [(PacketType.PING, bytes(4))] * 100)
+    b = pair.b.endpoint
+    b.datagrams_to_send(pair.sim.now)
+    b.receive_datagram(datagram, A_ADDR, pair.sim.now)
+    assert len(b.datagrams_to_send(pair.sim.now)) == 1
+
+
+def test_frames_after_a_disconnect_are_not_delivered() -> None:
+    pair = make_pair()
+    handshake(pair)
+    datagram = _seal_frames(pair, [(PacketType.CHAT_MESSAGE, b"before"),
+                                   (PacketType.DISCONNECT, b""),
+                                   (PacketType.CHAT_MESSAGE, b"after")])
+    pair.b.receive_datagram(datagram, A_ADDR, pair.sim.now)
+    assert [e.payload for e in pair.b.events_of(MessageReceived)] == [b"before"]
+    assert pair.b.events_of(SessionClosed) == [
+        SessionClosed(pair.a_key, CloseReason.PEER_DISCONNECT)
+    ]

@@ -284,11 +284,21 @@ class Session:
                 flags & COMPRESSION_FLAGS, plaintext
             )
         if packet_type == _SEALED:
-            for frame_type, body in decode_frames_untrusted(plaintext):
+            frames = decode_frames_untrusted(plaintext)
+            if len(frames) == 1 and frames[0][0] in _DATA_TYPE_IDS:
+                self._emit(MessageReceived(self.peer, frames[0][0], frames[0][1]))
+                return
+            pinged = False
+            for frame_type, body in frames:
                 if frame_type in _DATA_TYPE_IDS:
                     self._emit(MessageReceived(self.peer, frame_type, body))
+                elif frame_type == PacketType.PING and pinged:
+                    continue  # one PONG per datagram: no amplification
                 else:
+                    pinged |= frame_type == PacketType.PING
                     self._on_control(frame_type, body, now)
+                    if self.closed:
+                        return
         elif packet_type in _DATA_TYPE_IDS:
             self._emit(MessageReceived(self.peer, _TYPE_BY_ID[packet_type], plaintext))
         else:
