@@ -19,8 +19,8 @@ from p2pd.session.events import (
 )
 from p2pd.session.session import MessageTooLarge
 from p2pd.sim.network import LinkProfile
-from p2pd.wire.header import HEADER_SIZE
 from p2pd.wire.frames import encode_frames
+from p2pd.wire.header import HEADER_SIZE
 from p2pd.wire.types import COMPRESSION_FLAGS, Flag, PacketType
 from tests.sessions import A_ADDR, B_ADDR, Pair, make_pair
 
