@@ -456,3 +456,19 @@ def test_frames_after_a_disconnect_are_not_delivered() -> None:
     assert pair.b.events_of(SessionClosed) == [
         SessionClosed(pair.a_key, CloseReason.PEER_DISCONNECT)
     ]
+
+
+def test_messages_beyond_the_key_limit_wait_for_the_new_keys() -> None:
+    config = SessionConfig(rekey_after_messages=50, reject_after_messages=80)
+    pair = make_pair(profile=LinkProfile(delay=0.01), config=config)
+    seen = _capture_to(pair, B_ADDR)
+    handshake(pair)
+    now = pair.sim.now
+    for i in range(100):  # all at once: the last 20 exceed the first keys
+        pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, i.to_bytes(2, "big"), now)
+    assert pair.a.endpoint.session_statistics(pair.b_key).queued > 0
+    pair.sim.run_until(now + 1.0)
+    received = [e.payload for e in pair.b.events_of(MessageReceived)]
+    assert received == [i.to_bytes(2, "big") for i in range(100)]
+    counters = [struct.unpack_from(">Q", d, 18)[0] for d in seen if d[6:8] != b"\x00\x00"]
+    assert max(counters) < 80

@@ -324,7 +324,7 @@ class Session:
         if frame_type == PacketType.PING:
             if len(body) != _PING.size:
                 raise BadPacket(DropReason.MALFORMED, "ping body")
-            self._send(PacketType.PONG, body, now)
+            self.send_message(PacketType.PONG, body, now)
         elif frame_type == PacketType.PONG:
             if len(body) != _PING.size:
                 raise BadPacket(DropReason.MALFORMED, "pong body")
@@ -339,34 +339,13 @@ class Session:
     # -- sending -------------------------------------------------------------
 
     def send_message(self, packet_type: int, payload: bytes, now: float) -> None:
-        if self.established and self.current is not None:
-            self._send(packet_type, payload, now)
-        elif len(self._pending) < self._config.pending_limit:
-            self._check_size(payload)
-            self._pending.append((packet_type, payload))
-        else:
-            self.counters.drop(DropReason.QUEUE_FULL)
-            self._ep.count_drop(DropReason.QUEUE_FULL)
+        """Protect and queue one message now, or hold it until keys allow.
 
-    def _flush_pending(self, now: float) -> None:
-        while self._pending and self.current is not None:
-            packet_type, payload = self._pending.popleft()
-            self._send(packet_type, payload, now)
-
-    def _check_size(self, payload: bytes) -> None:
-        if len(payload) > MAX_PLAINTEXT - FRAME_HEADER.size:
-            raise MessageTooLarge(
-                f"message of {len(payload)} bytes exceeds the {MAX_PLAINTEXT - FRAME_HEADER.size}"
-                " bytes one datagram can carry"
-            )
-
-    def _send(self, packet_type: int, payload: bytes, now: float) -> None:
-        # The hot path: one call per message sent.
+        The hot path: one call per message sent, data and control alike.
+        """
         keypair = self.current
-        assert keypair is not None
-        if keypair.send_counter >= self._reject_after:
-            self._pending.appendleft((packet_type, payload))
-            self._start_rekey(now)
+        if keypair is None or not self.established or keypair.send_counter >= self._reject_after:
+            self._hold(packet_type, payload, now)
             return
         if self._high:
             body = _pack_frame_header(packet_type, len(payload)) + payload
@@ -391,12 +370,38 @@ class Session:
         if keypair.send_counter == self._rekey_after:
             self._start_rekey(now)
 
+    def _hold(self, packet_type: int, payload: bytes, now: float) -> None:
+        """Queue a message (bounded) until a handshake gives usable keys."""
+        if self.established:
+            self._start_rekey(now)  # the current keys are used up
+        if len(self._pending) < self._config.pending_limit:
+            self._check_size(payload)
+            self._pending.append((packet_type, payload))
+        else:
+            self.counters.drop(DropReason.QUEUE_FULL)
+            self._ep.count_drop(DropReason.QUEUE_FULL)
+
+    def _flush_pending(self, now: float) -> None:
+        while self._pending:
+            keypair = self.current
+            if keypair is None or keypair.send_counter >= self._reject_after:
+                return
+            packet_type, payload = self._pending.popleft()
+            self.send_message(packet_type, payload, now)
+
+    def _check_size(self, payload: bytes) -> None:
+        if len(payload) > MAX_PLAINTEXT - FRAME_HEADER.size:
+            raise MessageTooLarge(
+                f"message of {len(payload)} bytes exceeds the {MAX_PLAINTEXT - FRAME_HEADER.size}"
+                " bytes one datagram can carry"
+            )
+
     def _send_ping(self, now: float) -> None:
         self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
         self._pings[self._ping_id] = now
         if len(self._pings) > MAX_PINGS:
             del self._pings[next(iter(self._pings))]
-        self._send(PacketType.PING, _PING.pack(self._ping_id), now)
+        self.send_message(PacketType.PING, _PING.pack(self._ping_id), now)
 
     def _start_rekey(self, now: float) -> None:
         if not self._initiations:
@@ -472,7 +477,7 @@ class Session:
         if self.closed:
             return
         if notify_peer and self.current is not None:
-            self._send(PacketType.DISCONNECT, b"", now)
+            self.send_message(PacketType.DISCONNECT, b"", now)
         self.closed = True
         self._abandon_initiations()
         for keypair in (self.current, self._previous, *self._unconfirmed):

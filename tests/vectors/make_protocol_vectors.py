@@ -244,13 +244,14 @@ def compression_vectors() -> dict[str, Any]:
                        ("incompressible, sent as it is", INCOMPRESSIBLE_INPUT)):
         flag, out = compressor.compress(data)
         cases.append({"name": name, "input": data.hex(), "flag": int(flag), "output": out.hex()})
-    lz4_declared_201 = (201).to_bytes(4, "big") + bytes.fromhex(cases[0]["output"])[4:]
+    lz4_declared_more = (len(LZ4_INPUT) + 1).to_bytes(4, "big") + bytes.fromhex(
+        cases[0]["output"])[4:]
     rejects = [
         ("LZ4, declared size 0", 2, "00000000" + "00", "bad_compression"),
         ("LZ4, declared size 65537 (above max_message_size)", 2, "00010001" + "00",
          "bad_compression"),
         ("LZ4, only the size prefix", 2, "00000010", "bad_compression"),
-        ("LZ4, block decodes to fewer bytes than declared", 2, lz4_declared_201.hex(),
+        ("LZ4, block decodes to fewer bytes than declared", 2, lz4_declared_more.hex(),
          "bad_compression"),
         ("Zstandard, descriptor announces a Frame_Content_Size", 4,
          "00000004" + "40" + "00" + "0100", "bad_compression"),
@@ -458,7 +459,7 @@ def _block(data: bytes) -> str:
 
 
 def _flags_name(flags: int) -> str:
-    return "|".join(f.name or "" for f in Flag if flags & f) or "0"
+    return " + ".join(f.name or "" for f in Flag if flags & f) or "none"
 
 
 def render_markdown(v: dict[str, Any]) -> str:
