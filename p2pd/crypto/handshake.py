@@ -89,18 +89,19 @@ def _frame(packet_type: PacketType, index: int, noise_message: bytes,
     return body + (_mac(cookie, body) if cookie is not None else _ZERO_MAC)
 
 
-def encode_request_payload(timestamp: int, certificate: bytes | None) -> bytes:
+def _encode_payload(layout: struct.Struct, number: int, certificate: bytes | None) -> bytes:
     cert = certificate or b""
     if len(cert) > MAX_CERTIFICATE:
         raise ValueError(f"certificate of {len(cert)} bytes exceeds {MAX_CERTIFICATE}")
-    return _REQUEST_PAYLOAD.pack(timestamp, len(cert)) + cert
+    return layout.pack(number, len(cert)) + cert
+
+
+def encode_request_payload(timestamp: int, certificate: bytes | None) -> bytes:
+    return _encode_payload(_REQUEST_PAYLOAD, timestamp, certificate)
 
 
 def encode_response_payload(sender_index: int, certificate: bytes | None) -> bytes:
-    cert = certificate or b""
-    if len(cert) > MAX_CERTIFICATE:
-        raise ValueError(f"certificate of {len(cert)} bytes exceeds {MAX_CERTIFICATE}")
-    return _RESPONSE_PAYLOAD.pack(sender_index, len(cert)) + cert
+    return _encode_payload(_RESPONSE_PAYLOAD, sender_index, certificate)
 
 
 def frame_request(sender_index: int, noise_message: bytes, responder_mac1_key: bytes,
@@ -144,24 +145,25 @@ def unframe_untrusted(data: bytes, own_mac1_key: bytes, min_size: int) -> Framed
     return Framed(index, data[HEADER_SIZE + 4 : mac1_at], mac1, data[mac2_at:], data[:mac2_at])
 
 
+def _decode_payload_untrusted(layout: struct.Struct, payload: bytes,
+                              what: str) -> tuple[int, bytes | None]:
+    """Split ``layout`` (a number, then the certificate length) and the certificate."""
+    if len(payload) < layout.size:
+        raise BadPacket(DropReason.MALFORMED, f"{what} payload too short")
+    number, cert_len = layout.unpack_from(payload)
+    if len(payload) != layout.size + cert_len:
+        raise BadPacket(DropReason.MALFORMED, f"{what} payload length")
+    return number, (payload[layout.size :] or None)
+
+
 def decode_request_payload_untrusted(payload: bytes) -> tuple[int, bytes | None]:
     """Return (timestamp, certificate or None)."""
-    if len(payload) < _REQUEST_PAYLOAD.size:
-        raise BadPacket(DropReason.MALFORMED, "request payload too short")
-    timestamp, cert_len = _REQUEST_PAYLOAD.unpack_from(payload)
-    if len(payload) != _REQUEST_PAYLOAD.size + cert_len:
-        raise BadPacket(DropReason.MALFORMED, "request payload length")
-    return timestamp, (payload[_REQUEST_PAYLOAD.size :] or None)
+    return _decode_payload_untrusted(_REQUEST_PAYLOAD, payload, "request")
 
 
 def decode_response_payload_untrusted(payload: bytes) -> tuple[int, bytes | None]:
     """Return (responder's sender index, certificate or None)."""
-    if len(payload) < _RESPONSE_PAYLOAD.size:
-        raise BadPacket(DropReason.MALFORMED, "response payload too short")
-    index, cert_len = _RESPONSE_PAYLOAD.unpack_from(payload)
-    if len(payload) != _RESPONSE_PAYLOAD.size + cert_len:
-        raise BadPacket(DropReason.MALFORMED, "response payload length")
-    return index, (payload[_RESPONSE_PAYLOAD.size :] or None)
+    return _decode_payload_untrusted(_RESPONSE_PAYLOAD, payload, "response")
 
 
 # -- cookies ---------------------------------------------------------------
