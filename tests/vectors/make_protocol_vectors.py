@@ -199,7 +199,7 @@ def transport_vectors() -> list[dict[str, Any]]:
 
 def frame_list_vectors() -> dict[str, Any]:
     high = padded_frame_list(PacketType.POSITION_UPDATE, POSITION_BODY)
-    table = []
+    table: list[dict[str, int | None]] = []
     for size in PADDING_TABLE_SIZES:
         body = bytes(size)
         frames = encode_frames([(PacketType.POSITION_UPDATE, body)])
@@ -239,7 +239,7 @@ def frame_list_vectors() -> dict[str, Any]:
 
 def compression_vectors() -> dict[str, Any]:
     compressor = PayloadCompressor()
-    cases = []
+    cases: list[dict[str, Any]] = []
     for name, data in (("LZ4", LZ4_INPUT), ("Zstandard", ZSTD_INPUT),
                        ("incompressible, sent as it is", INCOMPRESSIBLE_INPUT)):
         flag, out = compressor.compress(data)
@@ -289,23 +289,23 @@ def _noise_trace(prologue: bytes) -> list[dict[str, str]]:
     state.mix_hash(prologue)
     record("MixHash(prologue)")
     state.mix_hash(public_bytes(r_s))
-    record("MixHash(responder static public)  <- s")
+    record("MixHash(s_r: responder static public)  <- s")
     state.mix_hash(public_bytes(i_e))
-    record("MixHash(initiator ephemeral public)  -> e")
+    record("MixHash(e_i: initiator ephemeral public)  -> e")
     state.mix_key(dh(i_e, public_bytes(r_s)))
-    record("MixKey(DH(ei, sr))  es")
+    record("MixKey(DH(e_i, s_r))  es")
     state.encrypt_and_hash(public_bytes(i_s))
-    record("EncryptAndHash(initiator static public)  s")
+    record("EncryptAndHash(s_i: initiator static public)  s")
     state.mix_key(dh(i_s, public_bytes(r_s)))
-    record("MixKey(DH(si, sr))  ss")
+    record("MixKey(DH(s_i, s_r))  ss")
     state.encrypt_and_hash(encode_request_payload(TIMESTAMP, INITIATOR_CERTIFICATE))
     record("EncryptAndHash(request payload)")
     state.mix_hash(public_bytes(r_e))
-    record("MixHash(responder ephemeral public)  <- e")
+    record("MixHash(e_r: responder ephemeral public)  <- e")
     state.mix_key(dh(i_e, public_bytes(r_e)))
-    record("MixKey(DH(ei, er))  ee")
+    record("MixKey(DH(e_i, e_r))  ee")
     state.mix_key(dh(i_s, public_bytes(r_e)))
-    record("MixKey(DH(si, er))  se")
+    record("MixKey(DH(s_i, e_r))  se")
     state.encrypt_and_hash(encode_response_payload(RESPONDER_INDEX, RESPONDER_CERTIFICATE))
     record("EncryptAndHash(response payload)")
     return steps
@@ -567,7 +567,8 @@ def render_markdown(v: dict[str, Any]) -> str:
     ]
     for label, value in rows:
         put(f"{label:<28} {value}\n")
-    put("```\n\nThe symmetric state after each step (k empty: no key yet):\n\n```\n")
+    put("```\n\nThe symmetric state after each step (k: the handshake cipher key, "
+        "once there is one):\n\n```\n")
     for step in h["trace"]:
         put(f"{step['step']}\n  ck {step['ck']}\n  h  {step['h']}\n")
         if step["k"]:
@@ -592,7 +593,8 @@ def render_markdown(v: dict[str, Any]) -> str:
         put(f"encryption_level={level}:\n\n")
         for m in h["after"][level]:
             data = bytes.fromhex(m["datagram"])
-            put(f"{m['from']} -> peer, counter {m['counter']}, "
+            to = "responder" if m["from"] == "initiator" else "initiator"
+            put(f"{m['from']} -> {to}, counter {m['counter']}, "
                 f"{PacketType(m['type']).name} ({len(data)} bytes):\n\n")
             put(_block(data))
             put("\n")
@@ -622,11 +624,11 @@ def main(argv: list[str]) -> int:
         return 0
     text = dumps(vectors)
     if "--check" in argv:
-        if OUTPUT.read_text() != text:
+        if OUTPUT.read_text(encoding="utf-8") != text:
             sys.stderr.write(f"{OUTPUT} is out of date\n")
             return 1
         return 0
-    OUTPUT.write_text(text)
+    OUTPUT.write_text(text, encoding="utf-8")
     return 0
 
 
