@@ -472,3 +472,57 @@ def test_messages_beyond_the_key_limit_wait_for_the_new_keys() -> None:
     assert received == [i.to_bytes(2, "big") for i in range(100)]
     counters = [struct.unpack_from(">Q", d, 18)[0] for d in seen if d[6:8] != b"\x00\x00"]
     assert max(counters) < 80
+
+
+def test_a_peer_counter_at_the_64_bit_limit_is_dropped_not_raised() -> None:
+    pair = make_pair()
+    handshake(pair)
+    keypair = pair.a.endpoint._sessions[pair.b_key].current
+    assert keypair is not None
+    keypair.send_counter = 2**64 - 1  # a peer with the keys can put any counter
+    datagram = keypair.seal(int(Flag.ENCRYPTED), PacketType.CHAT_MESSAGE, b"x")
+    pair.b.endpoint.receive_datagram(datagram, A_ADDR, pair.sim.now)
+    assert pair.b.endpoint.statistics().drops == {"replayed": 1}
+
+
+def test_responder_learns_the_address_before_it_reports_the_session() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.01))
+    # The node with the higher key loses a simultaneous open: it will answer.
+    low, high = sorted([pair.a, pair.b], key=lambda n: n.endpoint.identity.public_key)
+    low_key, high_key = low.endpoint.identity.public_key, high.endpoint.identity.public_key
+    stale = ("10.9.9.9", 9)
+    high.endpoint.connect(low_key, stale, 0.0)  # dials a wrong address...
+    high.endpoint.send(low_key, PacketType.CHAT_MESSAGE, b"held", 0.0)
+    low.endpoint.connect(high_key, high.address, 0.0)  # ...then hears from the right one
+    pair.sim.run_until(3.0)
+    (established,) = high.events_of(SessionEstablished)
+    assert established.address == low.address
+    assert [e.payload for e in low.events_of(MessageReceived)] == [b"held"]
+
+
+@pytest.mark.parametrize(("a_level", "b_level"), [(EncryptionLevel.LOW, EncryptionLevel.HIGH),
+                                                  (EncryptionLevel.HIGH, EncryptionLevel.LOW)])
+def test_peers_with_different_levels_keep_their_session(a_level: EncryptionLevel,
+                                                        b_level: EncryptionLevel) -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.01), config=SessionConfig(encryption_level=a_level),
+                     b_config=SessionConfig(encryption_level=b_level))
+    handshake(pair)
+    pair.sim.run_until(1300.0)
+    assert pair.a.events_of(SessionClosed) == [] and pair.b.events_of(SessionClosed) == []
+    assert pair.a.endpoint.session_statistics(pair.b_key).rekeys >= 1300 // 130
+
+
+def test_high_level_pads_whatever_the_compression_threshold() -> None:
+    config = SessionConfig(compression_threshold=0, zstd_threshold=1000)
+    pair = make_pair(config=config)
+    seen = _capture_to(pair, B_ADDR)
+    handshake(pair)
+    rng = random.Random(3)
+    for size in (5, 40, 300, 1000):  # random bytes: incompressible, so padded
+        pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, rng.randbytes(size),
+                             pair.sim.now)
+    pair.sim.run_until(pair.sim.now + 0.1)
+    data = [d for d in seen if d[8:10] == b"\x00\x10"]
+    assert len(data) >= 4
+    assert all((len(d) - OVERHEAD) % 32 == 0 for d in data)
+    assert len(pair.b.events_of(MessageReceived)) == 4

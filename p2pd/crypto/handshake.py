@@ -27,7 +27,8 @@ Response (HANDSHAKE_RESPONSE, flags 0)::
 Cookie reply (COOKIE_REPLY, flags 0)::
 
     header(14) | receiver index(4) | nonce(12) | AES-256-GCM(cookie)(16+16)
-    key = SHA-256("p2pd cookie" || responder static key), aad = request mac1
+    key = SHA-256("p2pd cookie" || responder static key || request mac1),
+    aad = request mac1
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def mac1_key(static_public: bytes) -> bytes:
     return hashlib.sha256(b"p2pd mac1" + static_public).digest()
 
 
-def cookie_key(static_public: bytes) -> bytes:
-    return hashlib.sha256(b"p2pd cookie" + static_public).digest()
+def cookie_key(static_public: bytes, request_mac1: bytes) -> bytes:
+    """A key per request: the random cookie-reply nonce never meets a reused key."""
+    return hashlib.sha256(b"p2pd cookie" + static_public + request_mac1).digest()
 
 
 def request_prologue(sender_index: int) -> bytes:
@@ -151,6 +153,8 @@ def _decode_payload_untrusted(layout: struct.Struct, payload: bytes,
     if len(payload) < layout.size:
         raise BadPacket(DropReason.MALFORMED, f"{what} payload too short")
     number, cert_len = layout.unpack_from(payload)
+    if cert_len > MAX_CERTIFICATE:
+        raise BadPacket(DropReason.MALFORMED, f"{what} certificate of {cert_len} bytes")
     if len(payload) != layout.size + cert_len:
         raise BadPacket(DropReason.MALFORMED, f"{what} payload length")
     return number, (payload[layout.size :] or None)
@@ -202,7 +206,8 @@ def _cookie(secret: bytes, address: tuple[str, int]) -> bytes:
 
 def build_cookie_reply(receiver_index: int, cookie: bytes, request_mac1: bytes,
                        responder_static_public: bytes, nonce: bytes) -> bytes:
-    sealed = AESGCM(cookie_key(responder_static_public)).encrypt(nonce, cookie, request_mac1)
+    key = cookie_key(responder_static_public, request_mac1)
+    sealed = AESGCM(key).encrypt(nonce, cookie, request_mac1)
     body = _INDEX.pack(receiver_index) + nonce + sealed
     return encode_header(0, PacketType.COOKIE_REPLY, len(body)) + body
 
@@ -215,7 +220,7 @@ def open_cookie_reply_untrusted(data: bytes, request_mac1: bytes,
     nonce_at = HEADER_SIZE + 4
     nonce = data[nonce_at : nonce_at + COOKIE_NONCE_SIZE]
     try:
-        return AESGCM(cookie_key(responder_static_public)).decrypt(
+        return AESGCM(cookie_key(responder_static_public, request_mac1)).decrypt(
             nonce, data[nonce_at + COOKIE_NONCE_SIZE :], request_mac1
         )
     except InvalidTag:

@@ -21,7 +21,7 @@ import struct
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from p2pd.crypto.replay import ReplayWindow
+from p2pd.crypto.replay import COUNTER_LIMIT, ReplayWindow
 from p2pd.wire.errors import BadPacket, DropReason
 from p2pd.wire.header import MAGIC, PROTOCOL_VERSION
 
@@ -98,7 +98,8 @@ class Keypair:
             raise BadPacket(DropReason.TRUNCATED, f"{len(data)} bytes, protected needs {OVERHEAD}")
         (counter,) = _unpack_counter(data, 18)
         replay = self._replay
-        if counter <= replay.highest and not replay.check(counter):
+        # above the highest seen and below the limit is always new: skip check()
+        if not replay.highest < counter < COUNTER_LIMIT and not replay.check(counter):
             raise BadPacket(DropReason.REPLAYED, f"counter {counter}")
         try:
             plaintext = self._open(

@@ -50,11 +50,12 @@ from p2pd.wire.types import COMPRESSION_FLAGS, DATA_TYPES, Flag, PacketType
 if TYPE_CHECKING:
     from p2pd.session.endpoint import Endpoint
 
-MAX_PLAINTEXT = MAX_DATAGRAM - OVERHEAD
+MAX_PLAINTEXT = MAX_DATAGRAM - OVERHEAD  # 1430
+MAX_MESSAGE = MAX_PLAINTEXT - FRAME_HEADER.size  # 1426: the largest message, at every level
 MAX_INITIATIONS = 4  # outstanding handshake requests that a response may answer
 MAX_UNCONFIRMED = 4  # responder keypairs waiting for their first packet
 MAX_PINGS = 8  # outstanding PINGs remembered for RTT samples
-PAD_STEP = 32  # encryption_level=high pads small packets to multiples of this
+PAD_STEP = 32  # level high pads uncompressed frame lists to multiples of this, where it fits
 _PING = struct.Struct(">I")
 # what to append to a frame list of n bytes, by n % PAD_STEP
 _PADDING = [padding_for(n, PAD_STEP) for n in range(PAD_STEP)]
@@ -174,6 +175,7 @@ class Session:
             self._ep.release_index(init.local_index)
         self._initiations.clear()
         self._next_retry = None
+        self._round_started = None
 
     def on_response(self, framed: Framed, address: Address, now: float) -> None:
         init = next((i for i in self._initiations if i.local_index == framed.index), None)
@@ -185,7 +187,6 @@ class Session:
             raise BadPacket(DropReason.PEER_REFUSED, "responder certificate refused")
         self._initiations.remove(init)
         self._abandon_initiations()
-        self._round_started = None
         keypair = Keypair(
             send_key=keys.initiator_to_responder,
             receive_key=keys.responder_to_initiator,
@@ -275,10 +276,10 @@ class Session:
         counters.packets_received += 1
         counters.bytes_received += len(data)
         self.last_received = now
-        if keypair is not self.current:
-            self._confirm(keypair, now)
         if address != self.address:
             self._authenticated_from(address, now)
+        if keypair is not self.current:
+            self._confirm(keypair, now)
         if flags & COMPRESSION_FLAGS:
             plaintext = self._ep.decompressor.decompress_untrusted(
                 flags & COMPRESSION_FLAGS, plaintext
@@ -347,21 +348,22 @@ class Session:
         if keypair is None or not self.established or keypair.send_counter >= self._reject_after:
             self._hold(packet_type, payload, now)
             return
+        if len(payload) > MAX_MESSAGE:
+            self._check_size(payload)  # raises MessageTooLarge
         if self._high:
             body = _pack_frame_header(packet_type, len(payload)) + payload
-            if len(body) < self._compression_threshold:
-                body += _PADDING[len(body) % PAD_STEP]
-                flags = _SEALED_FLAGS
-            else:
+            cflag = 0
+            if len(body) >= self._compression_threshold:
                 cflag, body = self._compress(body)
-                flags = _SEALED_FLAGS | cflag
+            if not cflag:
+                padding = _PADDING[len(body) % PAD_STEP]
+                if len(body) + len(padding) <= MAX_PLAINTEXT:
+                    body += padding
+            flags = _SEALED_FLAGS | cflag
             packet_type = _SEALED
         else:
             cflag, body = self._compress(payload)
             flags = _ENCRYPTED | cflag
-        if len(body) > MAX_PLAINTEXT:
-            self._check_size(payload)
-            raise MessageTooLarge(f"message of {len(payload)} bytes does not fit a datagram")
         datagram = keypair.seal(flags, packet_type, body)
         counters = self.counters
         counters.packets_sent += 1
@@ -390,10 +392,10 @@ class Session:
             self.send_message(packet_type, payload, now)
 
     def _check_size(self, payload: bytes) -> None:
-        if len(payload) > MAX_PLAINTEXT - FRAME_HEADER.size:
+        if len(payload) > MAX_MESSAGE:
             raise MessageTooLarge(
-                f"message of {len(payload)} bytes exceeds the {MAX_PLAINTEXT - FRAME_HEADER.size}"
-                " bytes one datagram can carry"
+                f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE} bytes"
+                " one datagram carries"
             )
 
     def _send_ping(self, now: float) -> None:
@@ -402,6 +404,12 @@ class Session:
         if len(self._pings) > MAX_PINGS:
             del self._pings[next(iter(self._pings))]
         self.send_message(PacketType.PING, _PING.pack(self._ping_id), now)
+
+    def _rekey_after_time(self, keypair: Keypair) -> float:
+        """The side that started the keys renews them; the other side steps in a
+        little later, so that peers with different settings still rekey in time."""
+        delay = self._config.rekey_after_time
+        return delay if keypair.initiator else delay + self._config.handshake_timeout
 
     def _start_rekey(self, now: float) -> None:
         if not self._initiations:
@@ -426,9 +434,9 @@ class Session:
             config = self._config
             times.append(self.last_received + config.inactive_timeout)
             times.append(current.created + config.reject_after_time)
-            if current.initiator and not self._initiations:
-                times.append(current.created + config.rekey_after_time)
-                if not current.received_any:
+            if not self._initiations:
+                times.append(current.created + self._rekey_after_time(current))
+                if current.initiator and not current.received_any:
                     times.append(current.created + config.handshake_timeout)
             if self._next_ping is not None:
                 times.append(self._next_ping)
@@ -455,9 +463,9 @@ class Session:
             if now >= current.created + config.reject_after_time:
                 self.close(CloseReason.REKEY_FAILED, now, notify_peer=False)
                 return
-            if current.initiator and not self._initiations and (
-                now >= current.created + config.rekey_after_time
-                or (not current.received_any
+            if not self._initiations and (
+                now >= current.created + self._rekey_after_time(current)
+                or (current.initiator and not current.received_any
                     and now >= current.created + config.handshake_timeout)
             ):
                 # time to rekey, or the responder never confirmed: handshake anew

@@ -43,7 +43,7 @@ from p2pd.crypto.noise import (
 )
 from p2pd.crypto.transport import Keypair
 from p2pd.wire.compression import PayloadCompressor
-from p2pd.wire.frames import encode_frames, padding_frame
+from p2pd.wire.frames import encode_frames, padding_for, padding_frame
 from p2pd.wire.header import HEADER_SIZE, MAX_DATAGRAM, encode_header
 from p2pd.wire.types import Flag, PacketType
 
@@ -103,10 +103,7 @@ def padded_frame_list(packet_type: int, body: bytes) -> bytes:
     the compression threshold: one frame, then padding to a multiple of PAD_STEP bytes,
     the padding frame one step longer when the gap is below a frame header (4 bytes)."""
     frames = encode_frames([(packet_type, body)])
-    gap = -len(frames) % PAD_STEP
-    if gap == 0:
-        return frames
-    return frames + padding_frame(gap if gap >= 4 else gap + PAD_STEP)
+    return frames + padding_for(len(frames), PAD_STEP)
 
 
 # -- the vectors -------------------------------------------------------------------
@@ -411,7 +408,7 @@ def cookie_vectors(handshake: dict[str, Any]) -> dict[str, Any]:
         "cookie": cookie.hex(),
         "request_with_mac2": with_mac2.hex(),
         "mac2": with_mac2[-16:].hex(),
-        "cookie_key": cookie_key(r_pub).hex(),
+        "cookie_key": cookie_key(r_pub, request_mac1).hex(),
         "nonce": COOKIE_NONCE.hex(),
         "request_mac1": request_mac1.hex(),
         "cookie_reply": reply.hex(),
