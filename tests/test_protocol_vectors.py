@@ -495,7 +495,8 @@ def test_cookie_reply() -> None:
     reply = build_cookie_reply(INPUTS["initiator_index"], cookie, request_mac1, r_pub, nonce)
     assert reply.hex() == COOKIES["cookie_reply"]
     assert reply[18:30] == nonce
-    assert reply[30:] == AESGCM(cookie_key(r_pub, request_mac1)).encrypt(nonce, cookie, request_mac1)
+    aead = AESGCM(cookie_key(r_pub, request_mac1))
+    assert reply[30:] == aead.encrypt(nonce, cookie, request_mac1)
     assert parse_header_untrusted(reply) == (0, PacketType.COOKIE_REPLY)
     assert cookie_reply_index(reply) == INPUTS["initiator_index"]
     assert open_cookie_reply_untrusted(reply, request_mac1, r_pub) == cookie

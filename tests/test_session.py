@@ -504,7 +504,8 @@ def test_responder_learns_the_address_before_it_reports_the_session() -> None:
                                                   (EncryptionLevel.HIGH, EncryptionLevel.LOW)])
 def test_peers_with_different_levels_keep_their_session(a_level: EncryptionLevel,
                                                         b_level: EncryptionLevel) -> None:
-    pair = make_pair(profile=LinkProfile(delay=0.01), config=SessionConfig(encryption_level=a_level),
+    pair = make_pair(profile=LinkProfile(delay=0.01),
+                     config=SessionConfig(encryption_level=a_level),
                      b_config=SessionConfig(encryption_level=b_level))
     handshake(pair)
     pair.sim.run_until(1300.0)
