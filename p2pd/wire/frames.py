@@ -60,10 +60,21 @@ _unpack_frame_header = FRAME_HEADER.unpack_from
 
 def decode_frames_untrusted(data: bytes) -> list[tuple[PacketType, bytes]]:
     """Parse a frame list, dropping padding. Raises only :class:`BadPacket`."""
-    frames: list[tuple[PacketType, bytes]] = []
-    offset = 0
     size = len(data)
     types = _FRAME_TYPE_BY_ID
+    if size >= FRAME_HEADER_SIZE:
+        # fast path: one content frame, alone or followed by one padding frame
+        frame_type, length = _unpack_frame_header(data)
+        end = FRAME_HEADER_SIZE + length
+        member = types.get(frame_type)
+        if member is not None and frame_type != _PADDING and (
+            end == size
+            or (size - end >= FRAME_HEADER_SIZE
+                and _unpack_frame_header(data, end) == (_PADDING, size - end - FRAME_HEADER_SIZE))
+        ):
+            return [(member, data[FRAME_HEADER_SIZE:end])]
+    frames: list[tuple[PacketType, bytes]] = []
+    offset = 0
     for _ in range(MAX_FRAMES):
         if size - offset < FRAME_HEADER_SIZE:
             raise BadPacket(DropReason.MALFORMED, f"frame header cut at offset {offset}")
