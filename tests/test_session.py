@@ -527,3 +527,17 @@ def test_high_level_pads_whatever_the_compression_threshold() -> None:
     assert len(data) >= 4
     assert all((len(d) - OVERHEAD) % 32 == 0 for d in data)
     assert len(pair.b.events_of(MessageReceived)) == 4
+
+
+def test_statistics_estimate_inbound_loss_and_rtt_percentiles() -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.02, jitter=0.01))
+    handshake(pair)
+    pair.net.set_link(A_ADDR, B_ADDR, LinkProfile(delay=0.02, loss=0.25))
+    for _ in range(2000):
+        pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, bytes(40), pair.sim.now)
+        pair.sim.run_until(pair.sim.now + 0.01)
+    stats = pair.b.endpoint.session_statistics(pair.a_key)
+    assert 0.2 < stats.inbound_loss < 0.3
+    rtt = pair.a.endpoint.session_statistics(pair.b_key).rtt
+    assert rtt.p50 is not None and rtt.p99 is not None and rtt.min is not None
+    assert rtt.min <= rtt.p50 <= rtt.p99 <= 0.07

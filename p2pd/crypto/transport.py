@@ -46,6 +46,7 @@ class Keypair:
         "handshake_hash",
         "initiator",
         "local_index",
+        "opened",
         "remote_index",
         "send_counter",
     )
@@ -72,6 +73,7 @@ class Keypair:
         self.handshake_hash = handshake_hash
         self.send_counter = 0
         self.auth_failures = 0
+        self.opened = 0  # packets that authenticated
 
     def seal(self, flags: int, packet_type: int, plaintext: bytes) -> bytes:
         """Protect ``plaintext`` as one datagram and consume one counter value."""
@@ -109,7 +111,14 @@ class Keypair:
             self.auth_failures += 1
             raise BadPacket(DropReason.AUTH_FAILED, f"counter {counter}") from None
         replay.update(counter)
+        self.opened += 1
         return plaintext
+
+    @property
+    def inbound_loss(self) -> float:
+        """Share of the peer's packets under this keypair that never arrived (so far)."""
+        sent = self._replay.highest + 1
+        return 1.0 - self.opened / sent if sent > 0 else 0.0
 
     @property
     def received_any(self) -> bool:

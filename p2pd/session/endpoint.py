@@ -341,6 +341,11 @@ class Endpoint:
             raise SessionError(f"no session with peer {peer.hex()[:16]}")
         return session.statistics()
 
+    def rtt_samples(self, peer: bytes) -> list[float]:
+        """Recent round-trip samples of the session with ``peer``, in seconds."""
+        session = self._sessions.get(peer)
+        return session.rtt.recent() if session is not None else []
+
     def statistics(self) -> EndpointStatistics:
         return EndpointStatistics(
             datagrams_received=self._datagrams_received,

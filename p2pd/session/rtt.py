@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+
+RECENT_SAMPLES = 256  # kept for percentiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,10 +16,12 @@ class RttSnapshot:
     variance: float | None
     min: float | None
     max: float | None
+    p50: float | None = None  # over the most recent RECENT_SAMPLES samples
+    p99: float | None = None
 
 
 class RttEstimator:
-    __slots__ = ("latest", "max", "min", "samples", "smoothed", "variance")
+    __slots__ = ("_recent", "latest", "max", "min", "samples", "smoothed", "variance")
 
     def __init__(self) -> None:
         self.samples = 0
@@ -25,12 +30,14 @@ class RttEstimator:
         self.variance: float | None = None
         self.min: float | None = None
         self.max: float | None = None
+        self._recent: deque[float] = deque(maxlen=RECENT_SAMPLES)
 
     def add_sample(self, rtt: float) -> None:
         if rtt < 0:
             return
         self.samples += 1
         self.latest = rtt
+        self._recent.append(rtt)
         if self.smoothed is None or self.variance is None:
             self.smoothed = rtt
             self.variance = rtt / 2
@@ -40,7 +47,21 @@ class RttEstimator:
         self.min = rtt if self.min is None else min(self.min, rtt)
         self.max = rtt if self.max is None else max(self.max, rtt)
 
+    def recent(self) -> list[float]:
+        """The most recent samples (at most RECENT_SAMPLES), oldest first."""
+        return list(self._recent)
+
     def snapshot(self) -> RttSnapshot:
+        ordered = sorted(self._recent)
         return RttSnapshot(
-            self.samples, self.latest, self.smoothed, self.variance, self.min, self.max
+            self.samples, self.latest, self.smoothed, self.variance, self.min, self.max,
+            percentile(ordered, 0.50), percentile(ordered, 0.99),
         )
+
+
+def percentile(ordered: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * fraction // 1))  # ceil(n * fraction), at least 1
+    return ordered[int(rank) - 1]

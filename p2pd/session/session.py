@@ -511,4 +511,5 @@ class Session:
             queued=len(self._pending),
             rtt=self.rtt.snapshot(),
             drops=dict(c.drops),
+            inbound_loss=self.current.inbound_loss if self.current is not None else 0.0,
         )

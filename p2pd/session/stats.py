@@ -49,6 +49,7 @@ class SessionStatistics:
     queued: int  # messages waiting for the handshake
     rtt: RttSnapshot
     drops: dict[str, int] = field(default_factory=dict)
+    inbound_loss: float = 0.0  # share of the peer's packets (current keys) that never arrived
 
 
 @dataclass(frozen=True, slots=True)

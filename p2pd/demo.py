@@ -1,15 +1,9 @@
-"""Command-line entry point.
-
-``p2pd demo`` runs two session endpoints over a simulated bad network in virtual
-time and prints what happened. The daemon commands arrive with the daemon.
-"""
+"""The protocol-core demo: two session endpoints over a simulated bad network,
+in virtual time, and what happened (``p2pd demo``)."""
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
-from collections.abc import Sequence
 
 from p2pd.crypto.identity import Identity
 from p2pd.session.config import EncryptionLevel, SessionConfig
@@ -21,12 +15,13 @@ from p2pd.sim.nodes import EndpointNode
 from p2pd.wire.types import PacketType
 
 
-def _demo(args: argparse.Namespace) -> int:
-    rng = random.Random(args.seed)
-    config = SessionConfig(encryption_level=EncryptionLevel(args.level))
-    profile = LinkProfile(loss=args.loss, delay=args.delay, jitter=args.delay / 2,
+def run_demo(*, seed: int, loss: float, delay: float, duration: float,
+             level: EncryptionLevel) -> None:
+    rng = random.Random(seed)
+    config = SessionConfig(encryption_level=level)
+    profile = LinkProfile(loss=loss, delay=delay, jitter=delay / 2,
                           reorder=0.05, duplicate=0.02, corrupt=0.01)
-    network = SimNetwork(args.seed, profile)
+    network = SimNetwork(seed, profile)
     nodes = []
     for name, port in (("alice", 7000), ("bob", 7001)):
         own = random.Random(rng.random())
@@ -37,12 +32,12 @@ def _demo(args: argparse.Namespace) -> int:
     sim = Simulation(network, nodes)
     alice.endpoint.connect(bob.endpoint.identity.public_key, bob.address, 0.0)
     bob_key, alice_key = bob.endpoint.identity.public_key, alice.endpoint.identity.public_key
-    print(f"demo: seed {args.seed}, loss {args.loss:.0%}, one-way delay {args.delay * 1000:.0f} ms"
-          f" +jitter, encryption_level={args.level}, {args.duration:.0f} s of virtual time")
+    print(f"demo: seed {seed}, loss {loss:.0%}, one-way delay {delay * 1000:.0f} ms"
+          f" +jitter, encryption_level={level.value}, {duration:.0f} s of virtual time")
     sent = 0
     step = 1.0 / 5  # position_update_rate = 5 per second
     t = 0.0
-    while t < args.duration:
+    while t < duration:
         t += step
         sim.run_until(t)
         if alice.events_of(SessionEstablished) and bob.events_of(SessionEstablished):
@@ -51,7 +46,7 @@ def _demo(args: argparse.Namespace) -> int:
             sent += 1
             if sent % 25 == 0:
                 bob.endpoint.send(alice_key, PacketType.CHAT_MESSAGE, b"hi from bob " * 12, t)
-    sim.run_until(args.duration + 1.0)
+    sim.run_until(duration + 1.0)
     for node in nodes:
         established = [when for when, e in node.events if isinstance(e, SessionEstablished)]
         got = node.events_of(MessageReceived)
@@ -66,7 +61,6 @@ def _demo(args: argparse.Namespace) -> int:
           f"{stats.lost} lost, {stats.corrupted} corrupted, {stats.duplicated} duplicated")
     print(f"positions: {sent} sent by alice, {len(bob.events_of(MessageReceived))} "
           "reached bob (unreliable until the channels layer lands)")
-    return 0
 
 
 def _print_stats(s: SessionStatistics) -> None:
@@ -77,22 +71,3 @@ def _print_stats(s: SessionStatistics) -> None:
         print(f"  rtt smoothed {rtt.smoothed * 1000:.1f} ms, min {rtt.min * 1000:.1f}, "
               f"max {rtt.max * 1000:.1f}, {rtt.samples} samples")
     print(f"  session drops: {s.drops or 'none'}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="p2pd")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="two endpoints over a simulated bad network")
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--loss", type=float, default=0.2)
-    demo.add_argument("--delay", type=float, default=0.04, help="one-way delay, seconds")
-    demo.add_argument("--duration", type=float, default=30.0, help="virtual seconds")
-    demo.add_argument("--level", choices=[e.value for e in EncryptionLevel], default="high")
-    args = parser.parse_args(argv)
-    if not 0 <= args.loss < 1:
-        parser.error("--loss must be in [0, 1)")
-    return _demo(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

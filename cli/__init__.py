@@ -1,0 +1,1 @@
+"""Command-line front ends of p2pd, installed as the package ``p2pd_cli``."""

@@ -1,0 +1,153 @@
+"""``p2pctl``: ask a running p2pd daemon what it is doing, and tell it what to do."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from p2pd.client import ClientError, DaemonClient
+from p2pd.config import ConfigError, default_runtime_dir, load_config
+from p2pd.io.runtime import RuntimeFileError
+
+EXIT_NO_DAEMON = 1
+EXIT_REFUSED = 3
+
+
+def _runtime_dir(ctx: click.Context) -> Path:
+    explicit: Path | None = ctx.obj["runtime_dir"]
+    if explicit is not None:
+        return explicit
+    config_path: Path | None = ctx.obj["config"]
+    if config_path is not None:
+        try:
+            configured = load_config(config_path).config.ipc.runtime_dir
+        except ConfigError as error:
+            click.echo(f"p2pctl: configuration error: {error}", err=True)
+            sys.exit(2)
+        if configured is not None:
+            return configured
+    return default_runtime_dir()
+
+
+def _call(ctx: click.Context, op: str, **fields: Any) -> dict[str, Any]:
+    """Connect, send one request, return its result; exit plainly when that fails."""
+    runtime_dir = _runtime_dir(ctx)
+
+    async def go() -> dict[str, Any]:
+        client = await DaemonClient.open(runtime_dir, client_name="p2pctl")
+        async with client:
+            return await client.request(op, **fields)
+
+    try:
+        return trio.run(go)
+    except RuntimeFileError as error:
+        click.echo(f"p2pctl: {error}", err=True)
+        sys.exit(EXIT_NO_DAEMON)
+    except OSError as error:
+        click.echo(f"p2pctl: no p2pd daemon answers in {runtime_dir} ({error})", err=True)
+        sys.exit(EXIT_NO_DAEMON)
+    except ClientError as error:
+        click.echo(f"p2pctl: the daemon refused: {error}", err=True)
+        sys.exit(EXIT_REFUSED)
+
+
+@click.group()
+@click.option("--runtime-dir", type=click.Path(path_type=Path), default=None,
+              help="the daemon's runtime directory (default: from --config, else the standard one)")
+@click.option("--config", type=click.Path(path_type=Path), default=None,
+              help="read the runtime directory from this ai_client.ini")
+@click.pass_context
+def main(ctx: click.Context, runtime_dir: Path | None, config: Path | None) -> None:
+    """Control and inspect a running p2pd daemon."""
+    ctx.obj = {"runtime_dir": runtime_dir, "config": config}
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """The daemon's state, its addresses and a line per peer."""
+    result = _call(ctx, "status")
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    state = "running" if result.get("p2p_enabled") else "running, P2P disabled"
+    click.echo(f"p2pd {result.get('version')} {state} (pid {result.get('pid')}, "
+               f"up {result.get('uptime_s', 0):.0f} s)")
+    click.echo(f"  udp       {result.get('udp_address')}")
+    click.echo(f"  key       {result.get('public_key')}")
+    click.echo(f"  level     {result.get('encryption_level')}, max_peers "
+               f"{result.get('max_peers')}, IPC clients {result.get('ipc_clients')}")
+    _print_peers(result.get("peers", []))
+
+
+def _print_peers(peers: list[dict[str, Any]]) -> None:
+    if not peers:
+        click.echo("  no peers")
+        return
+    click.echo(f"  {'peer':<16} {'address':<22} {'path':<7} {'state':<12} {'rtt ms':>8} "
+               f"{'sent B':>10} {'recv B':>10} {'loss':>6}")
+    for peer in peers:
+        rtt = peer.get("rtt_ms")
+        click.echo(
+            f"  {peer['peer'][:16]:<16} {peer.get('address', ''):<22} {peer.get('path', ''):<7} "
+            f"{peer.get('state', ''):<12} {('-' if rtt is None else f'{rtt:.1f}'):>8} "
+            f"{peer.get('bytes_sent', 0):>10} {peer.get('bytes_received', 0):>10} "
+            f"{peer.get('loss', 0.0):>6.1%}"
+        )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def peers(ctx: click.Context, as_json: bool) -> None:
+    """The peers, one line each."""
+    result = _call(ctx, "peers")
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        _print_peers(result.get("peers", []))
+
+
+@main.command()
+@click.pass_context
+def stats(ctx: click.Context) -> None:
+    """Traffic, latency and error statistics (spec §8.2), as JSON."""
+    click.echo(json.dumps(_call(ctx, "stats"), indent=2, sort_keys=True))
+
+
+@main.command()
+@click.argument("address")
+@click.argument("key")
+@click.pass_context
+def connect(ctx: click.Context, address: str, key: str) -> None:
+    """Connect to the peer at ADDRESS (host:port) whose public key is KEY (hex)."""
+    result = _call(ctx, "connect", address=address, key=key.lower())
+    click.echo(f"connecting to {result.get('peer', key)[:16]} at {address}")
+
+
+@main.command()
+@click.argument("peer")
+@click.pass_context
+def disconnect(ctx: click.Context, peer: str) -> None:
+    """Close the link with PEER (its public key, hex)."""
+    _call(ctx, "disconnect", peer=peer.lower())
+    click.echo(f"disconnected {peer[:16]}")
+
+
+@main.command("log-level")
+@click.argument("level", type=click.Choice(["debug", "info", "warn", "error"]))
+@click.pass_context
+def log_level(ctx: click.Context, level: str) -> None:
+    """Change the daemon's log level while it runs."""
+    _call(ctx, "set_log_level", level=level)
+    click.echo(f"log level is now {level}")
+
+
+if __name__ == "__main__":
+    main()

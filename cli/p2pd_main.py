@@ -1,0 +1,63 @@
+"""``p2pd``: run the daemon (``p2pd run``) or the protocol-core demo (``p2pd demo``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import trio
+
+from p2pd.config import ConfigError, load_config
+from p2pd.demo import run_demo
+from p2pd.io.daemon import run_daemon
+from p2pd.logs import configure_logging, get_logger
+from p2pd.session.config import EncryptionLevel
+
+EXIT_CONFIG = 2
+
+
+@click.group()
+def main() -> None:
+    """p2pd: a peer-to-peer networking sidecar for game clients."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=Path("ai_client.ini"), show_default=True, help="configuration file")
+def run(config_path: Path) -> None:
+    """Run the daemon until SIGINT or SIGTERM."""
+    try:
+        loaded = load_config(config_path)
+    except ConfigError as error:
+        click.echo(f"p2pd: configuration error: {error}", err=True)
+        sys.exit(EXIT_CONFIG)
+    config = loaded.config
+    log_settings = config.log
+    configure_logging(config.p2p.log_level.value, log_settings.file, log_settings.max_bytes,
+                      log_settings.backups, log_settings.console)
+    log = get_logger("p2pd")
+    for warning in loaded.warnings:
+        log.warning("config_warning", detail=warning)
+        click.echo(f"p2pd: warning: {warning}", err=True)
+    try:
+        status = trio.run(run_daemon, config)
+    except OSError as error:
+        log.error("daemon_failed", error=str(error))
+        click.echo(f"p2pd: {error}", err=True)
+        sys.exit(1)
+    sys.exit(status)
+
+
+@main.command()
+@click.option("--seed", default=1, show_default=True)
+@click.option("--loss", default=0.2, show_default=True, type=click.FloatRange(0, 0.99))
+@click.option("--delay", default=0.04, show_default=True, help="one-way delay, seconds")
+@click.option("--duration", default=30.0, show_default=True, help="virtual seconds")
+@click.option("--level", type=click.Choice([e.value for e in EncryptionLevel]), default="high")
+def demo(seed: int, loss: float, delay: float, duration: float, level: str) -> None:
+    """Two session endpoints over a simulated bad network, in virtual time."""
+    run_demo(seed=seed, loss=loss, delay=delay, duration=duration, level=EncryptionLevel(level))
+
+if __name__ == "__main__":
+    main()

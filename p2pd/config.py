@@ -1,0 +1,584 @@
+"""The daemon's configuration, read from ``ai_client.ini`` and validated in one place.
+
+Each setting is a field of a frozen dataclass below; the field default is the
+setting's default and the field's rule says which values it accepts. The
+repository's ``ai_client.ini`` documents the same defaults (a test checks that
+the two agree). :func:`load_config` reads an ini file, fills missing keys with
+the defaults, resolves relative paths against the ini file's directory and
+refuses every bad value with a :class:`ConfigError` naming the file, section,
+key, value and what is allowed. Unknown sections and keys are not errors; they
+come back as warnings.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import ipaddress
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from p2pd.session.config import EncryptionLevel, SessionConfig
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is refused; the message says where and why."""
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+    @classmethod
+    def _missing_(cls, value: object) -> LogLevel | None:
+        if isinstance(value, str):
+            name = value.strip().lower()
+            if name == "warning":
+                return cls.WARN
+            for member in cls:
+                if member.value == name:
+                    return member
+        return None
+
+    @property
+    def logging_level(self) -> int:
+        """The matching level of the standard ``logging`` module."""
+        return {
+            "debug": logging.DEBUG,
+            "info": logging.INFO,
+            "warn": logging.WARNING,
+            "error": logging.ERROR,
+        }[self.value]
+
+
+# --------------------------------------------------------------------------- rules
+
+
+class _Invalid(Exception):
+    """A value broke a rule; ``expected`` says what the rule allows."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+class _Rule(Generic[T]):
+    """How one setting is written in the ini file and which values it takes."""
+
+    expected: str = ""
+    # An empty value in the ini file means "use the default" (instead of an error).
+    empty_is_default: ClassVar[bool] = False
+
+    def parse(self, text: str) -> T:
+        raise NotImplementedError
+
+    def check(self, value: object) -> T:
+        """Return ``value`` if the rule allows it, else raise ``_Invalid``."""
+        raise NotImplementedError
+
+
+_BOOLEANS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_PORT_RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)")
+
+
+class _Bool(_Rule[bool]):
+    expected = "true/false, yes/no, on/off or 1/0"
+
+    def parse(self, text: str) -> bool:
+        try:
+            return _BOOLEANS[text.strip().lower()]
+        except KeyError:
+            raise _Invalid(self.expected) from None
+
+    def check(self, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise _Invalid(self.expected)
+        return value
+
+
+class _Int(_Rule[int]):
+    def __init__(self, low: int, high: int | None = None) -> None:
+        self.low, self.high = low, high
+        if high is None:
+            self.expected = f"an integer of at least {low}"
+        else:
+            self.expected = f"an integer from {low} to {high}"
+
+    def parse(self, text: str) -> int:
+        if not _INTEGER.fullmatch(text.strip()):
+            raise _Invalid(self.expected)
+        return self.check(int(text))
+
+    def check(self, value: object) -> int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < self.low
+            or (self.high is not None and value > self.high)
+        ):
+            raise _Invalid(self.expected)
+        return value
+
+
+class _Positive(_Rule[float]):
+    """A number greater than zero, optionally with an upper limit."""
+
+    def __init__(self, high: float | None = None) -> None:
+        self.high = high
+        self.expected = "a number greater than 0"
+        if high is not None:
+            self.expected += f" and at most {high:g}"
+
+    def parse(self, text: str) -> float:
+        if not _NUMBER.fullmatch(text.strip()):
+            raise _Invalid(self.expected)
+        return self.check(float(text))
+
+    def check(self, value: object) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not value > 0
+            or (self.high is not None and value > self.high)
+        ):
+            raise _Invalid(self.expected)
+        return float(value)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class _Choice(_Rule[E]):
+    def __init__(self, enum: type[E]) -> None:
+        self.enum = enum
+        self.expected = "one of " + ", ".join(member.value for member in enum)
+
+    def parse(self, text: str) -> E:
+        try:
+            return self.enum(text.strip().lower())
+        except ValueError:
+            raise _Invalid(self.expected) from None
+
+    def check(self, value: object) -> E:
+        if not isinstance(value, self.enum):
+            raise _Invalid(self.expected)
+        return value
+
+
+class _PortRange(_Rule[tuple[int, int]]):
+    expected = "LO-HI with 1 <= LO <= HI <= 65535"
+
+    def parse(self, text: str) -> tuple[int, int]:
+        match = _PORT_RANGE.fullmatch(text.strip())
+        if match is None:
+            raise _Invalid(self.expected)
+        return self.check((int(match[1]), int(match[2])))
+
+    def check(self, value: object) -> tuple[int, int]:
+        if not (
+            isinstance(value, tuple)
+            and len(value) == 2
+            and all(isinstance(port, int) and not isinstance(port, bool) for port in value)
+        ):
+            raise _Invalid(self.expected)
+        low, high = value
+        if not 1 <= low <= high <= 65535:
+            raise _Invalid(self.expected)
+        return (low, high)
+
+
+class _Path(_Rule[Path]):
+    expected = "a file path"
+
+    def parse(self, text: str) -> Path:
+        if not text.strip():
+            raise _Invalid(self.expected)
+        return Path(text.strip())
+
+    def check(self, value: object) -> Path:
+        if not isinstance(value, Path):
+            raise _Invalid(self.expected)
+        return value
+
+
+class _PathOrDefault(_Path):
+    """A path whose empty value selects a platform-dependent default."""
+
+    expected = "a path, or nothing for the default"
+    empty_is_default = True
+
+
+class _OptionalPath(_Rule[Path | None]):
+    """Like :class:`_PathOrDefault`, for a setting whose default may be "none"."""
+
+    expected = "a path, or nothing for the default"
+    empty_is_default = True
+
+    def parse(self, text: str) -> Path | None:
+        if not text.strip():
+            raise _Invalid(self.expected)
+        return Path(text.strip())
+
+    def check(self, value: object) -> Path | None:
+        if value is not None and not isinstance(value, Path):
+            raise _Invalid(self.expected)
+        return value
+
+
+class _Host(_Rule[str]):
+    expected = "a host name or IP address"
+
+    def parse(self, text: str) -> str:
+        return self.check(text.strip())
+
+    def check(self, value: object) -> str:
+        if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            raise _Invalid(self.expected)
+        return value
+
+
+class _OptionalAddress(_Rule[str | None]):
+    expected = "an address without spaces, or nothing for none"
+
+    def parse(self, text: str) -> str | None:
+        return self.check(text.strip() or None)
+
+    def check(self, value: object) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            raise _Invalid(self.expected)
+        return value
+
+
+_RULE = "p2pd.config.rule"
+
+
+def _allow(rule: _Rule[Any]) -> dict[str, _Rule[Any]]:
+    """Field metadata: the rule the field's values must follow."""
+    return {_RULE: rule}
+
+
+def _rule(f: Field[Any]) -> _Rule[Any]:
+    rule: _Rule[Any] = f.metadata[_RULE]
+    return rule
+
+
+def _show(value: object) -> str:
+    return repr(str(value)) if isinstance(value, Path) else repr(value)
+
+
+def _validate(settings: DataclassInstance, section: str) -> None:
+    """Check every field of a settings object against its rule."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        try:
+            _rule(f).check(value)
+        except _Invalid as exc:
+            raise ConfigError(
+                f"[{section}] {f.name} = {_show(value)}: expected {exc.expected}"
+            ) from None
+
+
+# ------------------------------------------------------------------- platform
+
+
+def default_runtime_dir() -> Path:
+    """Where the daemon keeps runtime files (its Unix socket) by default.
+
+    ``$XDG_RUNTIME_DIR/p2pd`` when that variable holds an absolute path, else
+    ``/tmp/p2pd-<uid>`` on POSIX; ``%LOCALAPPDATA%\\p2pd`` on Windows.
+    """
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        base = Path(local) if local else Path.home() / "AppData" / "Local"
+        return base / "p2pd"
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if xdg and Path(xdg).is_absolute():  # the XDG spec says to ignore relative paths
+        return Path(xdg) / "p2pd"
+    return Path("/tmp") / f"p2pd-{os.getuid()}"
+
+
+def default_unix_socket(runtime_dir: Path) -> Path | None:
+    """``<runtime_dir>/p2pd.sock`` on Linux; no Unix socket by default elsewhere."""
+    if sys.platform.startswith("linux"):
+        return runtime_dir / "p2pd.sock"
+    return None
+
+
+def _default_unix_socket() -> Path | None:
+    return default_unix_socket(default_runtime_dir())
+
+
+# ------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, slots=True)
+class P2PSettings:
+    """Section ``[P2P]``: the keys of spec section 7."""
+
+    SECTION: ClassVar[str] = "P2P"
+
+    enabled: bool = field(default=True, metadata=_allow(_Bool()))
+    max_peers: int = field(default=10, metadata=_allow(_Int(1, 64)))
+    bandwidth_limit: int = field(default=50, metadata=_allow(_Int(1, 100_000)))  # KB/s
+    encryption_level: EncryptionLevel = field(
+        default=EncryptionLevel.HIGH, metadata=_allow(_Choice(EncryptionLevel))
+    )
+    nat_traversal: bool = field(default=True, metadata=_allow(_Bool()))
+    port_range: tuple[int, int] = field(default=(7000, 7100), metadata=_allow(_PortRange()))
+    discovery_interval: float = field(default=30.0, metadata=_allow(_Positive()))  # seconds
+    handshake_timeout: float = field(default=5.0, metadata=_allow(_Positive()))  # seconds
+    inactive_timeout: float = field(default=60.0, metadata=_allow(_Positive()))  # seconds
+    position_update_rate: float = field(default=5.0, metadata=_allow(_Positive(60)))  # per second
+    effect_update_rate: float = field(default=10.0, metadata=_allow(_Positive(60)))  # per second
+    compression_threshold: int = field(default=100, metadata=_allow(_Int(0, 65536)))  # bytes
+    log_level: LogLevel = field(default=LogLevel.INFO, metadata=_allow(_Choice(LogLevel)))
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+        if not self.handshake_timeout < self.inactive_timeout:
+            raise ConfigError(
+                f"[{self.SECTION}] handshake_timeout = {self.handshake_timeout!r}, "
+                f"inactive_timeout = {self.inactive_timeout!r}: expected "
+                "handshake_timeout less than inactive_timeout"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """Section ``[identity]``."""
+
+    SECTION: ClassVar[str] = "identity"
+
+    key_file: Path = field(default=Path("state/identity.key"), metadata=_allow(_Path()))
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
+class IpcSettings:
+    """Section ``[ipc]``: how game clients reach the daemon."""
+
+    SECTION: ClassVar[str] = "ipc"
+
+    tcp_host: str = field(default="127.0.0.1", metadata=_allow(_Host()))
+    tcp_port: int = field(default=7300, metadata=_allow(_Int(0, 65535)))  # 0: any free port
+    unix_socket: Path | None = field(
+        default_factory=_default_unix_socket, metadata=_allow(_OptionalPath())
+    )
+    runtime_dir: Path = field(
+        default_factory=default_runtime_dir, metadata=_allow(_PathOrDefault())
+    )
+    max_clients: int = field(default=16, metadata=_allow(_Int(1)))
+    max_frame_bytes: int = field(default=65536, metadata=_allow(_Int(1024, 16 * 1024 * 1024)))
+    client_queue_limit: int = field(default=1024, metadata=_allow(_Int(1)))  # messages
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Section ``[log]``: the log file (spec section 8.1) and the console."""
+
+    SECTION: ClassVar[str] = "log"
+
+    file: Path = field(default=Path("logs/p2p.log"), metadata=_allow(_Path()))
+    max_bytes: int = field(default=10 * 1024 * 1024, metadata=_allow(_Int(4096)))
+    backups: int = field(default=5, metadata=_allow(_Int(0, 100)))
+    console: bool = field(default=False, metadata=_allow(_Bool()))
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    """Section ``[coordinator]``: not used yet."""
+
+    SECTION: ClassVar[str] = "coordinator"
+
+    address: str | None = field(default=None, metadata=_allow(_OptionalAddress()))
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    source: Path  # the ini file the configuration came from
+    p2p: P2PSettings = field(default_factory=P2PSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    ipc: IpcSettings = field(default_factory=IpcSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
+
+    def session_config(self) -> SessionConfig:
+        """The session core's settings; those not in the ini keep their defaults."""
+        p2p = self.p2p
+        return SessionConfig(
+            handshake_timeout=p2p.handshake_timeout,
+            inactive_timeout=p2p.inactive_timeout,
+            encryption_level=p2p.encryption_level,
+            compression_threshold=p2p.compression_threshold,
+            # the session core needs zstd_threshold >= compression_threshold
+            zstd_threshold=max(SessionConfig().zstd_threshold, p2p.compression_threshold),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    config: DaemonConfig
+    warnings: tuple[str, ...]
+
+
+# --------------------------------------------------------------------- loading
+
+# DaemonConfig attribute -> settings class; the class names its ini section.
+_SECTIONS: Mapping[str, type[Any]] = {
+    "p2p": P2PSettings,
+    "identity": IdentitySettings,
+    "ipc": IpcSettings,
+    "log": LogSettings,
+    "coordinator": CoordinatorSettings,
+}
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def _parser() -> configparser.ConfigParser:
+    return configparser.ConfigParser(
+        inline_comment_prefixes=(";", "#"),
+        interpolation=None,
+        strict=True,
+        empty_lines_in_values=False,
+        # no [DEFAULT] magic: a [DEFAULT] section is reported as unknown
+        default_section="\x00p2pd: no default section",
+    )
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _read(path: Path) -> configparser.ConfigParser:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path.absolute()}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    parser = _parser()
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not a valid ini file: {detail}") from None
+    return parser
+
+
+def _section(
+    path: Path, parser: configparser.ConfigParser, cls: type[Any], warnings: list[str]
+) -> tuple[Any, set[str]]:
+    """Build one settings object; also return the keys the file set."""
+    section: str = cls.SECTION
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    if parser.has_section(section):
+        for key, raw in parser.items(section):
+            if key not in known:
+                warnings.append(
+                    f"{path}: [{section}] unknown key {key!r} ignored" + _suggest(key, list(known))
+                )
+                continue
+            rule = _rule(known[key])
+            if rule.empty_is_default and not raw.strip():
+                continue
+            try:
+                values[key] = rule.parse(raw)
+            except _Invalid as exc:
+                raise ConfigError(
+                    f"{path}: [{section}] {key} = {raw!r}: expected {exc.expected}"
+                ) from None
+    try:
+        settings = cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    # relative paths (set or default) are relative to the ini file's directory
+    base = path.absolute().parent
+    relative = {
+        name: base / value
+        for name in known
+        if isinstance(value := getattr(settings, name), Path) and not value.is_absolute()
+    }
+    return (replace(settings, **relative) if relative else settings), set(values)
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and validate the ini file at ``path``; raise :class:`ConfigError` if refused."""
+    path = Path(path)
+    parser = _read(path)
+    warnings: list[str] = []
+    by_section = {cls.SECTION: cls for cls in _SECTIONS.values()}
+    for name in parser.sections():
+        if name not in by_section:
+            same = [known for known in by_section if known.lower() == name.lower()]
+            hint = (
+                f" (section names are case-sensitive: did you mean [{same[0]}]?)"
+                if same
+                else _suggest(name, list(by_section))
+            )
+            warnings.append(f"{path}: unknown section [{name}] ignored{hint}")
+    built: dict[str, Any] = {}
+    for attribute, cls in _SECTIONS.items():
+        settings, given = _section(path, parser, cls, warnings)
+        if isinstance(settings, IpcSettings):
+            if "unix_socket" not in given:  # follows the configured runtime_dir
+                settings = replace(settings, unix_socket=default_unix_socket(settings.runtime_dir))
+            if not _is_loopback(settings.tcp_host):
+                warnings.append(
+                    f"{path}: [ipc] tcp_host = {settings.tcp_host!r} is not a loopback "
+                    "address: anyone who can reach it can control the daemon"
+                )
+        built[attribute] = settings
+    return LoadedConfig(DaemonConfig(source=path.absolute(), **built), tuple(warnings))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

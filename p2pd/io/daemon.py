@@ -1,0 +1,199 @@
+"""The p2pd daemon: trio tasks around the sans-IO node.
+
+Tasks: the UDP drain loop, the timer loop, the IPC listeners (TCP on
+127.0.0.1, a Unix socket on Linux) and the signal watcher. After any input the
+daemon *pumps*: sends the node's datagrams, hands its notifications to the IPC
+clients and re-arms the one timer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pd import __version__
+from p2pd.config import DaemonConfig, default_runtime_dir
+from p2pd.crypto.identity import load_or_create_identity
+from p2pd.io import sdnotify
+from p2pd.io.ipc_server import ClientConnection, client_handler, handle_common_request
+from p2pd.io.runtime import (
+    RuntimeInfo,
+    prepare_runtime_dir,
+    remove_runtime_files,
+    write_runtime_info,
+    write_token,
+)
+from p2pd.io.udp import UdpSocket
+from p2pd.ipc.messages import GameEvent
+from p2pd.logs import flush_logging, get_logger
+from p2pd.node import Node
+
+log = get_logger("p2pd.daemon")
+UDP_BIND_HOST = "0.0.0.0"
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, node: Node, udp: UdpSocket, token: str,
+                 runtime_dir: Path) -> None:
+        self.config = config
+        self.node = node
+        self.udp = udp
+        self.token = token
+        self.runtime_dir = runtime_dir
+        self.clients: set[ClientConnection] = set()
+        self.counters: Counter[str] = Counter()
+        self.started = trio.current_time()
+        self.tcp_address: tuple[str, int] | None = None
+        self.unix_socket: Path | None = None
+        self._timer_changed = trio.Event()
+
+    # -- the pump ----------------------------------------------------------------
+
+    def pump(self) -> None:
+        now = trio.current_time()
+        for data, address in self.node.datagrams_to_send(now):
+            self.udp.send(data, address)
+        for message in self.node.take_notifications():
+            for client in list(self.clients):
+                client.push_event(message)
+        self._timer_changed.set()
+
+    async def udp_loop(self) -> None:
+        node, udp = self.node, self.udp
+        while True:
+            burst = await udp.receive_burst()
+            now = trio.current_time()
+            for data, address in burst:
+                node.receive_datagram(data, address, now)
+            self.pump()
+
+    async def timer_loop(self) -> None:
+        node = self.node
+        while True:
+            deadline = node.get_timer()
+            self._timer_changed = trio.Event()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._timer_changed.wait()
+            now = trio.current_time()
+            if deadline is not None and now >= deadline:
+                node.handle_timer(now)
+                self.pump()
+
+    # -- requests from IPC clients -------------------------------------------------
+
+    def handle_request(self, client: ClientConnection, request: object) -> dict[str, Any]:
+        now = trio.current_time()
+        if isinstance(request, GameEvent):
+            result = self.node.send_event(request, [bytes.fromhex(k) for k in request.to], now)
+        else:
+            result = handle_common_request(self, client, request, now)
+        self.pump()
+        return result
+
+    def hello_result(self) -> dict[str, Any]:
+        return {"version": __version__, "public_key": self.node.public_key.hex(),
+                "p2p_enabled": self.node.enabled, "udp_port": self.udp.address[1]}
+
+    def status(self) -> dict[str, Any]:
+        now = trio.current_time()
+        status = self.node.status(now)
+        status.update({
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(now - self.started, 3),
+            "config": str(self.config.source),
+            "ipc_clients": len(self.clients),
+        })
+        return status
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.node.stats(trio.current_time())
+        stats["ipc"] = dict(self.counters) | {"clients": len(self.clients),
+                                                "send_drops_udp": self.udp.send_drops}
+        return stats
+
+
+async def run_daemon(config: DaemonConfig) -> int:
+    """Run until SIGINT or SIGTERM; returns the exit status."""
+    p2p, ipc = config.p2p, config.ipc
+    identity = load_or_create_identity(config.identity.key_file)
+    epoch = time.time() - trio.current_time()
+    node = Node(config, identity, epoch=epoch)
+    udp = UdpSocket.bind_in_range(UDP_BIND_HOST, *p2p.port_range)
+    node.udp_address = udp.address
+    runtime_dir = ipc.runtime_dir or default_runtime_dir()
+    prepare_runtime_dir(runtime_dir)
+    token = write_token(runtime_dir)
+    daemon = Daemon(config, node, udp, token, runtime_dir)
+    log.info("daemon_starting", version=__version__, udp_port=udp.address[1],
+             public_key=identity.public_key.hex(), p2p_enabled=p2p.enabled,
+             config=str(config.source))
+    try:
+        async with trio.open_nursery() as nursery:
+            await _open_tcp(nursery, daemon)
+            if hasattr(socket, "AF_UNIX") and sys.platform != "win32":
+                daemon.unix_socket = await _open_unix(nursery, daemon, runtime_dir)
+            assert daemon.tcp_address is not None
+            info = RuntimeInfo(
+                pid=os.getpid(), public_key=identity.public_key.hex(), udp_port=udp.address[1],
+                tcp_host=daemon.tcp_address[0], tcp_port=daemon.tcp_address[1],
+                unix_socket=str(daemon.unix_socket) if daemon.unix_socket else None,
+                token_file=str(runtime_dir / "ipc.token"), p2p_enabled=p2p.enabled,
+            )
+            write_runtime_info(runtime_dir, info)
+            nursery.start_soon(daemon.udp_loop)
+            nursery.start_soon(daemon.timer_loop)
+            log.info("daemon_ready", udp_port=udp.address[1],
+                     tcp=f"{info.tcp_host}:{info.tcp_port}", unix_socket=info.unix_socket)
+            sdnotify.ready(f"UDP port {udp.address[1]}, IPC {info.tcp_host}:{info.tcp_port}")
+            await _wait_for_stop_signal()
+            log.info("daemon_stopping")
+            sdnotify.stopping()
+            node.shutdown(trio.current_time())
+            daemon.pump()  # DISCONNECT to every peer
+            nursery.cancel_scope.cancel()
+    finally:
+        remove_runtime_files(runtime_dir, daemon.unix_socket)
+        udp.close()
+        log.info("daemon_stopped")
+        flush_logging()
+    return 0
+
+
+async def _open_tcp(nursery: trio.Nursery, daemon: Daemon) -> list[trio.SocketListener]:
+    ipc = daemon.config.ipc
+    listeners = await trio.open_tcp_listeners(ipc.tcp_port, host=ipc.tcp_host)
+    host, port = listeners[0].socket.getsockname()[:2]
+    daemon.tcp_address = (str(host), int(port))
+    nursery.start_soon(trio.serve_listeners, client_handler(daemon, "tcp", check_uid=False),
+                       listeners)
+    return listeners
+
+
+async def _open_unix(nursery: trio.Nursery, daemon: Daemon, runtime_dir: Path) -> Path:
+    path = daemon.config.ipc.unix_socket or runtime_dir / "p2pd.sock"
+    path.unlink(missing_ok=True)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    path.chmod(0o600)
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+    nursery.start_soon(trio.serve_listeners, client_handler(daemon, "unix", check_uid=True),
+                       [listener])
+    return path
+
+
+async def _wait_for_stop_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            return

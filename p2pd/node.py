@@ -1,0 +1,324 @@
+"""The daemon's logic between the game client and its peers, without I/O.
+
+``Node`` owns the session endpoint, turns the client's game events into peer
+messages (with the per-peer limits of ``ai_client.ini``), turns peer messages
+back into events for the client, and keeps the statistics of spec §8.2. It is
+driven like the endpoint: bytes and ``now`` in; datagrams, notifications for
+IPC clients and a timer deadline out. The trio daemon (p2pd.io.daemon) is its
+only caller outside the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pd.config import DaemonConfig
+from p2pd.crypto.identity import Identity
+from p2pd.ipc.errors import IpcError
+from p2pd.ipc.messages import GameEvent
+from p2pd.ipc.outgoing import game_event_to_message
+from p2pd.ipc.peer_codec import decode_peer_event_untrusted, encode_peer_event
+from p2pd.meters import RateMeter, TokenBucket
+from p2pd.session.endpoint import Endpoint, SessionError
+from p2pd.session.events import (
+    Address,
+    MessageReceived,
+    PeerAddressChanged,
+    SessionClosed,
+    SessionEstablished,
+)
+from p2pd.session.rtt import percentile
+from p2pd.session.session import MessageTooLarge
+from p2pd.wire.types import PacketType
+
+MAX_NOTIFICATIONS = 10_000  # pushed events waiting for the IPC layer to take them
+
+
+@dataclass
+class PeerLink:
+    """What the node keeps about one peer on top of its session."""
+
+    key: bytes
+    address: Address
+    since: float
+    positions: TokenBucket
+    effects: TokenBucket
+    bandwidth: TokenBucket
+    sent: Counter[str] = field(default_factory=Counter)
+    received: Counter[str] = field(default_factory=Counter)
+
+
+class Node:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        identity: Identity,
+        *,
+        epoch: float = 0.0,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.config = config
+        self.p2p = config.p2p
+        session_config = config.session_config()
+        self.endpoint = Endpoint(identity, session_config, random_bytes=random_bytes,
+                                 epoch=epoch)
+        self.public_key = identity.public_key
+        self.udp_address: Address | None = None
+        self._links: dict[bytes, PeerLink] = {}
+        self._pending: dict[bytes, Address] = {}  # connect() called, not yet established
+        self._notifications: deque[dict[str, Any]] = deque()
+        self.notifications_dropped = 0
+        self.bytes_in = RateMeter()
+        self.bytes_out = RateMeter()
+        self.events_sent: Counter[str] = Counter()
+        self.events_received: Counter[str] = Counter()
+        self.events_limited: Counter[str] = Counter()
+        self.events_invalid = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.p2p.enabled
+
+    # -- driver calls --------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        self.bytes_in.add(len(data), now)
+        if self.enabled:
+            self.endpoint.receive_datagram(data, address, now)
+            self._process_events(now)
+
+    def handle_timer(self, now: float) -> None:
+        self.endpoint.handle_timer(now)
+        self._process_events(now)
+
+    def get_timer(self) -> float | None:
+        return self.endpoint.get_timer()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = self.endpoint.datagrams_to_send(now)
+        for data, _ in out:
+            self.bytes_out.add(len(data), now)
+        return out
+
+    def take_notifications(self) -> list[dict[str, Any]]:
+        out = list(self._notifications)
+        self._notifications.clear()
+        return out
+
+    # -- client requests -----------------------------------------------------
+
+    def connect(self, address: Address, key: bytes, now: float) -> None:
+        self._require_enabled()
+        if key not in self._links and len(self._links) + len(self._pending) >= self.p2p.max_peers:
+            raise IpcError("too_many_peers", f"already at max_peers={self.p2p.max_peers}")
+        try:
+            self.endpoint.connect(key, address, now)
+        except SessionError as error:
+            raise IpcError("bad_field", str(error), "key") from None
+        if key not in self._links:
+            self._pending[key] = address
+
+    def disconnect(self, key: bytes, now: float) -> None:
+        self._require_enabled()
+        if key not in self._links and key not in self._pending:
+            raise IpcError("no_such_peer", f"no link with peer {key.hex()}", "peer")
+        self._pending.pop(key, None)
+        self.endpoint.close(key, now)
+        self._process_events(now)
+
+    def send_event(self, event: GameEvent, targets: Iterable[bytes], now: float) -> dict[str, int]:
+        """Send ``event`` to ``targets`` (every linked peer when empty)."""
+        self._require_enabled()
+        chosen = list(targets) or list(self._links)
+        for key in chosen:
+            if key not in self._links:
+                raise IpcError("no_such_peer", f"no link with peer {key.hex()}", "to")
+        packet_type, payload = encode_peer_event(event)
+        kind = event.OP
+        sent = limited = 0
+        for key in chosen:
+            link = self._links[key]
+            if not self._allowed(link, packet_type, len(payload), now):
+                limited += 1
+                self.events_limited[kind] += 1
+                continue
+            try:
+                self.endpoint.send(key, packet_type, payload, now)
+            except MessageTooLarge as error:
+                raise IpcError("too_large", str(error)) from None
+            link.sent[kind] += 1
+            sent += 1
+        self.events_sent[kind] += sent
+        return {"sent": sent, "rate_limited": limited}
+
+    def _allowed(self, link: PeerLink, packet_type: int, size: int, now: float) -> bool:
+        if packet_type == PacketType.POSITION_UPDATE and not link.positions.take(1, now):
+            return False
+        if packet_type == PacketType.VISUAL_EFFECT and not link.effects.take(1, now):
+            return False
+        return link.bandwidth.take(size + 64, now)  # 64: headers, tag, padding (estimate)
+
+    def _require_enabled(self) -> None:
+        if not self.enabled:
+            raise IpcError("p2p_disabled", "P2P is disabled (enabled=false): use the server path")
+
+    def shutdown(self, now: float) -> None:
+        self.endpoint.close_all(now)
+        self._process_events(now)
+
+    # -- session events ------------------------------------------------------
+
+    def _process_events(self, now: float) -> None:
+        endpoint = self.endpoint
+        while (event := endpoint.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                self._on_message(event, now)
+            elif isinstance(event, SessionEstablished):
+                self._on_established(event, now)
+            elif isinstance(event, SessionClosed):
+                self._on_closed(event)
+            elif isinstance(event, PeerAddressChanged):
+                link = self._links.get(event.peer)
+                if link is not None:
+                    link.address = event.new
+                self._notify({"event": "link", "peer": event.peer.hex(), "state": "moved",
+                              "address": _format_address(event.new)})
+
+    def _on_message(self, event: MessageReceived, now: float) -> None:
+        link = self._links.get(event.peer)
+        if link is None:
+            return
+        try:
+            game_event = decode_peer_event_untrusted(event.type, event.payload)
+        except IpcError:
+            self.events_invalid += 1
+            return
+        link.received[game_event.OP] += 1
+        self.events_received[game_event.OP] += 1
+        self._notify(game_event_to_message(game_event, event.peer.hex()))
+
+    def _on_established(self, event: SessionEstablished, now: float) -> None:
+        self._pending.pop(event.peer, None)
+        if event.peer not in self._links and len(self._links) >= self.p2p.max_peers:
+            self.endpoint.close(event.peer, now)  # an incoming link beyond max_peers
+            return
+        p2p = self.p2p
+        self._links[event.peer] = PeerLink(
+            key=event.peer,
+            address=event.address,
+            since=now,
+            positions=TokenBucket(p2p.position_update_rate, p2p.position_update_rate, now),
+            effects=TokenBucket(p2p.effect_update_rate, p2p.effect_update_rate, now),
+            bandwidth=TokenBucket(p2p.bandwidth_limit * 1024, p2p.bandwidth_limit * 1024, now),
+        )
+        self._notify({"event": "peer_joined", "peer": event.peer.hex(),
+                      "address": _format_address(event.address)})
+
+    def _on_closed(self, event: SessionClosed) -> None:
+        self._pending.pop(event.peer, None)
+        if self._links.pop(event.peer, None) is not None:
+            self._notify({"event": "peer_left", "peer": event.peer.hex(),
+                          "reason": event.reason.value})
+
+    def _notify(self, message: dict[str, Any]) -> None:
+        if len(self._notifications) >= MAX_NOTIFICATIONS:
+            self._notifications.popleft()
+            self.notifications_dropped += 1
+        self._notifications.append(message)
+
+    # -- status and statistics (spec §8.2) -----------------------------------
+
+    def peers(self, now: float) -> list[dict[str, Any]]:
+        rows = []
+        for key, link in self._links.items():
+            stats = self.endpoint.session_statistics(key)
+            rtt = stats.rtt
+            rows.append({
+                "peer": key.hex(),
+                "address": _format_address(link.address),
+                "path": "direct",
+                "state": "established",
+                "since_s": round(now - link.since, 3),
+                "rtt_ms": _ms(rtt.smoothed),
+                "bytes_sent": stats.bytes_sent,
+                "bytes_received": stats.bytes_received,
+                "packets_sent": stats.packets_sent,
+                "packets_received": stats.packets_received,
+                "loss": round(stats.inbound_loss, 4),
+                "events_sent": dict(link.sent),
+                "events_received": dict(link.received),
+            })
+        for key, address in self._pending.items():
+            rows.append({"peer": key.hex(), "address": _format_address(address),
+                         "path": "direct", "state": "connecting"})
+        return rows
+
+    def status(self, now: float) -> dict[str, Any]:
+        return {
+            "state": "running",
+            "p2p_enabled": self.enabled,
+            "public_key": self.public_key.hex(),
+            "udp_address": _format_address(self.udp_address) if self.udp_address else None,
+            "encryption_level": self.p2p.encryption_level.value,
+            "max_peers": self.p2p.max_peers,
+            "peers": self.peers(now),
+        }
+
+    def stats(self, now: float) -> dict[str, Any]:
+        endpoint = self.endpoint.statistics()
+        samples = sorted(x for key in self._links for x in self.endpoint.rtt_samples(key))
+        drops = endpoint.drops
+        return {
+            "connections": len(self._links),
+            "bandwidth": {
+                "in_bytes_per_s": self.bytes_in.per_second(now),
+                "out_bytes_per_s": self.bytes_out.per_second(now),
+                "in_bytes_total": self.bytes_in.total,
+                "out_bytes_total": self.bytes_out.total,
+                "limit_bytes_per_s_per_peer": int(self.p2p.bandwidth_limit * 1024),
+            },
+            "packets": {
+                "sent": endpoint.datagrams_sent,
+                "received": endpoint.datagrams_received,
+                "dropped": sum(drops.values()),
+                "dropped_by_reason": dict(drops),
+            },
+            "latency_ms": {  # round trips, recent samples of every peer
+                "samples": len(samples),
+                "avg": _ms(sum(samples) / len(samples)) if samples else None,
+                "min": _ms(samples[0]) if samples else None,
+                "max": _ms(samples[-1]) if samples else None,
+                "p50": _ms(percentile(samples, 0.5)),
+                "p99": _ms(percentile(samples, 0.99)),
+            },
+            "errors": {
+                "decode": sum(n for reason, n in drops.items() if reason not in _NOT_DECODE),
+                "auth": drops.get("auth_failed", 0) + drops.get("bad_mac", 0)
+                + drops.get("handshake_failed", 0),
+                "retransmissions": 0,  # no reliable channels yet
+                "invalid_events": self.events_invalid,
+            },
+            "events": {
+                "sent": dict(self.events_sent),
+                "received": dict(self.events_received),
+                "rate_limited": dict(self.events_limited),
+                "notifications_dropped": self.notifications_dropped,
+            },
+        }
+
+
+_NOT_DECODE = frozenset({"auth_failed", "bad_mac", "handshake_failed", "replayed",
+                         "handshake_replayed", "queue_full", "peer_refused"})
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
