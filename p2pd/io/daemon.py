@@ -39,6 +39,8 @@ from p2pd.node import Node
 
 log = get_logger("p2pd.daemon")
 UDP_BIND_HOST = "0.0.0.0"
+UDP_RECEIVE_BUFFER = 1 << 20  # absorbs bursts while the daemon is busy elsewhere
+_LINK_EVENTS = frozenset({"peer_joined", "peer_left", "link"})
 
 
 class Daemon:
@@ -63,6 +65,8 @@ class Daemon:
         for data, address in self.node.datagrams_to_send(now):
             self.udp.send(data, address)
         for message in self.node.take_notifications():
+            if message["event"] in _LINK_EVENTS:
+                log.info(message["event"], **{k: v for k, v in message.items() if k != "event"})
             for client in list(self.clients):
                 client.push_event(message)
         self._timer_changed.set()
@@ -125,10 +129,11 @@ class Daemon:
 async def run_daemon(config: DaemonConfig) -> int:
     """Run until SIGINT or SIGTERM; returns the exit status."""
     p2p, ipc = config.p2p, config.ipc
+    log.debug("configuration", p2p=repr(p2p), ipc=repr(ipc), log=repr(config.log))
     identity = load_or_create_identity(config.identity.key_file)
     epoch = time.time() - trio.current_time()
     node = Node(config, identity, epoch=epoch)
-    udp = UdpSocket.bind_in_range(UDP_BIND_HOST, *p2p.port_range)
+    udp = UdpSocket.bind_in_range(UDP_BIND_HOST, *p2p.port_range, UDP_RECEIVE_BUFFER)
     node.udp_address = udp.address
     runtime_dir = ipc.runtime_dir or default_runtime_dir()
     prepare_runtime_dir(runtime_dir)

@@ -163,6 +163,7 @@ class ClientConnection:
         request_id = request_id_of(message)
         try:
             request = parse_request_untrusted(message)
+            log.debug("ipc_request", client=self.name, op=request.OP, id=request.id)
             if not self.authenticated:
                 self._authenticate(request)
                 return

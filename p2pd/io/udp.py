@@ -9,6 +9,7 @@ drops the datagram and counts it, as the network itself would.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 
@@ -24,8 +25,11 @@ class NoFreePort(OSError):
 
 
 class UdpSocket:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, receive_buffer: int | None = None) -> None:
         sock.setblocking(False)
+        if receive_buffer is not None:
+            with contextlib.suppress(OSError):  # else the system's maximum applies
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self._sock = sock
         self._buffer = bytearray(RECEIVE_BUFFER)
         self._view = memoryview(self._buffer)
@@ -33,7 +37,8 @@ class UdpSocket:
         self.receive_errors = 0
 
     @classmethod
-    def bind_in_range(cls, host: str, low: int, high: int) -> UdpSocket:
+    def bind_in_range(cls, host: str, low: int, high: int,
+                      receive_buffer: int | None = None) -> UdpSocket:
         """Bind the first free port in ``[low, high]``."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for port in range(low, high + 1):
@@ -45,7 +50,7 @@ class UdpSocket:
                 if error.errno in (errno.EADDRINUSE, errno.EACCES):
                     continue
                 raise
-            return cls(sock)
+            return cls(sock, receive_buffer)
         raise NoFreePort(errno.EADDRINUSE, f"no free UDP port in {low}-{high} on {host}")
 
     @property

@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     NOT_CONNECTED = "not_connected"  # the request needs a peer link that is not up
     P2P_DISABLED = "p2p_disabled"  # P2P is switched off in the configuration
     NO_SUCH_PEER = "no_such_peer"  # the named peer is not known
+    TOO_MANY_PEERS = "too_many_peers"  # connect would exceed [P2P] max_peers
     INTERNAL = "internal"  # a bug in the daemon; the request may or may not have run
 
 
