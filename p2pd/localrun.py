@@ -18,7 +18,8 @@ from p2pd.io.runtime import RUNTIME_FILE, RuntimeFileError, RuntimeInfo, read_ru
 
 
 def write_local_config(home: Path, *, port_low: int, port_high: int,
-                       p2p: dict[str, str] | None = None) -> Path:
+                       p2p: dict[str, str] | None = None,
+                       ipc: dict[str, str] | None = None) -> Path:
     """An ai_client.ini for a daemon living in ``home`` (IPC on a free TCP port)."""
     settings = {
         "enabled": "true", "port_range": f"{port_low}-{port_high}", "log_level": "debug",
@@ -27,6 +28,7 @@ def write_local_config(home: Path, *, port_low: int, port_high: int,
     lines = ["[P2P]", *(f"{key}={value}" for key, value in settings.items()),
              "", "[identity]", "key_file=identity.key",
              "", "[ipc]", "tcp_host=127.0.0.1", "tcp_port=0", f"runtime_dir={home / 'run'}",
+             *(f"{key}={value}" for key, value in (ipc or {}).items()),
              "", "[log]", "file=logs/p2p.log", ""]
     home.mkdir(parents=True, exist_ok=True)
     path = home / "ai_client.ini"

@@ -186,7 +186,8 @@ class Node:
                 if link is not None:
                     link.address = event.new
                 self._notify({"event": "link", "peer": event.peer.hex(), "state": "moved",
-                              "address": _format_address(event.new)})
+                              "address": _format_address(event.new),
+                              "rtt_ms": self._smoothed_rtt_ms(event.peer)})
 
     def _on_message(self, event: MessageReceived, now: float) -> None:
         link = self._links.get(event.peer)
@@ -202,9 +203,12 @@ class Node:
         self._notify(game_event_to_message(game_event, event.peer.hex()))
 
     def _on_established(self, event: SessionEstablished, now: float) -> None:
-        self._pending.pop(event.peer, None)
+        was_pending = self._pending.pop(event.peer, None) is not None
         if event.peer not in self._links and len(self._links) >= self.p2p.max_peers:
-            self.endpoint.close(event.peer, now)  # an incoming link beyond max_peers
+            self.endpoint.close(event.peer, now)  # a link beyond max_peers
+            if was_pending:
+                self._notify({"event": "link", "peer": event.peer.hex(), "state": "failed",
+                              "reason": "too_many_peers", "rtt_ms": None})
             return
         p2p = self.p2p
         self._links[event.peer] = PeerLink(
@@ -219,10 +223,18 @@ class Node:
                       "address": _format_address(event.address)})
 
     def _on_closed(self, event: SessionClosed) -> None:
-        self._pending.pop(event.peer, None)
         if self._links.pop(event.peer, None) is not None:
             self._notify({"event": "peer_left", "peer": event.peer.hex(),
                           "reason": event.reason.value})
+        elif self._pending.pop(event.peer, None) is not None:
+            self._notify({"event": "link", "peer": event.peer.hex(), "state": "failed",
+                          "reason": event.reason.value, "rtt_ms": None})
+
+    def _smoothed_rtt_ms(self, peer: bytes) -> float | None:
+        try:
+            return _ms(self.endpoint.session_statistics(peer).rtt.smoothed)
+        except SessionError:  # the session closed in the same breath
+            return None
 
     def _notify(self, message: dict[str, Any]) -> None:
         if len(self._notifications) >= MAX_NOTIFICATIONS:

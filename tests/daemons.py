@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,15 +33,15 @@ def free_udp_range(width: int = 10) -> tuple[int, int]:
 
 
 @contextmanager
-def running_daemons(root: Path, count: int,
-                    p2p: dict[str, str] | None = None) -> Iterator[list[DaemonProcess]]:
+def running_daemons(root: Path, count: int, p2p: dict[str, str] | None = None,
+                    ipc: dict[str, str] | None = None) -> Iterator[list[DaemonProcess]]:
     daemons: list[DaemonProcess] = []
     try:
         for i in range(count):
             home = root / f"daemon{i}"
             low, high = free_udp_range()
-            daemons.append(start_daemon(home, write_local_config(home, port_low=low,
-                                                                 port_high=high, p2p=p2p)))
+            config = write_local_config(home, port_low=low, port_high=high, p2p=p2p, ipc=ipc)
+            daemons.append(start_daemon(home, config))
         for daemon in daemons:
             daemon.wait_ready()
         yield daemons
@@ -70,3 +71,49 @@ async def next_event_named(client: DaemonClient, name: str, timeout: float = 10)
             event = await client.next_event()
             if event["event"] == name:
                 return event
+
+
+class UdpRelay:
+    """Forwards datagrams between a daemon and a target, keeping a copy of each."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.bind(("127.0.0.1", 0))
+        self.target = target
+        self.client: tuple[str, int] | None = None
+        self.seen: list[bytes] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._forward, args=(self.front, True)),
+                         threading.Thread(target=self._forward, args=(self.back, False))]
+        for sock in (self.front, self.back):
+            sock.settimeout(0.1)
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.front.getsockname()[1]}"
+
+    def _forward(self, sock: socket.socket, outbound: bool) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.seen.append(data)
+            if outbound:
+                self.client = source
+                self.back.sendto(data, self.target)
+            elif self.client is not None:
+                self.front.sendto(data, self.client)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self.front.close()
+        self.back.close()

@@ -8,7 +8,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,14 @@ from p2pd.client import ClientError
 from p2pd.io.runtime import RUNTIME_FILE, TOKEN_FILE
 from p2pd.ipc.framing import FrameDecoder, encode_message
 from p2pd.localrun import DaemonProcess, p2pd_command, start_daemon, write_local_config
-from tests.daemons import free_udp_range, link, next_event_named, open_client, running_daemons
+from tests.daemons import (
+    UdpRelay,
+    free_udp_range,
+    link,
+    next_event_named,
+    open_client,
+    running_daemons,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process control")
 
@@ -72,52 +78,6 @@ async def test_two_daemons_exchange_every_event_type(pair: list[DaemonProcess]) 
     assert b.public_key[:16] in shown.stdout and "established" in shown.stdout
     as_json = ctl(a, "status", "--json")
     assert '"state": "established"' in as_json.stdout
-
-
-class UdpRelay:
-    """Forwards datagrams between a daemon and a target, keeping a copy of each."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.front.bind(("127.0.0.1", 0))
-        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.back.bind(("127.0.0.1", 0))
-        self.target = target
-        self.client: tuple[str, int] | None = None
-        self.seen: list[bytes] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._forward, args=(self.front, True)),
-                         threading.Thread(target=self._forward, args=(self.back, False))]
-        for sock in (self.front, self.back):
-            sock.settimeout(0.1)
-        for thread in self._threads:
-            thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.front.getsockname()[1]}"
-
-    def _forward(self, sock: socket.socket, outbound: bool) -> None:
-        while not self._stop.is_set():
-            try:
-                data, source = sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.seen.append(data)
-            if outbound:
-                self.client = source
-                self.back.sendto(data, self.target)
-            elif self.client is not None:
-                self.front.sendto(data, self.client)
-
-    def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-        self.front.close()
-        self.back.close()
 
 
 async def test_chat_text_never_travels_readable(tmp_path: Path) -> None:

@@ -33,7 +33,9 @@ from p2pd.io.runtime import (
     write_token,
 )
 from p2pd.io.udp import UdpSocket
-from p2pd.ipc.messages import GameEvent
+from p2pd.ipc.errors import IpcError
+from p2pd.ipc.fields import split_address
+from p2pd.ipc.messages import Connect, GameEvent
 from p2pd.logs import flush_logging, get_logger
 from p2pd.node import Node
 
@@ -57,6 +59,7 @@ class Daemon:
         self.tcp_address: tuple[str, int] | None = None
         self.unix_socket: Path | None = None
         self._timer_changed = trio.Event()
+        self._armed_deadline: float | None = None  # what timer_loop sleeps until
 
     # -- the pump ----------------------------------------------------------------
 
@@ -69,7 +72,8 @@ class Daemon:
                 log.info(message["event"], **{k: v for k, v in message.items() if k != "event"})
             for client in list(self.clients):
                 client.push_event(message)
-        self._timer_changed.set()
+        if self.node.get_timer() != self._armed_deadline:
+            self._timer_changed.set()
 
     async def udp_loop(self) -> None:
         node, udp = self.node, self.udp
@@ -77,27 +81,43 @@ class Daemon:
             burst = await udp.receive_burst()
             now = trio.current_time()
             for data, address in burst:
-                node.receive_datagram(data, address, now)
+                try:
+                    node.receive_datagram(data, address, now)
+                except Exception:  # a bug of ours must not take the daemon down
+                    self.counters["internal_errors"] += 1
+                    log.exception("datagram_failed", source=f"{address[0]}:{address[1]}")
             self.pump()
 
     async def timer_loop(self) -> None:
         node = self.node
         while True:
-            deadline = node.get_timer()
+            deadline = self._armed_deadline = node.get_timer()
             self._timer_changed = trio.Event()
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._timer_changed.wait()
             now = trio.current_time()
             if deadline is not None and now >= deadline:
-                node.handle_timer(now)
+                try:
+                    node.handle_timer(now)
+                except Exception:  # a bug of ours must not take the daemon down
+                    self.counters["internal_errors"] += 1
+                    log.exception("timer_failed")
                 self.pump()
 
     # -- requests from IPC clients -------------------------------------------------
 
-    def handle_request(self, client: ClientConnection, request: object) -> dict[str, Any]:
+    async def handle_request(self, client: ClientConnection,
+                             request: object) -> dict[str, Any]:
+        if isinstance(request, Connect):
+            address = await resolve_udp_address(request.address)
         now = trio.current_time()
+        result: dict[str, Any]
         if isinstance(request, GameEvent):
             result = self.node.send_event(request, [bytes.fromhex(k) for k in request.to], now)
+        elif isinstance(request, Connect):
+            self.node.connect(address, bytes.fromhex(request.key), now)
+            result = {"peer": request.key, "state": "connecting",
+                      "address": f"{address[0]}:{address[1]}"}
         else:
             result = handle_common_request(self, client, request, now)
         self.pump()
@@ -172,6 +192,18 @@ async def run_daemon(config: DaemonConfig) -> int:
         log.info("daemon_stopped")
         flush_logging()
     return 0
+
+
+async def resolve_udp_address(text: str) -> tuple[str, int]:
+    """``host:port`` to an IPv4 address, resolving names without blocking the loop."""
+    host, port = split_address(text)
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, family=socket.AF_INET,
+                                              type=socket.SOCK_DGRAM)
+    except OSError as error:
+        raise IpcError("bad_field", f"cannot resolve {host!r} to an IPv4 address "
+                       f"(the UDP socket is IPv4 only): {error}", "address") from None
+    return str(infos[0][4][0]), int(infos[0][4][1])
 
 
 async def _open_tcp(nursery: trio.Nursery, daemon: Daemon) -> list[trio.SocketListener]:

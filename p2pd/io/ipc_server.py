@@ -22,10 +22,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from p2pd.ipc.errors import IpcError
-from p2pd.ipc.fields import split_address
 from p2pd.ipc.framing import FrameDecoder, encode_message
 from p2pd.ipc.messages import (
-    Connect,
     Disconnect,
     Hello,
     Peers,
@@ -125,7 +123,7 @@ class ClientConnection:
                 self._reply(reply_error(None, error))
                 return
             for message in messages:
-                self._handle(message)
+                await self._handle(message)
                 if self._closing:
                     return
 
@@ -159,7 +157,7 @@ class ClientConnection:
 
     # -- requests ----------------------------------------------------------------
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    async def _handle(self, message: dict[str, Any]) -> None:
         request_id = request_id_of(message)
         try:
             request = parse_request_untrusted(message)
@@ -167,12 +165,18 @@ class ClientConnection:
             if not self.authenticated:
                 self._authenticate(request)
                 return
-            result = self._daemon.handle_request(self, request)
+            result = await self._daemon.handle_request(self, request)
         except IpcError as error:
             self._daemon.counters["ipc_errors"] += 1
             self._reply(reply_error(request_id, error))
             if not self.authenticated:
                 self._closing = True  # refused: no state was changed
+            return
+        except Exception:  # a bug of ours: report it, keep serving
+            self._daemon.counters["internal_errors"] += 1
+            log.exception("ipc_request_failed", client=self.name)
+            self._reply(reply_error(request_id, IpcError("internal", "the daemon failed; "
+                                                         "see its log")))
             return
         self._reply(reply_ok(request.id, result))
 
@@ -200,9 +204,6 @@ def handle_common_request(daemon: Daemon, client: ClientConnection, request: obj
     if isinstance(request, Subscribe):
         client.subscriptions = frozenset(request.events)
         return {"events": sorted(client.subscriptions)}
-    if isinstance(request, Connect):
-        node.connect(split_address(request.address), bytes.fromhex(request.key), now)
-        return {"peer": request.key, "state": "connecting"}
     if isinstance(request, Disconnect):
         node.disconnect(bytes.fromhex(request.peer), now)
         return {"peer": request.peer, "state": "closed"}
