@@ -7,6 +7,7 @@ the repository's, its identity key, its log and its runtime directory.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -115,12 +116,14 @@ def p2pd_command() -> list[str]:
     return [sys.executable, "-m", "p2pd_cli.p2pd_main"]
 
 
-def start_daemon(home: Path, config: Path) -> DaemonProcess:
+def start_daemon(home: Path, config: Path,
+                 env: dict[str, str] | None = None) -> DaemonProcess:
     home.mkdir(parents=True, exist_ok=True)
     stderr_path = home / "stderr.txt"
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             [*p2pd_command(), "run", "--config", str(config)],
             cwd=home, stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env},
         )
     return DaemonProcess(home, config, process, stderr_path=stderr_path)

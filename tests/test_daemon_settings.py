@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import trio
 
 from p2pd.client import DaemonClient
 from p2pd.io.runtime import RuntimeFileError
-from p2pd.localrun import DaemonProcess
+from p2pd.localrun import DaemonProcess, start_daemon, write_local_config
 from p2pd.wire.types import COMPRESSION_FLAGS, PacketType
 from tests.daemons import UdpRelay, free_udp_range, link, next_event_named, open_client
 from tests.daemons import running_daemons as daemons
@@ -68,6 +69,38 @@ async def test_compression_threshold(tmp_path: Path, threshold: int, compressed:
     with daemons(tmp_path, 2, p2p={"compression_threshold": str(threshold)}) as (a, b):
         seen = await relayed_chat(a, b, ["buying jellopy, buying jellopy! " * 12])
     assert any(header(d)[0] & COMPRESSION_FLAGS for d in seen) == compressed
+
+
+async def test_effect_update_rate(tmp_path: Path) -> None:
+    with daemons(tmp_path, 2, p2p={"effect_update_rate": "3"}) as (a, b):
+        async with await open_client(a) as client_a, await open_client(b) as client_b:
+            await link(a, b, client_a, client_b)
+            effect = {"effect_id": 7, "map": "prontera", "x": 1, "y": 2, "start_ms": 0,
+                      "duration_ms": 500, "owner": 1}
+            results = [await client_a.request("effect", **effect) for _ in range(12)]
+    assert 3 <= sum(r["sent"] for r in results) <= 4  # burst 3, refilling at 3 per second
+    assert sum(r["rate_limited"] for r in results) >= 8
+
+
+def test_daemon_tells_systemd_it_is_ready_and_stopping(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    listener.bind(str(path))
+    listener.settimeout(20)
+    try:
+        home = tmp_path / "d"
+        low, high = free_udp_range()
+        daemon = start_daemon(home, write_local_config(home, port_low=low, port_high=high),
+                              env={"NOTIFY_SOCKET": str(path)})
+        try:
+            ready = listener.recv(4096).decode()
+            info = daemon.wait_ready()
+            assert "READY=1" in ready and f"UDP port {info.udp_port}" in ready
+        finally:
+            daemon.stop()
+        assert "STOPPING=1" in listener.recv(4096).decode()
+    finally:
+        listener.close()
 
 
 async def test_handshake_timeout_reports_an_unreachable_peer(tmp_path: Path) -> None:
