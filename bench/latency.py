@@ -35,15 +35,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from p2pd.client import DaemonClient
-from p2pd.localrun import DaemonProcess, start_daemon, write_local_config
+from p2pd.localrun import DaemonProcess, link, running_daemons
 from p2pd.session.rtt import percentile
 
 SAMPLES = 2000
@@ -66,37 +66,10 @@ ECHO_FLAG = "--udp-echo-server"
 # -- helpers ------------------------------------------------------------------------------
 
 
-def free_udp_range(start: int, width: int = 10) -> tuple[int, int]:
-    """A port range whose first port is free on 0.0.0.0 (UDP), from ``start`` on."""
-    for low in range(start, 65000, width):
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            probe.bind(("0.0.0.0", low))
-        except OSError:
-            continue
-        finally:
-            probe.close()
-        return low, low + width - 1
-    raise RuntimeError("no free UDP port range")
-
-
-@contextmanager
-def daemons(root: Path, count: int, settings: dict[str, str]) -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    port = 41000 + (os.getpid() % 400) * 50  # apart from the tests' 47100 and other runs
-    try:
-        for i in range(count):
-            home = root / f"daemon{i}"
-            low, high = free_udp_range(port)
-            port = high + 1
-            config = write_local_config(home, port_low=low, port_high=high, p2p=settings)
-            started.append(start_daemon(home, config))
-        for daemon in started:
-            daemon.wait_ready()
-        yield started
-    finally:
-        for daemon in started:
-            daemon.stop()
+def daemons(root: Path, count: int,
+            settings: dict[str, str]) -> AbstractContextManager[list[DaemonProcess]]:
+    first_port = 41000 + (os.getpid() % 400) * 50  # apart from the tests' 47100 and other runs
+    return running_daemons(root, count, first_port=first_port, p2p=settings)
 
 
 def ms(seconds: list[float], fraction: float) -> float:
@@ -206,16 +179,6 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 # -- through the daemons ---------------------------------------------------------------------
-
-
-async def link(a: DaemonProcess, b: DaemonProcess, client_a: DaemonClient,
-               client_b: DaemonClient) -> None:
-    await client_a.request("connect", address=b.udp_address, key=b.public_key)
-    with trio.fail_after(10):
-        for client, other in ((client_a, b), (client_b, a)):
-            while not any(p["peer"] == other.public_key and p["state"] == "established"
-                          for p in (await client.request("peers"))["peers"]):
-                await trio.sleep(0.02)
 
 
 class Clients:

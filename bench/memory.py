@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from p2pd.client import DaemonClient
-from p2pd.localrun import DaemonProcess, start_daemon, write_local_config
+from p2pd.localrun import DaemonProcess, running_daemons
 
 PEERS = 10
 ROUNDS = 200
@@ -83,37 +81,10 @@ def reference_rss(code: str) -> dict[str, int]:
             child.wait()
 
 
-def free_udp_range(start: int, width: int = 10) -> tuple[int, int]:
-    """A port range whose first port is free on 0.0.0.0 (UDP), from ``start`` on."""
-    for low in range(start, 65000, width):
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            probe.bind(("0.0.0.0", low))
-        except OSError:
-            continue
-        finally:
-            probe.close()
-        return low, low + width - 1
-    raise RuntimeError("no free UDP port range")
-
-
-@contextmanager
-def daemons(root: Path, count: int, settings: dict[str, str]) -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    port = 51000 + (os.getpid() % 200) * 60  # apart from the tests' 47100 and other runs
-    try:
-        for i in range(count):
-            home = root / f"daemon{i}"
-            low, high = free_udp_range(port)
-            port = high + 1
-            config = write_local_config(home, port_low=low, port_high=high, p2p=settings)
-            started.append(start_daemon(home, config))
-        for daemon in started:
-            daemon.wait_ready()
-        yield started
-    finally:
-        for daemon in started:
-            daemon.stop()
+def daemons(root: Path, count: int,
+            settings: dict[str, str]) -> AbstractContextManager[list[DaemonProcess]]:
+    first_port = 51000 + (os.getpid() % 200) * 60  # apart from the tests' 47100 and other runs
+    return running_daemons(root, count, first_port=first_port, p2p=settings)
 
 
 async def open_client(daemon: DaemonProcess) -> DaemonClient:

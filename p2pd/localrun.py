@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trio
+
+from p2pd.client import DaemonClient
 from p2pd.io.runtime import RUNTIME_FILE, RuntimeFileError, RuntimeInfo, read_runtime_info
 
 
@@ -127,3 +133,50 @@ def start_daemon(home: Path, config: Path,
             env=None if env is None else {**os.environ, **env},
         )
     return DaemonProcess(home, config, process, stderr_path=stderr_path)
+
+
+def free_udp_range(start: int, width: int = 10) -> tuple[int, int]:
+    """A port range whose first port is free on 0.0.0.0 (UDP), from ``start`` on."""
+    for low in range(start, 65000, width):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind(("0.0.0.0", low))
+        except OSError:
+            continue
+        finally:
+            probe.close()
+        return low, low + width - 1
+    raise RuntimeError("no free UDP port range")
+
+
+@contextmanager
+def running_daemons(root: Path, count: int, *, first_port: int,
+                    p2p: dict[str, str] | None = None,
+                    ipc: dict[str, str] | None = None) -> Iterator[list[DaemonProcess]]:
+    """``count`` daemons under ``root``, ready on return, stopped (SIGTERM) on exit."""
+    started: list[DaemonProcess] = []
+    port = first_port
+    try:
+        for i in range(count):
+            home = root / f"daemon{i}"
+            low, high = free_udp_range(port)
+            port = high + 1
+            config = write_local_config(home, port_low=low, port_high=high, p2p=p2p, ipc=ipc)
+            started.append(start_daemon(home, config))
+        for daemon in started:
+            daemon.wait_ready()
+        yield started
+    finally:
+        for daemon in started:
+            daemon.stop()
+
+
+async def link(a: DaemonProcess, b: DaemonProcess, client_a: DaemonClient,
+               client_b: DaemonClient, timeout: float = 10) -> None:
+    """Connect a to b and wait until both report the link established."""
+    await client_a.request("connect", address=b.udp_address, key=b.public_key)
+    with trio.fail_after(timeout):
+        for client, other in ((client_a, b), (client_b, a)):
+            while not any(p["peer"] == other.public_key and p["state"] == "established"
+                          for p in (await client.request("peers"))["peers"]):
+                await trio.sleep(0.02)
