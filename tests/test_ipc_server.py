@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from p2pd.io.ipc_server import SLOW_CLIENT_TIMEOUT, ClientConnection
+from p2pd.io.ipc_server import HELLO_TIMEOUT, SLOW_CLIENT_TIMEOUT, ClientConnection
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.framing import FrameDecoder, encode_message
 
@@ -153,3 +153,14 @@ async def test_a_client_that_stays_full_is_disconnected(autojump_clock: trio.abc
 
 def _alive(connection: ClientConnection) -> set[ClientConnection]:
     return set() if connection._cancel.cancel_called else {connection}
+
+
+async def test_a_silent_connection_is_closed_after_the_hello_timeout(
+        autojump_clock: trio.abc.Clock) -> None:
+    async with trio.open_nursery() as nursery:
+        daemon, _, peer = await start(nursery)
+        started = trio.current_time()
+        with pytest.raises(EOFError):
+            await peer.receive()  # the daemon hangs up without a word
+        assert trio.current_time() - started == pytest.approx(HELLO_TIMEOUT)
+        assert daemon.counters["ipc_hello_timeouts"] == 1

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from p2pd.io.daemon import Daemon
 
 SLOW_CLIENT_TIMEOUT = 10.0
+HELLO_TIMEOUT = 10.0  # a connection that has not said hello by then is closed
 READ_SIZE = 65536
 log = get_logger("p2pd.ipc")
 
@@ -101,11 +102,19 @@ class ClientConnection:
         with self._cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._hello_deadline)
                 await self._read_loop()
                 self._closing = True
                 self._wake.set()
         with trio.move_on_after(1):
             await self._stream.aclose()
+
+    async def _hello_deadline(self) -> None:
+        await trio.sleep(HELLO_TIMEOUT)
+        if not self.authenticated:
+            self._daemon.counters["ipc_hello_timeouts"] += 1
+            log.info("ipc_hello_timeout", client=self.name)
+            self._cancel.cancel()
 
     async def _read_loop(self) -> None:
         while not self._closing:
