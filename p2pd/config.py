@@ -545,8 +545,32 @@ def _section(
     return (replace(settings, **relative) if relative else settings), set(values)
 
 
-def load_config(path: Path) -> LoadedConfig:
-    """Read and validate the ini file at ``path``; raise :class:`ConfigError` if refused."""
+# systemd's service directories (RuntimeDirectory= and so on, see systemd/p2pd.service):
+# where the ini file does not name a path itself, the daemon uses them.
+_SERVICE_DIRECTORIES: dict[tuple[str, str], tuple[str, str | None]] = {
+    ("identity", "key_file"): ("STATE_DIRECTORY", "identity.key"),
+    ("log", "file"): ("LOGS_DIRECTORY", "p2p.log"),
+    ("ipc", "runtime_dir"): ("RUNTIME_DIRECTORY", None),
+}
+
+
+def _service_directory(section: str, key: str, environ: Mapping[str, str]) -> Path | None:
+    variable, name = _SERVICE_DIRECTORIES[(section, key)]
+    first = environ.get(variable, "").split(":")[0]
+    if not first or not Path(first).is_absolute():
+        return None
+    return Path(first) / name if name else Path(first)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read and validate the ini file at ``path``; raise :class:`ConfigError` if refused.
+
+    ``environ`` (default: the process environment) supplies systemd's
+    ``$STATE_DIRECTORY``, ``$LOGS_DIRECTORY`` and ``$RUNTIME_DIRECTORY`` for the
+    identity key, the log file and the runtime directory when the file leaves
+    them unset.
+    """
+    environ = os.environ if environ is None else environ
     path = Path(path)
     parser = _read(path)
     warnings: list[str] = []
@@ -563,6 +587,14 @@ def load_config(path: Path) -> LoadedConfig:
     built: dict[str, Any] = {}
     for attribute, cls in _SECTIONS.items():
         settings, given = _section(path, parser, cls, warnings)
+        overrides = {
+            key: directory
+            for (section, key) in _SERVICE_DIRECTORIES
+            if section == cls.SECTION and key not in given
+            and (directory := _service_directory(section, key, environ)) is not None
+        }
+        if overrides:
+            settings = replace(settings, **overrides)
         if isinstance(settings, IpcSettings):
             if "unix_socket" not in given:  # follows the configured runtime_dir
                 settings = replace(settings, unix_socket=default_unix_socket(settings.runtime_dir))

@@ -440,3 +440,18 @@ def test_session_config_maps_the_four_session_settings(tmp_path: Path) -> None:
 def test_default_session_config_is_the_session_core_default() -> None:
     assert DaemonConfig(source=REPOSITORY_INI).session_config() == SessionConfig()
     assert load_config(REPOSITORY_INI).config.session_config() == SessionConfig()
+
+
+def test_systemd_service_directories_fill_unset_paths(tmp_path: Path) -> None:
+    ini = tmp_path / "ai_client.ini"
+    ini.write_text("[log]\nfile = /var/tmp/explicit.log\n")
+    environ = {"STATE_DIRECTORY": "/home/p/.local/state/p2pd",
+               "LOGS_DIRECTORY": "/home/p/.local/state/log/p2pd",
+               "RUNTIME_DIRECTORY": "/run/user/1000/p2pd:/ignored"}
+    config = load_config(ini, environ).config
+    assert config.identity.key_file == Path("/home/p/.local/state/p2pd/identity.key")
+    assert config.log.file == Path("/var/tmp/explicit.log")  # the file's own choice wins
+    assert config.ipc.runtime_dir == Path("/run/user/1000/p2pd")
+    assert config.ipc.unix_socket in (Path("/run/user/1000/p2pd/p2pd.sock"), None)
+    plain = load_config(ini, {}).config
+    assert plain.identity.key_file == tmp_path / "state" / "identity.key"
