@@ -452,6 +452,8 @@ class DaemonConfig:
             compression_threshold=p2p.compression_threshold,
             # the session core needs zstd_threshold >= compression_threshold
             zstd_threshold=max(SessionConfig().zstd_threshold, p2p.compression_threshold),
+            # a peer may send twice what we allow ourselves: its settings may differ
+            incoming_byte_rate=2 * p2p.bandwidth_limit * 1024,
         )
 
 

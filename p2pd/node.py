@@ -261,6 +261,7 @@ class Node:
                 "packets_sent": stats.packets_sent,
                 "packets_received": stats.packets_received,
                 "loss": round(stats.inbound_loss, 4),
+                "anomalous": stats.anomalous,
                 "events_sent": dict(link.sent),
                 "events_received": dict(link.received),
             })
@@ -284,8 +285,11 @@ class Node:
         endpoint = self.endpoint.statistics()
         samples = sorted(x for key in self._links for x in self.endpoint.rtt_samples(key))
         drops = endpoint.drops
+        anomalous = [key.hex() for key in self._links
+                     if self.endpoint.session_statistics(key).anomalous]
         return {
             "connections": len(self._links),
+            "anomalous_peers": anomalous,
             "bandwidth": {
                 "in_bytes_per_s": self.bytes_in.per_second(now),
                 "out_bytes_per_s": self.bytes_out.per_second(now),

@@ -541,3 +541,25 @@ def test_statistics_estimate_inbound_loss_and_rtt_percentiles() -> None:
     rtt = pair.a.endpoint.session_statistics(pair.b_key).rtt
     assert rtt.p50 is not None and rtt.p99 is not None and rtt.min is not None
     assert rtt.min <= rtt.p50 <= rtt.p99 <= 0.07
+
+
+def test_a_flooding_peer_is_limited_and_flagged() -> None:
+    config = SessionConfig(incoming_packet_rate=50, incoming_byte_rate=100_000)
+    pair = make_pair(profile=LinkProfile(delay=0.01), b_config=config)
+    handshake(pair)
+    pair.sim.run_until(pair.sim.now + 2.0)  # the allowance is full again
+    assert not pair.b.endpoint.session_statistics(pair.a_key).anomalous
+    start = pair.sim.now
+    for i in range(300):  # 300 messages within one second
+        pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, i.to_bytes(4, "big"),
+                             pair.sim.now)
+        pair.sim.run_until(start + (i + 1) / 300)
+    pair.sim.run_until(start + 1.5)
+    delivered = len(pair.b.events_of(MessageReceived))
+    stats = pair.b.endpoint.session_statistics(pair.a_key)
+    assert 50 <= delivered <= 50 + 50 * 1.05 + 2  # the burst, then 50 per second
+    # every undelivered message was dropped as rate_limited (a PING or two may share it)
+    assert 300 - delivered <= stats.drops["rate_limited"] <= 300 - delivered + 5
+    assert stats.anomalous
+    # a calm peer is never flagged
+    assert not pair.a.endpoint.session_statistics(pair.b_key).anomalous

@@ -57,6 +57,11 @@ class SessionConfig:
     rekey_after_messages: int = 1 << 20
     reject_after_messages: int = 1 << 22
     handshake_load_limit: int = 64  # handshake requests per second before cookies
+    # What one peer may send us (spec 5.1 rate limiting): authentic packets and
+    # bytes per second, bursts of one second's worth; the excess is dropped and
+    # the peer flagged as anomalous.
+    incoming_packet_rate: float = 200.0
+    incoming_byte_rate: float = 2 * 50 * 1024  # twice spec 7's bandwidth_limit default
 
     def __post_init__(self) -> None:
         positive = {
@@ -68,6 +73,8 @@ class SessionConfig:
             "pending_limit": self.pending_limit,
             "max_sessions": self.max_sessions,
             "handshake_load_limit": self.handshake_load_limit,
+            "incoming_packet_rate": self.incoming_packet_rate,
+            "incoming_byte_rate": self.incoming_byte_rate,
         }
         for name, value in positive.items():
             if not value > 0:

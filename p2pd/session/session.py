@@ -31,6 +31,7 @@ from p2pd.crypto.handshake import (
 )
 from p2pd.crypto.noise import InitiatorHandshake, ResponderHandshake
 from p2pd.crypto.transport import OVERHEAD, Keypair
+from p2pd.meters import TokenBucket
 from p2pd.session.config import EncryptionLevel, SessionConfig
 from p2pd.session.events import (
     Address,
@@ -112,6 +113,12 @@ class Session:
         self._ping_id = 0
         self._pings: dict[int, float] = {}
         self._pending: deque[tuple[int, bytes]] = deque()
+        # incoming allowance (spec 5.1): authentic packets and bytes per second
+        self._packet_allowance = TokenBucket(self._config.incoming_packet_rate,
+                                             self._config.incoming_packet_rate, now)
+        self._byte_allowance = TokenBucket(self._config.incoming_byte_rate,
+                                           self._config.incoming_byte_rate, now)
+        self.anomalous_since: float | None = None  # first time the peer exceeded it
         # hot-path constants and bound methods
         self._high = self._config.encryption_level is EncryptionLevel.HIGH
         self._compression_threshold = self._config.compression_threshold
@@ -280,6 +287,11 @@ class Session:
             self._authenticated_from(address, now)
         if keypair is not self.current:
             self._confirm(keypair, now)
+        if not (self._packet_allowance.take(1, now)
+                and self._byte_allowance.take(len(data), now)):
+            if self.anomalous_since is None:
+                self.anomalous_since = now
+            raise BadPacket(DropReason.RATE_LIMITED, "beyond the peer's allowance")
         if flags & COMPRESSION_FLAGS:
             plaintext = self._ep.decompressor.decompress_untrusted(
                 flags & COMPRESSION_FLAGS, plaintext
@@ -512,4 +524,5 @@ class Session:
             rtt=self.rtt.snapshot(),
             drops=dict(c.drops),
             inbound_loss=self.current.inbound_loss if self.current is not None else 0.0,
+            anomalous=self.anomalous_since is not None,
         )

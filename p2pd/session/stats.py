@@ -50,6 +50,7 @@ class SessionStatistics:
     rtt: RttSnapshot
     drops: dict[str, int] = field(default_factory=dict)
     inbound_loss: float = 0.0  # share of the peer's packets (current keys) that never arrived
+    anomalous: bool = False  # the peer has sent beyond its allowance (spec 5.1)
 
 
 @dataclass(frozen=True, slots=True)

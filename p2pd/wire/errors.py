@@ -34,6 +34,7 @@ class DropReason(StrEnum):
     UNEXPECTED = "unexpected"
     KEY_EXHAUSTED = "key_exhausted"
     QUEUE_FULL = "queue_full"
+    RATE_LIMITED = "rate_limited"  # an authentic packet beyond the peer's allowance
 
 
 class BadPacket(Exception):
