@@ -9,6 +9,7 @@ import click
 import trio
 
 from p2pd.config import ConfigError, load_config
+from p2pd.crypto.identity import IdentityFileError
 from p2pd.demo import run_demo
 from p2pd.io.daemon import run_daemon
 from p2pd.logs import configure_logging, get_logger
@@ -42,6 +43,10 @@ def run(config_path: Path) -> None:
         click.echo(f"p2pd: warning: {warning}", err=True)
     try:
         status = trio.run(run_daemon, config)
+    except IdentityFileError as error:
+        log.error("identity_file_refused", error=str(error))
+        click.echo(f"p2pd: identity key: {error}", err=True)
+        sys.exit(EXIT_CONFIG)
     except OSError as error:
         log.error("daemon_failed", error=str(error))
         click.echo(f"p2pd: {error}", err=True)

@@ -78,6 +78,7 @@ class Node:
         self.events_received: Counter[str] = Counter()
         self.events_limited: Counter[str] = Counter()
         self.events_invalid = 0
+        self.dropped_while_disabled = 0  # datagrams that arrived with enabled=false
 
     @property
     def enabled(self) -> bool:
@@ -90,6 +91,8 @@ class Node:
         if self.enabled:
             self.endpoint.receive_datagram(data, address, now)
             self._process_events(now)
+        else:
+            self.dropped_while_disabled += 1
 
     def handle_timer(self, now: float) -> None:
         self.endpoint.handle_timer(now)
@@ -302,6 +305,7 @@ class Node:
                 "received": endpoint.datagrams_received,
                 "dropped": sum(drops.values()),
                 "dropped_by_reason": dict(drops),
+                "dropped_while_disabled": self.dropped_while_disabled,
             },
             "latency_ms": {  # round trips, recent samples of every peer
                 "samples": len(samples),

@@ -276,3 +276,16 @@ def test_log_level_is_honoured(tmp_path: Path) -> None:
         assert ("debug" in levels) == expect_debug, levels
         assert "info" in levels
 
+
+
+def test_an_identity_key_readable_by_others_is_refused_at_start(tmp_path: Path) -> None:
+    home = tmp_path / "d"
+    low, high = free_udp_range()
+    config = write_local_config(home, port_low=low, port_high=high)
+    key = home / "identity.key"
+    key.write_text("p2pd-identity-v1\n" + "11" * 32 + "\n")
+    key.chmod(0o644)
+    result = subprocess.run([*p2pd_command(), "run", "--config", str(config)], cwd=home,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "chmod 600" in result.stderr
