@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +13,8 @@ import trio
 from p2pd import localrun
 from p2pd.client import DaemonClient
 from p2pd.localrun import DaemonProcess
+from p2pd.sim.network import LinkProfile
+from p2pd.sim.udp_relay import UdpImpairmentRelay
 
 _ports = itertools.count(47100, 20)  # apart from the benches' ranges
 
@@ -46,47 +46,24 @@ async def next_event_named(client: DaemonClient, name: str, timeout: float = 10)
                 return event
 
 
-class UdpRelay:
-    """Forwards datagrams between a daemon and a target, keeping a copy of each."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.front.bind(("127.0.0.1", 0))
-        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.back.bind(("127.0.0.1", 0))
-        self.target = target
-        self.client: tuple[str, int] | None = None
-        self.seen: list[bytes] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._forward, args=(self.front, True)),
-                         threading.Thread(target=self._forward, args=(self.back, False))]
-        for sock in (self.front, self.back):
-            sock.settimeout(0.1)
-        for thread in self._threads:
-            thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.front.getsockname()[1]}"
-
-    def _forward(self, sock: socket.socket, outbound: bool) -> None:
-        while not self._stop.is_set():
-            try:
-                data, source = sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.seen.append(data)
-            if outbound:
-                self.client = source
-                self.back.sendto(data, self.target)
-            elif self.client is not None:
-                self.front.sendto(data, self.client)
-
-    def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-        self.front.close()
-        self.back.close()
+async def relayed_chat(a: DaemonProcess, b: DaemonProcess, texts: list[str],
+                       profile: LinkProfile | None = None) -> list[bytes]:
+    """Link a to b through an impairment relay, send ``texts`` as chat lines from a's
+    client to b's; return every datagram the relay saw, both directions."""
+    assert b.info is not None
+    relay = UdpImpairmentRelay(("127.0.0.1", b.info.udp_port), forward=profile or LinkProfile(),
+                               backward=profile or LinkProfile(), seed=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        host, port = relay.front_address
+        async with await open_client(a) as client_a, await open_client(b) as client_b:
+            await client_b.request("subscribe", events=["chat"])
+            await client_a.request("connect", address=f"{host}:{port}", key=b.public_key)
+            with trio.fail_after(10):
+                while (await client_a.request("peers"))["peers"][0]["state"] != "established":
+                    await trio.sleep(0.02)
+            for text in texts:
+                await client_a.request("chat", text=text)
+                assert (await next_event_named(client_b, "chat"))["text"] == text
+        nursery.cancel_scope.cancel()
+    return [datagram for _, datagram in relay.seen]

@@ -21,11 +21,11 @@ from p2pd.io.runtime import RUNTIME_FILE, TOKEN_FILE
 from p2pd.ipc.framing import FrameDecoder, encode_message
 from p2pd.localrun import DaemonProcess, p2pd_command, start_daemon, write_local_config
 from tests.daemons import (
-    UdpRelay,
     free_udp_range,
     link,
     next_event_named,
     open_client,
+    relayed_chat,
     running_daemons,
 )
 
@@ -81,26 +81,12 @@ async def test_two_daemons_exchange_every_event_type(pair: list[DaemonProcess]) 
 
 
 async def test_chat_text_never_travels_readable(tmp_path: Path) -> None:
+    secret = "meet me behind the Kafra at 21:00"
     with running_daemons(tmp_path, 2) as (a, b):
-        assert b.info is not None
-        relay = UdpRelay(("127.0.0.1", b.info.udp_port))
-        try:
-            async with await open_client(a) as client_a, await open_client(b) as client_b:
-                await client_b.request("subscribe", events=["chat"])
-                await client_a.request("connect", address=relay.address, key=b.public_key)
-                with trio.fail_after(10):
-                    while (await client_a.request("peers"))["peers"][0]["state"] != (
-                            "established"):
-                        await trio.sleep(0.02)
-                secret = "meet me behind the Kafra at 21:00"
-                await client_a.request("chat", text=secret)
-                event = await next_event_named(client_b, "chat")
-                assert event["text"] == secret
-        finally:
-            relay.close()
-    assert len(relay.seen) >= 4  # handshake, confirmation, the chat line
-    assert all(secret.encode() not in datagram for datagram in relay.seen)
-    assert all(b"Kafra" not in datagram for datagram in relay.seen)
+        seen = await relayed_chat(a, b, [secret])
+    assert len(seen) >= 4  # handshake, confirmation, the chat line
+    assert all(secret.encode() not in datagram for datagram in seen)
+    assert all(b"Kafra" not in datagram for datagram in seen)
 
 
 async def test_killed_peer_is_reported_lost_within_inactive_timeout(tmp_path: Path) -> None:

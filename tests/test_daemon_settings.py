@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-import trio
 
 from p2pd.client import DaemonClient
 from p2pd.io.runtime import RuntimeFileError
 from p2pd.localrun import DaemonProcess, start_daemon, write_local_config
 from p2pd.wire.types import COMPRESSION_FLAGS, PacketType
-from tests.daemons import UdpRelay, free_udp_range, link, next_event_named, open_client
+from tests.daemons import free_udp_range, link, next_event_named, open_client, relayed_chat
 from tests.daemons import running_daemons as daemons
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process control")
@@ -27,25 +26,6 @@ CTL = [str(Path(sys.executable).parent / "p2pctl")]
 def ctl(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CTL, "--runtime-dir", str(daemon.runtime_dir), *args],
                           capture_output=True, text=True, timeout=30, check=False)
-
-
-async def relayed_chat(a: DaemonProcess, b: DaemonProcess, texts: list[str]) -> list[bytes]:
-    """Link a to b through a relay, send ``texts`` as chat lines; return the wire bytes."""
-    assert b.info is not None
-    relay = UdpRelay(("127.0.0.1", b.info.udp_port))
-    try:
-        async with await open_client(a) as client_a, await open_client(b) as client_b:
-            await client_b.request("subscribe", events=["chat"])
-            await client_a.request("connect", address=relay.address, key=b.public_key)
-            with trio.fail_after(10):
-                while (await client_a.request("peers"))["peers"][0]["state"] != "established":
-                    await trio.sleep(0.02)
-            for text in texts:
-                await client_a.request("chat", text=text)
-                assert (await next_event_named(client_b, "chat"))["text"] == text
-    finally:
-        relay.close()
-    return relay.seen
 
 
 def header(datagram: bytes) -> tuple[int, int]:
