@@ -101,6 +101,10 @@ class Node:
     def get_timer(self) -> float | None:
         return self.endpoint.get_timer()
 
+    def flush(self, now: float) -> None:
+        """Send the messages waiting to be batched (end of an input burst)."""
+        self.endpoint.flush(now)
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self.endpoint.datagrams_to_send(now)
         for data, _ in out:

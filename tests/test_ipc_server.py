@@ -36,6 +36,10 @@ class FakeDaemon:
         self.token = TOKEN
         self.counters: Counter[str] = Counter()
         self.requests: list[object] = []
+        self.pumps = 0
+
+    def pump(self) -> None:
+        self.pumps += 1
 
     def hello_result(self) -> dict[str, Any]:
         return {"version": "test"}

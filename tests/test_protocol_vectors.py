@@ -373,7 +373,7 @@ def scripted_random(index: int, ephemeral: bytes) -> Callable[[int], bytes]:
 
 
 def endpoint_pair(level: EncryptionLevel) -> tuple[Endpoint, Endpoint]:
-    config = SessionConfig(encryption_level=level)
+    config = SessionConfig(encryption_level=level, coalesce_delay=0)  # no batching
     initiator = Endpoint(
         Identity.from_private_bytes(unhex(INPUTS["initiator_static_private"]),
                                     unhex(INPUTS["initiator_certificate"])),

@@ -69,7 +69,8 @@ def test_messages_sent_before_the_handshake_wait_for_it() -> None:
 
 @pytest.mark.parametrize("level", list(EncryptionLevel))
 def test_no_level_puts_content_readable_on_the_wire(level: EncryptionLevel) -> None:
-    pair = make_pair(config=SessionConfig(encryption_level=level))
+    # one message per datagram (no batching), so that each shows its own header
+    pair = make_pair(config=SessionConfig(encryption_level=level, coalesce_delay=0))
     handshake(pair)
     sent: list[bytes] = []
     original = pair.net.send
@@ -256,6 +257,7 @@ def test_forged_packets_change_no_state() -> None:
     seen = _capture_to(pair, B_ADDR)
     now = pair.sim.now
     pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"genuine", now)
+    pair.a.endpoint.flush(now)
     genuine = pair.a.endpoint.datagrams_to_send(now)[0][0]  # taken off the wire by us
     assert seen == []
     b = pair.b.endpoint
@@ -283,6 +285,7 @@ def test_replayed_packets_are_dropped_and_counted() -> None:
     handshake(pair)
     now = pair.sim.now
     pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"once", now)
+    pair.a.endpoint.flush(now)
     (datagram, _), = pair.a.endpoint.datagrams_to_send(now)
     b = pair.b.endpoint
     for _ in range(3):
@@ -307,6 +310,7 @@ def test_peer_address_follows_authenticated_packets_only() -> None:
     handshake(pair)
     now = pair.sim.now
     pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"from a new port", now)
+    pair.a.endpoint.flush(now)
     (datagram, _), = pair.a.endpoint.datagrams_to_send(now)
     roamed = ("10.0.0.1", 7777)
     pair.b.receive_datagram(datagram, roamed, now)
@@ -459,7 +463,7 @@ def test_frames_after_a_disconnect_are_not_delivered() -> None:
 
 
 def test_messages_beyond_the_key_limit_wait_for_the_new_keys() -> None:
-    config = SessionConfig(rekey_after_messages=50, reject_after_messages=80)
+    config = SessionConfig(rekey_after_messages=50, reject_after_messages=80, coalesce_delay=0)
     pair = make_pair(profile=LinkProfile(delay=0.01), config=config)
     seen = _capture_to(pair, B_ADDR)
     handshake(pair)
@@ -514,7 +518,7 @@ def test_peers_with_different_levels_keep_their_session(a_level: EncryptionLevel
 
 
 def test_high_level_pads_whatever_the_compression_threshold() -> None:
-    config = SessionConfig(compression_threshold=0, zstd_threshold=1000)
+    config = SessionConfig(compression_threshold=0, zstd_threshold=1000, coalesce_delay=0)
     pair = make_pair(config=config)
     seen = _capture_to(pair, B_ADDR)
     handshake(pair)
@@ -544,8 +548,10 @@ def test_statistics_estimate_inbound_loss_and_rtt_percentiles() -> None:
 
 
 def test_a_flooding_peer_is_limited_and_flagged() -> None:
-    config = SessionConfig(incoming_packet_rate=50, incoming_byte_rate=100_000)
-    pair = make_pair(profile=LinkProfile(delay=0.01), b_config=config)
+    config = SessionConfig(incoming_packet_rate=50, incoming_byte_rate=100_000,
+                           coalesce_delay=0)
+    pair = make_pair(profile=LinkProfile(delay=0.01), config=SessionConfig(coalesce_delay=0),
+                     b_config=config)
     handshake(pair)
     pair.sim.run_until(pair.sim.now + 2.0)  # the allowance is full again
     assert not pair.b.endpoint.session_statistics(pair.a_key).anomalous
@@ -563,3 +569,59 @@ def test_a_flooding_peer_is_limited_and_flagged() -> None:
     assert stats.anomalous
     # a calm peer is never flagged
     assert not pair.a.endpoint.session_statistics(pair.b_key).anomalous
+
+
+@pytest.mark.parametrize("level", list(EncryptionLevel))
+def test_small_messages_share_datagrams_within_the_budget(level: EncryptionLevel) -> None:
+    pair = make_pair(profile=LinkProfile(delay=0.01),
+                     config=SessionConfig(encryption_level=level))
+    handshake(pair)
+    seen = _capture_to(pair, B_ADDR)
+    now = pair.sim.now
+    lines = [f"chat line {i:03d} ".encode() * 3 for i in range(100)]
+    full_batches = sum(len(line) + 4 for line in lines) // (1200 - OVERHEAD)
+    for line in lines:
+        pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, line, now)
+    pair.sim.flush()  # hand what the endpoint has to the network, before any timer
+    assert len(seen) == full_batches  # full batches left at once, the rest waits
+    pair.sim.run_until(now + 0.1)
+    assert [e.payload for e in pair.b.events_of(MessageReceived)] == lines
+    data = [d for d in seen if d[6:8] != b"\x00\x00"]
+    assert all(len(d) <= 1200 for d in data)
+    assert len(data) == full_batches + 1
+
+
+def test_a_lone_message_waits_at_most_the_coalescing_delay() -> None:
+    pair = make_pair(config=SessionConfig(coalesce_delay=0.005))
+    handshake(pair)
+    now = pair.sim.now
+    pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, bytes(40), now)
+    assert pair.a.endpoint.datagrams_to_send(now) == []
+    assert pair.a.endpoint.get_timer() == pytest.approx(now + 0.005)
+    pair.sim.run_until(now + 0.0049)
+    assert pair.b.events_of(MessageReceived) == []
+    pair.sim.run_until(now + 0.006)
+    assert len(pair.b.events_of(MessageReceived)) == 1
+
+
+def test_flush_and_control_messages_send_the_batch_at_once() -> None:
+    pair = make_pair()
+    handshake(pair)
+    now = pair.sim.now
+    a = pair.a.endpoint
+    a.send(pair.b_key, PacketType.CHAT_MESSAGE, b"first", now)
+    a.send(pair.b_key, PacketType.CHAT_MESSAGE, b"second", now)
+    a.flush(now)
+    ((datagram, _),) = a.datagrams_to_send(now)
+    pair.b.endpoint.receive_datagram(datagram, A_ADDR, now)
+    events = []
+    while (event := pair.b.endpoint.next_event()) is not None:
+        events.append(event)
+    assert [e.payload for e in events if isinstance(e, MessageReceived)] == [b"first", b"second"]
+    a.send(pair.b_key, PacketType.CHAT_MESSAGE, b"bye", now)
+    a.close(pair.b_key, now)  # DISCONNECT joins the batch and sends it
+    ((datagram, _),) = a.datagrams_to_send(now)
+    pair.b.endpoint.receive_datagram(datagram, A_ADDR, now)
+    assert pair.b.endpoint.next_event() == MessageReceived(pair.a_key, PacketType.CHAT_MESSAGE,
+                                                           b"bye")
+    assert pair.b.endpoint.next_event() == SessionClosed(pair.a_key, CloseReason.PEER_DISCONNECT)

@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,10 @@ class Daemon:
     # -- the pump ----------------------------------------------------------------
 
     def pump(self) -> None:
+        """After an input burst: send what it produced (batched per peer), notify
+        clients, re-arm the timer."""
         now = trio.current_time()
+        self.node.flush(now)
         for data, address in self.node.datagrams_to_send(now):
             self.udp.send(data, address)
         for message in self.node.take_notifications():
@@ -120,8 +124,7 @@ class Daemon:
                       "address": f"{address[0]}:{address[1]}"}
         else:
             result = handle_common_request(self, client, request, now)
-        self.pump()
-        return result
+        return result  # the client connection pumps after its burst of requests
 
     def hello_result(self) -> dict[str, Any]:
         return {"version": __version__, "public_key": self.node.public_key.hex(),
@@ -162,30 +165,34 @@ async def run_daemon(config: DaemonConfig) -> int:
     log.info("daemon_starting", version=__version__, udp_port=udp.address[1],
              public_key=identity.public_key.hex(), p2p_enabled=p2p.enabled,
              config=str(config.source))
+    # Catch the stop signals before anyone can know we run: a SIGTERM right
+    # after READY must still stop the daemon gracefully.
+    stop_signals = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
     try:
-        async with trio.open_nursery() as nursery:
-            await _open_tcp(nursery, daemon)
-            if hasattr(socket, "AF_UNIX") and sys.platform != "win32":
-                daemon.unix_socket = await _open_unix(nursery, daemon, runtime_dir)
-            assert daemon.tcp_address is not None
-            info = RuntimeInfo(
-                pid=os.getpid(), public_key=identity.public_key.hex(), udp_port=udp.address[1],
-                tcp_host=daemon.tcp_address[0], tcp_port=daemon.tcp_address[1],
-                unix_socket=str(daemon.unix_socket) if daemon.unix_socket else None,
-                token_file=str(runtime_dir / "ipc.token"), p2p_enabled=p2p.enabled,
-            )
-            write_runtime_info(runtime_dir, info)
-            nursery.start_soon(daemon.udp_loop)
-            nursery.start_soon(daemon.timer_loop)
-            log.info("daemon_ready", udp_port=udp.address[1],
-                     tcp=f"{info.tcp_host}:{info.tcp_port}", unix_socket=info.unix_socket)
-            sdnotify.ready(f"UDP port {udp.address[1]}, IPC {info.tcp_host}:{info.tcp_port}")
-            await _wait_for_stop_signal()
-            log.info("daemon_stopping")
-            sdnotify.stopping()
-            node.shutdown(trio.current_time())
-            daemon.pump()  # DISCONNECT to every peer
-            nursery.cancel_scope.cancel()
+        with stop_signals as signals:
+            async with trio.open_nursery() as nursery:
+                await _open_tcp(nursery, daemon)
+                if hasattr(socket, "AF_UNIX") and sys.platform != "win32":
+                    daemon.unix_socket = await _open_unix(nursery, daemon, runtime_dir)
+                assert daemon.tcp_address is not None
+                info = RuntimeInfo(
+                    pid=os.getpid(), public_key=identity.public_key.hex(), udp_port=udp.address[1],
+                    tcp_host=daemon.tcp_address[0], tcp_port=daemon.tcp_address[1],
+                    unix_socket=str(daemon.unix_socket) if daemon.unix_socket else None,
+                    token_file=str(runtime_dir / "ipc.token"), p2p_enabled=p2p.enabled,
+                )
+                write_runtime_info(runtime_dir, info)
+                nursery.start_soon(daemon.udp_loop)
+                nursery.start_soon(daemon.timer_loop)
+                log.info("daemon_ready", udp_port=udp.address[1],
+                         tcp=f"{info.tcp_host}:{info.tcp_port}", unix_socket=info.unix_socket)
+                sdnotify.ready(f"UDP port {udp.address[1]}, IPC {info.tcp_host}:{info.tcp_port}")
+                await _wait_for_stop_signal(signals)
+                log.info("daemon_stopping")
+                sdnotify.stopping()
+                node.shutdown(trio.current_time())
+                daemon.pump()  # DISCONNECT to every peer
+                nursery.cancel_scope.cancel()
     finally:
         remove_runtime_files(runtime_dir, daemon.unix_socket)
         udp.close()
@@ -229,8 +236,7 @@ async def _open_unix(nursery: trio.Nursery, daemon: Daemon, runtime_dir: Path) -
     return path
 
 
-async def _wait_for_stop_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("signal_received", signal=signal.Signals(signum).name)
-            return
+async def _wait_for_stop_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        return

@@ -131,10 +131,13 @@ class ClientConnection:
                 log.info("ipc_bad_frame", client=self.name, error=str(error))
                 self._reply(reply_error(None, error))
                 return
-            for message in messages:
-                await self._handle(message)
-                if self._closing:
-                    return
+            try:
+                for message in messages:
+                    await self._handle(message)
+                    if self._closing:
+                        return
+            finally:
+                self._daemon.pump()  # what this burst of requests produced goes out together
 
     async def _write_loop(self) -> None:
         stream = self._stream

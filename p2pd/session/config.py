@@ -60,6 +60,11 @@ class SessionConfig:
     # What one peer may send us (spec 5.1 rate limiting): authentic packets and
     # bytes per second, bursts of one second's worth; the excess is dropped and
     # the peer flagged as anomalous.
+    # Batching: messages to one peer share a datagram of at most batch_budget
+    # bytes (1200: links with a 1280-byte MTU carry it) and wait for company at
+    # most coalesce_delay seconds (0: every message goes alone, at once).
+    coalesce_delay: float = 0.005
+    batch_budget: int = 1200
     incoming_packet_rate: float = 200.0
     incoming_byte_rate: float = 2 * 50 * 1024  # twice spec 7's bandwidth_limit default
 
@@ -92,6 +97,12 @@ class SessionConfig:
             raise ValueError(
                 f"zstd_threshold ({self.zstd_threshold}) is below "
                 f"compression_threshold ({self.compression_threshold})"
+            )
+        if not 0 <= self.coalesce_delay <= 0.1:
+            raise ValueError(f"coalesce_delay must be within 0..0.1 s, got {self.coalesce_delay}")
+        if not 256 <= self.batch_budget <= MAX_PAYLOAD + 14:
+            raise ValueError(
+                f"batch_budget must be within 256..{MAX_PAYLOAD + 14}, got {self.batch_budget}"
             )
         if self.max_message_size < MAX_PAYLOAD:
             raise ValueError(f"max_message_size must be >= {MAX_PAYLOAD}")

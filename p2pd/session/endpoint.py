@@ -154,6 +154,12 @@ class Endpoint:
             raise SessionError(f"no session with peer {peer.hex()[:16]}")
         session.send_message(packet_type, payload, now)
 
+    def flush(self, now: float) -> None:
+        """Send every waiting batch now (a driver calls this after each input burst)."""
+        for session in self._sessions.values():
+            if session.established:
+                session.flush(now)
+
     def close(self, peer: bytes, now: float) -> None:
         """Close the session with ``peer`` gracefully (DISCONNECT)."""
         session = self._sessions.get(peer)

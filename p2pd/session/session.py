@@ -44,9 +44,14 @@ from p2pd.session.events import (
 from p2pd.session.rtt import RttEstimator
 from p2pd.session.stats import Counters, SessionStatistics
 from p2pd.wire.errors import BadPacket, DropReason
-from p2pd.wire.frames import FRAME_HEADER, decode_frames_untrusted, padding_for
+from p2pd.wire.frames import (
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    decode_frames_untrusted,
+    padding_for,
+)
 from p2pd.wire.header import MAX_DATAGRAM
-from p2pd.wire.types import COMPRESSION_FLAGS, DATA_TYPES, Flag, PacketType
+from p2pd.wire.types import COMPRESSION_FLAGS, CONTROL_TYPES, DATA_TYPES, Flag, PacketType
 
 if TYPE_CHECKING:
     from p2pd.session.endpoint import Endpoint
@@ -64,6 +69,7 @@ _pack_frame_header = FRAME_HEADER.pack
 _SEALED = int(PacketType.SEALED)
 _TYPE_BY_ID = {int(t): t for t in PacketType}
 _DATA_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES)
+_CONTROL_TYPE_IDS = frozenset(int(t) for t in CONTROL_TYPES)
 _SEALED_FLAGS = int(Flag.ENCRYPTED | Flag.BATCHED)
 _ENCRYPTED = int(Flag.ENCRYPTED)
 
@@ -127,6 +133,12 @@ class Session:
         self._rekey_after = self._config.rekey_after_messages
         self._output = endpoint.output
         self._emit = endpoint.emit
+        # batching: messages wait here for at most coalesce_delay
+        self._coalesce = self._config.coalesce_delay
+        self._batch_budget = self._config.batch_budget - OVERHEAD  # plaintext bytes
+        self._batch: list[tuple[int, bytes]] = []
+        self._batch_bytes = 0
+        self._flush_at: float | None = None
 
     # -- handshake, initiator side -------------------------------------------
 
@@ -352,9 +364,11 @@ class Session:
     # -- sending -------------------------------------------------------------
 
     def send_message(self, packet_type: int, payload: bytes, now: float) -> None:
-        """Protect and queue one message now, or hold it until keys allow.
+        """Send one message: into the current batch, or held until keys allow.
 
-        The hot path: one call per message sent, data and control alike.
+        The hot path: one call per message sent, data and control alike. A
+        batch goes out when it reaches the payload budget, when a control
+        message joins it, at ``flush()``, or ``coalesce_delay`` after it began.
         """
         keypair = self.current
         if keypair is None or not self.established or keypair.send_counter >= self._reject_after:
@@ -362,20 +376,62 @@ class Session:
             return
         if len(payload) > MAX_MESSAGE:
             self._check_size(payload)  # raises MessageTooLarge
-        if self._high:
-            body = _pack_frame_header(packet_type, len(payload)) + payload
-            cflag = 0
-            if len(body) >= self._compression_threshold:
-                cflag, body = self._compress(body)
-            if not cflag:
-                padding = _PADDING[len(body) % PAD_STEP]
-                if len(body) + len(padding) <= MAX_PLAINTEXT:
-                    body += padding
-            flags = _SEALED_FLAGS | cflag
-            packet_type = _SEALED
+        if not self._coalesce:
+            self._transmit(keypair, packet_type, payload, now)
+            return
+        size = len(payload) + FRAME_HEADER_SIZE
+        if self._batch_bytes + size > self._batch_budget:
+            self.flush(now)
+        self._batch.append((packet_type, payload))
+        self._batch_bytes += size
+        if packet_type in _CONTROL_TYPE_IDS or self._batch_bytes >= self._batch_budget:
+            self.flush(now)
+        elif self._flush_at is None:
+            self._flush_at = now + self._coalesce
+
+    def flush(self, now: float) -> None:
+        """Send the current batch now."""
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        self._batch_bytes = 0
+        self._flush_at = None
+        keypair = self.current
+        if keypair is None or keypair.send_counter >= self._reject_after:
+            for packet_type, payload in batch:
+                self._hold(packet_type, payload, now)
+        elif len(batch) == 1:
+            self._transmit(keypair, *batch[0], now)
         else:
-            cflag, body = self._compress(payload)
-            flags = _ENCRYPTED | cflag
+            body = b"".join(
+                _pack_frame_header(packet_type, len(payload)) + payload
+                for packet_type, payload in batch
+            )
+            self._transmit_frames(keypair, body, now)
+
+    def _transmit(self, keypair: Keypair, packet_type: int, payload: bytes, now: float) -> None:
+        """One message in one datagram."""
+        if self._high:
+            self._transmit_frames(keypair, _pack_frame_header(packet_type, len(payload)) + payload,
+                                  now)
+            return
+        cflag, body = self._compress(payload)
+        self._seal_and_output(keypair, _ENCRYPTED | cflag, packet_type, body, now)
+
+    def _transmit_frames(self, keypair: Keypair, body: bytes, now: float) -> None:
+        """A frame list as one SEALED datagram: compressed, or padded at level high."""
+        cflag = 0
+        if len(body) >= self._compression_threshold:
+            cflag, body = self._compress(body)
+        if not cflag and self._high:
+            padding = _PADDING[len(body) % PAD_STEP]
+            if len(body) + len(padding) <= MAX_PLAINTEXT:
+                body += padding
+        self._seal_and_output(keypair, _SEALED_FLAGS | cflag, _SEALED, body, now)
+
+    def _seal_and_output(self, keypair: Keypair, flags: int, packet_type: int, body: bytes,
+                         now: float) -> None:
         datagram = keypair.seal(flags, packet_type, body)
         counters = self.counters
         counters.packets_sent += 1
@@ -433,6 +489,8 @@ class Session:
         if self.closed:
             return None
         times: list[float] = []
+        if self._flush_at is not None:
+            times.append(self._flush_at)
         if self._next_retry is not None:
             times.append(self._next_retry)
         if not self.established:
@@ -456,6 +514,8 @@ class Session:
 
     def on_timer(self, now: float) -> None:
         config = self._config
+        if self._flush_at is not None and now >= self._flush_at:
+            self.flush(now)
         if not self.established and now >= self._first_contact + config.handshake_timeout:
             self.close(CloseReason.HANDSHAKE_TIMEOUT, now, notify_peer=False)
             return
@@ -499,6 +559,8 @@ class Session:
         if notify_peer and self.current is not None:
             self.send_message(PacketType.DISCONNECT, b"", now)
         self.closed = True
+        self._batch.clear()
+        self._flush_at = None
         self._abandon_initiations()
         for keypair in (self.current, self._previous, *self._unconfirmed):
             if keypair is not None:
