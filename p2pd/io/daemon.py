@@ -150,7 +150,16 @@ class Daemon:
 
 
 async def run_daemon(config: DaemonConfig) -> int:
-    """Run until SIGINT or SIGTERM; returns the exit status."""
+    """Run until SIGINT or SIGTERM; returns the exit status.
+
+    The stop signals are caught before anything is created, so that a signal
+    at any moment, a SIGTERM right after READY included, stops gracefully.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        return await _run(config, signals)
+
+
+async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
     p2p, ipc = config.p2p, config.ipc
     log.debug("configuration", p2p=repr(p2p), ipc=repr(ipc), log=repr(config.log))
     identity = load_or_create_identity(config.identity.key_file)
@@ -165,34 +174,30 @@ async def run_daemon(config: DaemonConfig) -> int:
     log.info("daemon_starting", version=__version__, udp_port=udp.address[1],
              public_key=identity.public_key.hex(), p2p_enabled=p2p.enabled,
              config=str(config.source))
-    # Catch the stop signals before anyone can know we run: a SIGTERM right
-    # after READY must still stop the daemon gracefully.
-    stop_signals = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
     try:
-        with stop_signals as signals:
-            async with trio.open_nursery() as nursery:
-                await _open_tcp(nursery, daemon)
-                if hasattr(socket, "AF_UNIX") and sys.platform != "win32":
-                    daemon.unix_socket = await _open_unix(nursery, daemon, runtime_dir)
-                assert daemon.tcp_address is not None
-                info = RuntimeInfo(
-                    pid=os.getpid(), public_key=identity.public_key.hex(), udp_port=udp.address[1],
-                    tcp_host=daemon.tcp_address[0], tcp_port=daemon.tcp_address[1],
-                    unix_socket=str(daemon.unix_socket) if daemon.unix_socket else None,
-                    token_file=str(runtime_dir / "ipc.token"), p2p_enabled=p2p.enabled,
-                )
-                write_runtime_info(runtime_dir, info)
-                nursery.start_soon(daemon.udp_loop)
-                nursery.start_soon(daemon.timer_loop)
-                log.info("daemon_ready", udp_port=udp.address[1],
-                         tcp=f"{info.tcp_host}:{info.tcp_port}", unix_socket=info.unix_socket)
-                sdnotify.ready(f"UDP port {udp.address[1]}, IPC {info.tcp_host}:{info.tcp_port}")
-                await _wait_for_stop_signal(signals)
-                log.info("daemon_stopping")
-                sdnotify.stopping()
-                node.shutdown(trio.current_time())
-                daemon.pump()  # DISCONNECT to every peer
-                nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            await _open_tcp(nursery, daemon)
+            if hasattr(socket, "AF_UNIX") and sys.platform != "win32":
+                daemon.unix_socket = await _open_unix(nursery, daemon, runtime_dir)
+            assert daemon.tcp_address is not None
+            info = RuntimeInfo(
+                pid=os.getpid(), public_key=identity.public_key.hex(), udp_port=udp.address[1],
+                tcp_host=daemon.tcp_address[0], tcp_port=daemon.tcp_address[1],
+                unix_socket=str(daemon.unix_socket) if daemon.unix_socket else None,
+                token_file=str(runtime_dir / "ipc.token"), p2p_enabled=p2p.enabled,
+            )
+            write_runtime_info(runtime_dir, info)
+            nursery.start_soon(daemon.udp_loop)
+            nursery.start_soon(daemon.timer_loop)
+            log.info("daemon_ready", udp_port=udp.address[1],
+                     tcp=f"{info.tcp_host}:{info.tcp_port}", unix_socket=info.unix_socket)
+            sdnotify.ready(f"UDP port {udp.address[1]}, IPC {info.tcp_host}:{info.tcp_port}")
+            await _wait_for_stop_signal(signals)
+            log.info("daemon_stopping")
+            sdnotify.stopping()
+            node.shutdown(trio.current_time())
+            daemon.pump()  # DISCONNECT to every peer
+            nursery.cancel_scope.cancel()
     finally:
         remove_runtime_files(runtime_dir, daemon.unix_socket)
         udp.close()
