@@ -193,7 +193,7 @@ class Node:
                 if link is not None:
                     link.address = event.new
                 self._notify({"event": "link", "peer": event.peer.hex(), "state": "moved",
-                              "address": _format_address(event.new),
+                              "address": format_address(event.new),
                               "rtt_ms": self._smoothed_rtt_ms(event.peer)})
 
     def _on_message(self, event: MessageReceived, now: float) -> None:
@@ -227,7 +227,7 @@ class Node:
             bandwidth=TokenBucket(p2p.bandwidth_limit * 1024, p2p.bandwidth_limit * 1024, now),
         )
         self._notify({"event": "peer_joined", "peer": event.peer.hex(),
-                      "address": _format_address(event.address)})
+                      "address": format_address(event.address)})
 
     def _on_closed(self, event: SessionClosed) -> None:
         if self._links.pop(event.peer, None) is not None:
@@ -258,7 +258,7 @@ class Node:
             rtt = stats.rtt
             rows.append({
                 "peer": key.hex(),
-                "address": _format_address(link.address),
+                "address": format_address(link.address),
                 "path": "direct",
                 "state": "established",
                 "since_s": round(now - link.since, 3),
@@ -273,7 +273,7 @@ class Node:
                 "events_received": dict(link.received),
             })
         for key, address in self._pending.items():
-            rows.append({"peer": key.hex(), "address": _format_address(address),
+            rows.append({"peer": key.hex(), "address": format_address(address),
                          "path": "direct", "state": "connecting"})
         return rows
 
@@ -282,7 +282,7 @@ class Node:
             "state": "running",
             "p2p_enabled": self.enabled,
             "public_key": self.public_key.hex(),
-            "udp_address": _format_address(self.udp_address) if self.udp_address else None,
+            "udp_address": format_address(self.udp_address) if self.udp_address else None,
             "encryption_level": self.p2p.encryption_level.value,
             "max_peers": self.p2p.max_peers,
             "peers": self.peers(now),
@@ -343,6 +343,6 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _format_address(address: Address) -> str:
+def format_address(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -122,7 +122,7 @@ async def test_a_slow_subscriber_loses_the_oldest_events_and_is_told() -> None:
         _, connection, peer = await start(nursery)
         await hello(peer)
         for i in range(40):  # the client reads nothing meanwhile
-            connection.push_event(chat(i))
+            connection.push_event("chat", encode_message(chat(i)))
         got = [await peer.receive()]
         while got[-1]["event"] != "error":  # the notice follows the newest events
             got.append(await peer.receive())
@@ -144,7 +144,7 @@ async def test_a_client_that_stays_full_is_disconnected(autojump_clock: trio.abc
         started = trio.current_time()
         i = 0
         while connection in _alive(connection):
-            connection.push_event(chat(i))
+            connection.push_event("chat", encode_message(chat(i)))
             i += 1
             await trio.sleep(0.5)
             if trio.current_time() - started > 3 * SLOW_CLIENT_TIMEOUT:

@@ -36,9 +36,10 @@ from p2pd.io.runtime import (
 from p2pd.io.udp import UdpSocket
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import split_address
+from p2pd.ipc.framing import encode_message
 from p2pd.ipc.messages import Connect, GameEvent
 from p2pd.logs import flush_logging, get_logger
-from p2pd.node import Node
+from p2pd.node import Node, format_address
 
 log = get_logger("p2pd.daemon")
 UDP_BIND_HOST = "0.0.0.0"
@@ -72,10 +73,13 @@ class Daemon:
         for data, address in self.node.datagrams_to_send(now):
             self.udp.send(data, address)
         for message in self.node.take_notifications():
-            if message["event"] in _LINK_EVENTS:
-                log.info(message["event"], **{k: v for k, v in message.items() if k != "event"})
-            for client in list(self.clients):
-                client.push_event(message)
+            name = message["event"]
+            if name in _LINK_EVENTS:
+                log.info(name, **{k: v for k, v in message.items() if k != "event"})
+            if self.clients:
+                frame = encode_message(message)
+                for client in list(self.clients):
+                    client.push_event(name, frame)
         if self.node.get_timer() != self._armed_deadline:
             self._timer_changed.set()
 
@@ -121,7 +125,7 @@ class Daemon:
         elif isinstance(request, Connect):
             self.node.connect(address, bytes.fromhex(request.key), now)
             result = {"peer": request.key, "state": "connecting",
-                      "address": f"{address[0]}:{address[1]}"}
+                      "address": format_address(address)}
         else:
             result = handle_common_request(self, client, request, now)
         return result  # the client connection pumps after its burst of requests

@@ -68,11 +68,10 @@ class ClientConnection:
 
     # -- outbox ----------------------------------------------------------------
 
-    def push_event(self, message: dict[str, Any]) -> None:
-        """Queue a pushed event if the client subscribed to it (drop oldest when full)."""
-        if not self.authenticated or not (
-            "*" in self.subscriptions or message["event"] in self.subscriptions
-        ):
+    def push_event(self, name: str, frame: bytes) -> None:
+        """Queue a pushed event (``frame``: encoded once for every client) if the
+        client subscribed to ``name``; drop the oldest when full."""
+        if not self.authenticated or not ("*" in self.subscriptions or name in self.subscriptions):
             return
         if len(self._events) >= self._limit:
             self._events.popleft()
@@ -85,7 +84,7 @@ class ClientConnection:
                 log.warning("ipc_client_too_slow", client=self.name)
                 self._cancel.cancel()
                 return
-        self._events.append(encode_message(message))
+        self._events.append(frame)
         self._wake.set()
 
     def _reply(self, message: dict[str, Any]) -> None:
