@@ -20,7 +20,12 @@ from p2pd.config import DaemonConfig
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.messages import GameEvent
-from p2pd.ipc.outgoing import game_event_to_message
+from p2pd.ipc.outgoing import (
+    game_event_to_message,
+    link_event,
+    peer_joined_event,
+    peer_left_event,
+)
 from p2pd.ipc.peer_codec import decode_peer_event_untrusted, encode_peer_event
 from p2pd.meters import RateMeter, TokenBucket
 from p2pd.session.endpoint import Endpoint, SessionError
@@ -192,9 +197,9 @@ class Node:
                 link = self._links.get(event.peer)
                 if link is not None:
                     link.address = event.new
-                self._notify({"event": "link", "peer": event.peer.hex(), "state": "moved",
-                              "address": format_address(event.new),
-                              "rtt_ms": self._smoothed_rtt_ms(event.peer)})
+                self._notify(link_event(event.peer.hex(), "moved",
+                                        self._smoothed_rtt_ms(event.peer),
+                                        address=format_address(event.new)))
 
     def _on_message(self, event: MessageReceived, now: float) -> None:
         link = self._links.get(event.peer)
@@ -214,8 +219,8 @@ class Node:
         if event.peer not in self._links and len(self._links) >= self.p2p.max_peers:
             self.endpoint.close(event.peer, now)  # a link beyond max_peers
             if was_pending:
-                self._notify({"event": "link", "peer": event.peer.hex(), "state": "failed",
-                              "reason": "too_many_peers", "rtt_ms": None})
+                self._notify(link_event(event.peer.hex(), "failed", None,
+                                        reason="too_many_peers"))
             return
         p2p = self.p2p
         self._links[event.peer] = PeerLink(
@@ -226,16 +231,14 @@ class Node:
             effects=TokenBucket(p2p.effect_update_rate, p2p.effect_update_rate, now),
             bandwidth=TokenBucket(p2p.bandwidth_limit * 1024, p2p.bandwidth_limit * 1024, now),
         )
-        self._notify({"event": "peer_joined", "peer": event.peer.hex(),
-                      "address": format_address(event.address)})
+        self._notify(peer_joined_event(event.peer.hex(), format_address(event.address)))
 
     def _on_closed(self, event: SessionClosed) -> None:
         if self._links.pop(event.peer, None) is not None:
-            self._notify({"event": "peer_left", "peer": event.peer.hex(),
-                          "reason": event.reason.value})
+            self._notify(peer_left_event(event.peer.hex(), event.reason.value))
         elif self._pending.pop(event.peer, None) is not None:
-            self._notify({"event": "link", "peer": event.peer.hex(), "state": "failed",
-                          "reason": event.reason.value, "rtt_ms": None})
+            self._notify(link_event(event.peer.hex(), "failed", None,
+                                    reason=event.reason.value))
 
     def _smoothed_rtt_ms(self, peer: bytes) -> float | None:
         try:

@@ -36,6 +36,7 @@ from p2pd.ipc.messages import (
     reply_ok,
     request_id_of,
 )
+from p2pd.ipc.outgoing import events_dropped_event
 from p2pd.logs import get_logger, set_log_level
 
 if TYPE_CHECKING:
@@ -152,10 +153,7 @@ class ClientConnection:
                 if not self._events:
                     self._full_since = None
                     if self._dropped:
-                        batch.append(encode_message({
-                            "event": "error", "code": "events_dropped", "count": self._dropped,
-                            "message": "this client was too slow; oldest events were dropped",
-                        }))
+                        batch.append(encode_message(events_dropped_event(self._dropped)))
                         self._dropped = 0
                 try:
                     await stream.send_all(b"".join(batch))

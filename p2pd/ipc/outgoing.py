@@ -63,8 +63,9 @@ def peer_left_event(peer: str, reason: str) -> dict[str, Any]:
     return event_message("peer_left", {"peer": peer, "reason": reason})
 
 
-def link_event(peer: str, state: str, rtt_ms: float | None) -> dict[str, Any]:
-    return event_message("link", {"peer": peer, "state": state, "rtt_ms": rtt_ms})
+def link_event(peer: str, state: str, rtt_ms: float | None, **extra: Any) -> dict[str, Any]:
+    """``extra``: ``address`` with state ``moved``, ``reason`` with ``failed``."""
+    return event_message("link", {"peer": peer, "state": state, "rtt_ms": rtt_ms, **extra})
 
 
 def error_event(code: str, message: str, **extra: Any) -> dict[str, Any]:
