@@ -348,7 +348,10 @@ class P2PSettings:
 
     enabled: bool = field(default=True, metadata=_allow(_Bool()))
     max_peers: int = field(default=10, metadata=_allow(_Int(1, 64)))
-    bandwidth_limit: int = field(default=50, metadata=_allow(_Int(1, 100_000)))  # KB/s
+    # KB/s; at least 12: ten datagrams of 1200 bytes per second
+    bandwidth_limit: int = field(default=50, metadata=_allow(_Int(12, 100_000)))
+    # KB/s to all peers together (beyond spec 7)
+    total_bandwidth_limit: int = field(default=250, metadata=_allow(_Int(12, 1_000_000)))
     encryption_level: EncryptionLevel = field(
         default=EncryptionLevel.HIGH, metadata=_allow(_Choice(EncryptionLevel))
     )
@@ -364,6 +367,12 @@ class P2PSettings:
 
     def __post_init__(self) -> None:
         _validate(self, self.SECTION)
+        if self.total_bandwidth_limit < self.bandwidth_limit:
+            raise ConfigError(
+                f"[{self.SECTION}] total_bandwidth_limit = {self.total_bandwidth_limit!r}, "
+                f"bandwidth_limit = {self.bandwidth_limit!r}: expected "
+                "total_bandwidth_limit at least bandwidth_limit"
+            )
         if not self.handshake_timeout < self.inactive_timeout:
             raise ConfigError(
                 f"[{self.SECTION}] handshake_timeout = {self.handshake_timeout!r}, "
@@ -454,6 +463,8 @@ class DaemonConfig:
             zstd_threshold=max(SessionConfig().zstd_threshold, p2p.compression_threshold),
             # a peer may send twice what we allow ourselves: its settings may differ
             incoming_byte_rate=2 * p2p.bandwidth_limit * 1024,
+            send_rate=p2p.bandwidth_limit * 1024,
+            total_send_rate=p2p.total_bandwidth_limit * 1024,
         )
 
 

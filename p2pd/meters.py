@@ -18,6 +18,13 @@ class TokenBucket:
         self._tokens = burst
         self._stamp = now
 
+    def set_rate(self, rate: float, now: float) -> None:
+        """Change the rate from ``now`` on (tokens earned so far are kept)."""
+        if rate <= 0:
+            raise ValueError(f"rate ({rate}) must be positive")
+        self.take(0, now)
+        self._rate = rate
+
     def take(self, amount: float, now: float) -> bool:
         """Spend ``amount`` tokens if there are enough; never spends part of them."""
         if now > self._stamp:
@@ -59,3 +66,58 @@ class RateMeter:
                 self.history.append((self._second, self._current))
             self._second = second
             self._current = 0
+
+
+class ByteBudget:
+    """A sending allowance in bytes per second, for a hard cap over every window.
+
+    Tokens refill at ``rate`` up to ``burst``. A sender may start a datagram
+    whenever the balance is positive and pays its full size, going at most one
+    datagram into debt; control traffic pays too, even from a negative
+    balance. Over any window of T seconds the bytes sent stay below
+    ``burst + rate * T`` plus one datagram plus the control traffic: see
+    :func:`budget_for_limit`.
+    """
+
+    __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError(f"rate ({rate}) and burst ({burst}) must be positive")
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._stamp = now
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def balance(self, now: float) -> float:
+        if now > self._stamp:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+        return self._tokens
+
+    def spend(self, amount: int, now: float) -> None:
+        self.balance(now)
+        self._tokens -= amount
+
+    def time_until_positive(self, now: float) -> float:
+        """Seconds until the balance is above zero (a tiny margin past it)."""
+        tokens = self.balance(now)
+        if tokens > 0:
+            return 0.0
+        return (1.0 - tokens) / self._rate
+
+
+CONTROL_SHARE = 0.05  # of a limit, kept for acks, pings and handshakes
+
+
+def budget_for_limit(limit: float, datagram: int, now: float) -> ByteBudget:
+    """A budget whose data never takes a one-second window past ``limit`` bytes:
+    burst (5%) + rate + one datagram of debt stay below 95% of it, the last 5%
+    being left for control traffic."""
+    burst = CONTROL_SHARE * limit
+    rate = max((1 - 2 * CONTROL_SHARE) * limit - datagram, 0.25 * limit)
+    return ByteBudget(rate, burst, now)

@@ -10,16 +10,19 @@ only caller outside the tests.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2pd.channels.position_codec import PositionState
+from p2pd.channels.quality import REDUCED_DETAIL
 from p2pd.config import DaemonConfig
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.errors import IpcError
-from p2pd.ipc.messages import GameEvent
+from p2pd.ipc.messages import Environment, GameEvent, LegendData, Position
 from p2pd.ipc.outgoing import (
     game_event_to_message,
     link_event,
@@ -28,11 +31,12 @@ from p2pd.ipc.outgoing import (
 )
 from p2pd.ipc.peer_codec import decode_peer_event_untrusted, encode_peer_event
 from p2pd.meters import RateMeter, TokenBucket
-from p2pd.session.endpoint import Endpoint, SessionError
+from p2pd.session.endpoint import Endpoint, SendQueueFull, SessionError
 from p2pd.session.events import (
     Address,
     MessageReceived,
     PeerAddressChanged,
+    PositionReceived,
     SessionClosed,
     SessionEstablished,
 )
@@ -52,7 +56,8 @@ class PeerLink:
     since: float
     positions: TokenBucket
     effects: TokenBucket
-    bandwidth: TokenBucket
+    last_position: PositionState | None = None  # the last one sent to this peer
+    quality: float = 1.0  # adaptive quality factor of the position and effect rates
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
 
@@ -149,30 +154,63 @@ class Node:
         for key in chosen:
             if key not in self._links:
                 raise IpcError("no_such_peer", f"no link with peer {key.hex()}", "to")
-        packet_type, payload = encode_peer_event(event)
         kind = event.OP
+        endpoint = self.endpoint
         sent = limited = 0
-        for key in chosen:
-            link = self._links[key]
-            if not self._allowed(link, packet_type, len(payload), now):
-                limited += 1
-                self.events_limited[kind] += 1
-                continue
-            try:
-                self.endpoint.send(key, packet_type, payload, now)
-            except MessageTooLarge as error:
-                raise IpcError("too_large", str(error)) from None
-            link.sent[kind] += 1
-            sent += 1
+        if isinstance(event, Position):
+            state = PositionState(event.map, event.x, event.y, event.dir, event.speed,
+                                  event.moving, event.tick)
+            for key in chosen:
+                link = self._links[key]
+                if not self._position_allowed(link, state, now):
+                    limited += 1
+                    continue
+                endpoint.send_position(key, state, now)
+                link.last_position = state
+                link.sent[kind] += 1
+                sent += 1
+        else:
+            packet_type, payload = encode_peer_event(event)
+            value_key = _latest_value_key(event)
+            effect = packet_type == PacketType.VISUAL_EFFECT
+            for key in chosen:
+                link = self._links[key]
+                if effect and not self._effect_allowed(link, now):
+                    limited += 1
+                    continue
+                try:
+                    endpoint.send(key, packet_type, payload, now, value_key)
+                except MessageTooLarge as error:
+                    raise IpcError("too_large", str(error)) from None
+                except SendQueueFull as error:
+                    raise IpcError("busy", f"peer {key.hex()[:16]}: {error}", "to") from None
+                link.sent[kind] += 1
+                sent += 1
         self.events_sent[kind] += sent
+        self.events_limited[kind] += limited
         return {"sent": sent, "rate_limited": limited}
 
-    def _allowed(self, link: PeerLink, packet_type: int, size: int, now: float) -> bool:
-        if packet_type == PacketType.POSITION_UPDATE and not link.positions.take(1, now):
-            return False
-        if packet_type == PacketType.VISUAL_EFFECT and not link.effects.take(1, now):
-            return False
-        return link.bandwidth.take(size + 64, now)  # 64: headers, tag, padding (estimate)
+    def _adapt(self, link: PeerLink, now: float) -> float:
+        """Apply the session's adaptive quality to the link's unreliable rates."""
+        quality = self.endpoint.quality(link.key, now)
+        if quality != link.quality:
+            link.quality = quality
+            link.positions.set_rate(self.p2p.position_update_rate * quality, now)
+            link.effects.set_rate(self.p2p.effect_update_rate * quality, now)
+        return quality
+
+    def _position_allowed(self, link: PeerLink, state: PositionState, now: float) -> bool:
+        quality = self._adapt(link, now)
+        last = link.last_position
+        if (quality <= REDUCED_DETAIL and last is not None and last.x == state.x
+                and last.y == state.y and last.map == state.map
+                and last.moving == state.moving):
+            return False  # reduced detail: turns and clock ticks in place wait
+        return link.positions.take(1, now)
+
+    def _effect_allowed(self, link: PeerLink, now: float) -> bool:
+        self._adapt(link, now)
+        return link.effects.take(1, now)
 
     def _require_enabled(self) -> None:
         if not self.enabled:
@@ -189,6 +227,8 @@ class Node:
         while (event := endpoint.next_event()) is not None:
             if isinstance(event, MessageReceived):
                 self._on_message(event, now)
+            elif isinstance(event, PositionReceived):
+                self._on_position(event)
             elif isinstance(event, SessionEstablished):
                 self._on_established(event, now)
             elif isinstance(event, SessionClosed):
@@ -214,6 +254,17 @@ class Node:
         self.events_received[game_event.OP] += 1
         self._notify(game_event_to_message(game_event, event.peer.hex()))
 
+    def _on_position(self, event: PositionReceived) -> None:
+        link = self._links.get(event.peer)
+        if link is None:
+            return
+        state = event.state
+        position = Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
+                            speed=state.speed, moving=state.moving, tick=state.tick)
+        link.received[Position.OP] += 1
+        self.events_received[Position.OP] += 1
+        self._notify(game_event_to_message(position, event.peer.hex()))
+
     def _on_established(self, event: SessionEstablished, now: float) -> None:
         was_pending = self._pending.pop(event.peer, None) is not None
         if event.peer not in self._links and len(self._links) >= self.p2p.max_peers:
@@ -229,7 +280,6 @@ class Node:
             since=now,
             positions=TokenBucket(p2p.position_update_rate, p2p.position_update_rate, now),
             effects=TokenBucket(p2p.effect_update_rate, p2p.effect_update_rate, now),
-            bandwidth=TokenBucket(p2p.bandwidth_limit * 1024, p2p.bandwidth_limit * 1024, now),
         )
         self._notify(peer_joined_event(event.peer.hex(), format_address(event.address)))
 
@@ -340,6 +390,17 @@ class Node:
 
 _NOT_DECODE = frozenset({"auth_failed", "bad_mac", "handshake_failed", "replayed",
                          "handshake_replayed", "queue_full", "peer_refused"})
+
+
+def _latest_value_key(event: GameEvent) -> bytes | None:
+    """The key under which a newer value supersedes an older one, or None."""
+    if isinstance(event, Environment):
+        name = f"environment\0{event.kind}\0{event.key}"
+    elif isinstance(event, LegendData):
+        name = f"legend\0{event.ai_entity_id}\0{event.kind}"
+    else:
+        return None
+    return hashlib.blake2b(name.encode(), digest_size=16).digest()
 
 
 def _ms(seconds: float | None) -> float | None:

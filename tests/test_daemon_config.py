@@ -179,9 +179,10 @@ BAD_VALUES = [
     ("P2P", "max_peers", "-1", "an integer from 1 to 64"),
     ("P2P", "max_peers", "1.5", "an integer from 1 to 64"),
     ("P2P", "max_peers", "", "an integer from 1 to 64"),
-    ("P2P", "bandwidth_limit", "0", "an integer from 1 to 100000"),
-    ("P2P", "bandwidth_limit", "100001", "an integer from 1 to 100000"),
-    ("P2P", "bandwidth_limit", "50KB", "an integer from 1 to 100000"),
+    ("P2P", "bandwidth_limit", "0", "an integer from 12 to 100000"),
+    ("P2P", "bandwidth_limit", "100001", "an integer from 12 to 100000"),
+    ("P2P", "bandwidth_limit", "50KB", "an integer from 12 to 100000"),
+    ("P2P", "bandwidth_limit", "11", "an integer from 12 to 100000"),
     ("P2P", "encryption_level", "ultra", "one of low, medium, high"),
     ("P2P", "port_range", "7100-7000", "LO-HI with 1 <= LO <= HI <= 65535"),
     ("P2P", "port_range", "0-100", "LO-HI"),
@@ -434,12 +435,23 @@ def test_session_config_maps_the_four_session_settings(tmp_path: Path) -> None:
         encryption_level=EncryptionLevel.LOW,
         compression_threshold=5000,
         zstd_threshold=5000,  # kept >= compression_threshold, as the session core needs
+        send_rate=50 * 1024,  # bandwidth_limit, KB/s
+        total_send_rate=250 * 1024,  # total_bandwidth_limit
     )
 
 
+def test_total_bandwidth_limit_is_at_least_the_per_peer_limit(tmp_path: Path) -> None:
+    path = write_ini(tmp_path, "[P2P]\nbandwidth_limit = 50\ntotal_bandwidth_limit = 40\n")
+    with pytest.raises(ConfigError, match="total_bandwidth_limit at least bandwidth_limit"):
+        load_config(path)
+
+
 def test_default_session_config_is_the_session_core_default() -> None:
-    assert DaemonConfig(source=REPOSITORY_INI).session_config() == SessionConfig()
-    assert load_config(REPOSITORY_INI).config.session_config() == SessionConfig()
+    # the session core has no bandwidth cap of its own; the daemon's come from spec 7
+    expected = dataclasses.replace(SessionConfig(), send_rate=50 * 1024,
+                                   total_send_rate=250 * 1024)
+    assert DaemonConfig(source=REPOSITORY_INI).session_config() == expected
+    assert load_config(REPOSITORY_INI).config.session_config() == expected
 
 
 def test_systemd_service_directories_fill_unset_paths(tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ async def test_disabled_p2p_serves_ipc_and_refuses_sends(tmp_path: Path) -> None
 
 
 async def test_settings_take_effect(tmp_path: Path) -> None:
-    settings = {"max_peers": "1", "position_update_rate": "2", "bandwidth_limit": "1"}
+    settings = {"max_peers": "1", "position_update_rate": "2", "bandwidth_limit": "12"}
     with running_daemons(tmp_path, 3, p2p=settings) as (a, b, c):
         async with await open_client(a) as client_a, await open_client(b) as client_b:
             await link(a, b, client_a, client_b)
@@ -234,8 +234,9 @@ async def test_settings_take_effect(tmp_path: Path) -> None:
             results = [await client_a.request("position", **position) for _ in range(10)]
             assert sum(r["sent"] for r in results) <= 3  # 2 per second, burst 2
             assert sum(r["rate_limited"] for r in results) >= 7
-            chats = [await client_a.request("chat", text="x" * 400) for _ in range(10)]
-            assert sum(r["sent"] for r in chats) <= 3  # 1 KB/s per peer
+            # reliable data is never dropped for rate: past the budget it waits
+            chats = [await client_a.request("chat", text="x" * 400) for _ in range(40)]
+            assert sum(r["sent"] for r in chats) == 40
 
 
 def test_port_range_skips_a_taken_port(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from p2pd.client import DaemonClient
+from p2pd.crypto.transport import OVERHEAD
 from p2pd.io.runtime import RuntimeFileError
 from p2pd.localrun import DaemonProcess, start_daemon, write_local_config
 from p2pd.wire.types import COMPRESSION_FLAGS, PacketType
@@ -34,14 +35,15 @@ def header(datagram: bytes) -> tuple[int, int]:
     return flags, packet_type
 
 
-@pytest.mark.parametrize(("level", "visible"), [("low", True), ("high", False)])
-async def test_encryption_level_decides_what_the_header_shows(tmp_path: Path, level: str,
-                                                             visible: bool) -> None:
+@pytest.mark.parametrize(("level", "padded"), [("low", False), ("high", True)])
+async def test_encryption_level_decides_whether_sizes_are_padded(tmp_path: Path, level: str,
+                                                                 padded: bool) -> None:
+    lines = [f"line {i}: " + "x" * i for i in range(1, 12)]  # 11 different sizes
     with daemons(tmp_path, 2, p2p={"encryption_level": level}) as (a, b):
-        seen = await relayed_chat(a, b, ["a line of local chat"])
-    types = {header(d)[1] for d in seen}
-    assert (PacketType.CHAT_MESSAGE in types) == visible
-    assert (PacketType.SEALED in types) == (not visible)
+        seen = await relayed_chat(a, b, lines)
+    protected = [d for d in seen if header(d)[0] & 1 and not header(d)[0] & COMPRESSION_FLAGS]
+    assert {header(d)[1] for d in protected} == {PacketType.SEALED}  # types hidden at every level
+    assert all((len(d) - OVERHEAD) % 32 == 0 for d in protected) == padded
 
 
 @pytest.mark.parametrize(("threshold", "compressed"), [(100, True), (1000, False)])

@@ -48,13 +48,13 @@ def test_handshake_and_messages_on_a_clean_link() -> None:
 
     now = pair.sim.now
     pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"hello from a", now)
-    pair.b.endpoint.send(pair.a_key, PacketType.POSITION_UPDATE, b"\x01" * 40, now)
+    pair.b.endpoint.send(pair.a_key, PacketType.VISUAL_EFFECT, b"\x01" * 40, now)
     pair.sim.run_until(now + 0.1)
     assert pair.b.events_of(MessageReceived) == [
         MessageReceived(pair.a_key, PacketType.CHAT_MESSAGE, b"hello from a")
     ]
     assert pair.a.events_of(MessageReceived) == [
-        MessageReceived(pair.b_key, PacketType.POSITION_UPDATE, b"\x01" * 40)
+        MessageReceived(pair.b_key, PacketType.VISUAL_EFFECT, b"\x01" * 40)
     ]
 
 
@@ -62,7 +62,7 @@ def test_messages_sent_before_the_handshake_wait_for_it() -> None:
     pair = make_pair(profile=LinkProfile(delay=0.01))
     pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
     pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"early", 0.0)
-    assert pair.a.endpoint.session_statistics(pair.b_key).queued == 1
+    assert pair.a.endpoint.session_statistics(pair.b_key).queued == len(b"early")
     pair.sim.run_until(1.0)
     assert [e.payload for e in pair.b.events_of(MessageReceived)] == [b"early"]
 
@@ -83,19 +83,17 @@ def test_no_level_puts_content_readable_on_the_wire(level: EncryptionLevel) -> N
     marker = b"SECRET-CHAT-LINE"
     now = pair.sim.now
     pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, marker * 3, now)
-    pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, marker, now)
+    pair.a.endpoint.send(pair.b_key, PacketType.VISUAL_EFFECT, marker, now)
     pair.a.endpoint.send(pair.b_key, PacketType.AI_INTERACTION, marker * 20, now)  # compressed
     pair.sim.run_until(now + 0.1)
     assert len(pair.b.events_of(MessageReceived)) == 3
     assert sent and all(marker not in d for d in sent)
     types = {struct.unpack_from(">H", d, 8)[0] for d in sent}
-    if level is EncryptionLevel.HIGH:
-        assert types == {PacketType.SEALED}
-        # below the compression threshold, sizes come in 32-byte steps
-        plain = [d for d in sent if not struct.unpack_from(">H", d, 6)[0] & COMPRESSION_FLAGS]
-        assert len(plain) >= 2 and all((len(d) - OVERHEAD) % 32 == 0 for d in plain)
-    else:
-        assert PacketType.CHAT_MESSAGE in types and PacketType.SEALED not in types
+    assert types == {PacketType.SEALED}  # the type of what travels is hidden at every level
+    # below the compression threshold, level high sizes come in 32-byte steps
+    plain = [d for d in sent if not struct.unpack_from(">H", d, 6)[0] & COMPRESSION_FLAGS]
+    assert len(plain) >= 2
+    assert all((len(d) - OVERHEAD) % 32 == 0 for d in plain) == (level is EncryptionLevel.HIGH)
 
 
 def test_exact_sizes_of_handshake_and_small_message() -> None:
@@ -324,7 +322,7 @@ def test_rekey_by_message_count_never_reuses_a_nonce() -> None:
     seen = _capture_to(pair, B_ADDR)
     handshake(pair)
     for i in range(400):
-        pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, i.to_bytes(4, "big"),
+        pair.a.endpoint.send(pair.b_key, PacketType.VISUAL_EFFECT, i.to_bytes(4, "big"),
                              pair.sim.now)
         pair.sim.run_until(pair.sim.now + 0.02)
     received = [e.payload for e in pair.b.events_of(MessageReceived)]
@@ -400,8 +398,16 @@ def test_local_misuse_raises_clear_errors() -> None:
     handshake(pair)
     with pytest.raises(SessionError, match="not an application message"):
         a.send(pair.b_key, PacketType.PING, b"x", 0.0)
-    with pytest.raises(MessageTooLarge):
-        a.send(pair.b_key, PacketType.CHAT_MESSAGE, random.Random(1).randbytes(2000), 0.0)
+    with pytest.raises(SessionError, match="send_position"):
+        a.send(pair.b_key, PacketType.POSITION_UPDATE, b"x", 0.0)
+    with pytest.raises(SessionError, match="need a key"):
+        a.send(pair.b_key, PacketType.ENVIRONMENTAL, b"x", 0.0)
+    with pytest.raises(SessionError, match="need a key"):
+        a.send(pair.b_key, PacketType.CHAT_MESSAGE, b"x", 0.0, key=b"k")
+    with pytest.raises(MessageTooLarge, match="max_message_size"):  # reliable: up to 64 KiB
+        a.send(pair.b_key, PacketType.CHAT_MESSAGE, bytes(65537), 0.0)
+    with pytest.raises(MessageTooLarge, match="unreliable"):  # unreliable: one datagram
+        a.send(pair.b_key, PacketType.VISUAL_EFFECT, bytes(1200), 0.0)
 
 
 def test_hostile_datagrams_never_raise_and_are_counted() -> None:
@@ -452,9 +458,9 @@ def test_many_pings_in_one_datagram_get_one_pong() -> None:
 def test_frames_after_a_disconnect_are_not_delivered() -> None:
     pair = make_pair()
     handshake(pair)
-    datagram = _seal_frames(pair, [(PacketType.CHAT_MESSAGE, b"before"),
+    datagram = _seal_frames(pair, [(PacketType.CHAT_MESSAGE, bytes(4) + b"before"),
                                    (PacketType.DISCONNECT, b""),
-                                   (PacketType.CHAT_MESSAGE, b"after")])
+                                   (PacketType.CHAT_MESSAGE, b"\x00\x00\x00\x01after")])
     pair.b.receive_datagram(datagram, A_ADDR, pair.sim.now)
     assert [e.payload for e in pair.b.events_of(MessageReceived)] == [b"before"]
     assert pair.b.events_of(SessionClosed) == [
@@ -538,7 +544,7 @@ def test_statistics_estimate_inbound_loss_and_rtt_percentiles() -> None:
     handshake(pair)
     pair.net.set_link(A_ADDR, B_ADDR, LinkProfile(delay=0.02, loss=0.25))
     for _ in range(2000):
-        pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, bytes(40), pair.sim.now)
+        pair.a.endpoint.send(pair.b_key, PacketType.VISUAL_EFFECT, bytes(40), pair.sim.now)
         pair.sim.run_until(pair.sim.now + 0.01)
     stats = pair.b.endpoint.session_statistics(pair.a_key)
     assert 0.2 < stats.inbound_loss < 0.3
@@ -557,7 +563,7 @@ def test_a_flooding_peer_is_limited_and_flagged() -> None:
     assert not pair.b.endpoint.session_statistics(pair.a_key).anomalous
     start = pair.sim.now
     for i in range(300):  # 300 messages within one second
-        pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, i.to_bytes(4, "big"),
+        pair.a.endpoint.send(pair.b_key, PacketType.VISUAL_EFFECT, i.to_bytes(4, "big"),
                              pair.sim.now)
         pair.sim.run_until(start + (i + 1) / 300)
     pair.sim.run_until(start + 1.5)
@@ -579,7 +585,8 @@ def test_small_messages_share_datagrams_within_the_budget(level: EncryptionLevel
     seen = _capture_to(pair, B_ADDR)
     now = pair.sim.now
     lines = [f"chat line {i:03d} ".encode() * 3 for i in range(100)]
-    full_batches = sum(len(line) + 4 for line in lines) // (1200 - OVERHEAD)
+    # each frame: header, seq, line; a datagram's frame list holds 1200 - OVERHEAD bytes
+    full_batches = sum(len(line) + 4 + 4 for line in lines) // (1200 - OVERHEAD)
     for line in lines:
         pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, line, now)
     pair.sim.flush()  # hand what the endpoint has to the network, before any timer
@@ -595,7 +602,7 @@ def test_a_lone_message_waits_at_most_the_coalescing_delay() -> None:
     pair = make_pair(config=SessionConfig(coalesce_delay=0.005))
     handshake(pair)
     now = pair.sim.now
-    pair.a.endpoint.send(pair.b_key, PacketType.POSITION_UPDATE, bytes(40), now)
+    pair.a.endpoint.send(pair.b_key, PacketType.VISUAL_EFFECT, bytes(40), now)
     assert pair.a.endpoint.datagrams_to_send(now) == []
     assert pair.a.endpoint.get_timer() == pytest.approx(now + 0.005)
     pair.sim.run_until(now + 0.0049)

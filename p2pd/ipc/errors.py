@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     P2P_DISABLED = "p2p_disabled"  # P2P is switched off in the configuration
     NO_SUCH_PEER = "no_such_peer"  # the named peer is not known
     TOO_MANY_PEERS = "too_many_peers"  # connect would exceed [P2P] max_peers
+    BUSY = "busy"  # a peer's reliable send queue is full: retry later, slower
     INTERNAL = "internal"  # a bug in the daemon; the request may or may not have run
 
 

@@ -52,7 +52,7 @@ class SessionConfig:
     zstd_threshold: int = 1000  # bytes; above it Zstandard instead of LZ4
     max_message_size: int = 65536  # largest decompressed payload accepted
     replay_window: int = 2048  # packets remembered per direction (>= 1024)
-    pending_limit: int = 64  # messages queued per peer while a handshake runs
+    max_queued_bytes: int = 256 * 1024  # unsent bytes per reliable channel and peer
     max_sessions: int = 256  # peers one endpoint holds at once
     rekey_after_messages: int = 1 << 20
     reject_after_messages: int = 1 << 22
@@ -67,6 +67,20 @@ class SessionConfig:
     batch_budget: int = 1200
     incoming_packet_rate: float = 200.0
     incoming_byte_rate: float = 2 * 50 * 1024  # twice spec 7's bandwidth_limit default
+    # Reliable channels: acks leave at most ack_delay after reliable data came
+    # in (position acks: position_ack_delay) unless data carries them sooner;
+    # retransmission timeout per RFC 6298 within [rto_min, rto_max], rto_initial
+    # before any RTT sample.
+    ack_delay: float = 0.01
+    position_ack_delay: float = 0.1
+    rto_initial: float = 0.5
+    rto_min: float = 0.05
+    rto_max: float = 2.0
+    effect_max_wait: float = 0.5  # an effect not sent by then is dropped
+    # Bandwidth (spec 3.3): bytes per second on the wire to this peer (None:
+    # unlimited), and to all peers together (the endpoint's cap).
+    send_rate: float | None = None
+    total_send_rate: float | None = None
 
     def __post_init__(self) -> None:
         positive = {
@@ -75,7 +89,12 @@ class SessionConfig:
             "ping_interval": self.ping_interval,
             "handshake_retry_initial": self.handshake_retry_initial,
             "handshake_retry_max": self.handshake_retry_max,
-            "pending_limit": self.pending_limit,
+            "max_queued_bytes": self.max_queued_bytes,
+            "ack_delay": self.ack_delay,
+            "position_ack_delay": self.position_ack_delay,
+            "rto_initial": self.rto_initial,
+            "rto_min": self.rto_min,
+            "effect_max_wait": self.effect_max_wait,
             "max_sessions": self.max_sessions,
             "handshake_load_limit": self.handshake_load_limit,
             "incoming_packet_rate": self.incoming_packet_rate,
@@ -84,6 +103,18 @@ class SessionConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
+        if not self.rto_min <= self.rto_initial <= self.rto_max:
+            raise ValueError(
+                f"need rto_min ({self.rto_min}) <= rto_initial ({self.rto_initial})"
+                f" <= rto_max ({self.rto_max})"
+            )
+        for name in ("send_rate", "total_send_rate"):
+            rate = getattr(self, name)
+            if rate is not None and not rate >= 10 * self.batch_budget:
+                raise ValueError(
+                    f"{name} must be at least {10 * self.batch_budget} bytes/s (ten"
+                    f" datagrams of batch_budget), got {rate!r}"
+                )
         if self.handshake_retry_max < self.handshake_retry_initial:
             raise ValueError(
                 f"handshake_retry_max ({self.handshake_retry_max}) is below "

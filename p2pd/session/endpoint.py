@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from p2pd.channels.position_codec import PositionState
 from p2pd.crypto.handshake import (
     COOKIE_NONCE_SIZE,
     REQUEST_MIN_SIZE,
@@ -38,9 +39,10 @@ from p2pd.crypto.handshake import mac1_key as make_mac1_key
 from p2pd.crypto.identity import Identity
 from p2pd.crypto.noise import ResponderHandshake
 from p2pd.crypto.transport import OVERHEAD
+from p2pd.meters import ByteBudget, budget_for_limit
 from p2pd.session.config import SessionConfig
 from p2pd.session.events import Address, CloseReason, Event
-from p2pd.session.session import MessageTooLarge, Session
+from p2pd.session.session import MessageTooLarge, SendQueueFull, Session
 from p2pd.session.stats import EndpointStatistics, SessionStatistics
 from p2pd.wire.compression import PayloadCompressor, PayloadDecompressor
 from p2pd.wire.errors import BadPacket, DropReason
@@ -53,11 +55,11 @@ PeerPolicy = Callable[[bytes, bytes | None], bool]
 MAX_REMEMBERED_PEERS = 4096  # handshake timestamps and static-static secrets kept
 _INDEX = struct.Struct(">I")
 _ENCRYPTED = int(Flag.ENCRYPTED)
-_DATA_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES)
+_MESSAGE_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES) - {int(PacketType.POSITION_UPDATE)}
 _REQUEST = int(PacketType.HANDSHAKE_REQUEST)
 _RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)
 
-__all__ = ["Endpoint", "MessageTooLarge", "PeerPolicy", "SessionError"]
+__all__ = ["Endpoint", "MessageTooLarge", "PeerPolicy", "SendQueueFull", "SessionError"]
 
 
 class SessionError(Exception):
@@ -101,6 +103,10 @@ class Endpoint:
         )
         self.compression_threshold = self.config.compression_threshold
         self.decompressor = PayloadDecompressor(self.config.max_message_size)
+        self.shared_budget: ByteBudget | None = (
+            budget_for_limit(self.config.total_send_rate, self.config.batch_budget, 0.0)
+            if self.config.total_send_rate is not None else None
+        )
         self._sessions: dict[bytes, Session] = {}
         self._indexes: dict[int, Session] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
@@ -145,20 +151,59 @@ class Endpoint:
         self._sessions[peer] = session
         session.start_handshake(now)
 
-    def send(self, peer: bytes, packet_type: PacketType, payload: bytes, now: float) -> None:
-        """Queue one application message (types 0x0003-0x0007) for ``peer``."""
-        if packet_type not in _DATA_TYPE_IDS:
-            raise SessionError(f"{packet_type!r} is not an application message type")
+    def send(self, peer: bytes, packet_type: PacketType, payload: bytes, now: float,
+             key: bytes | None = None) -> None:
+        """Queue one application message for ``peer`` on the channel of its type:
+        VISUAL_EFFECT unreliable; CHAT_MESSAGE and AI_INTERACTION reliable and
+        ordered; ENVIRONMENTAL reliable latest-value, under ``key`` (1-64 bytes:
+        a newer message with the same key supersedes an older one).
+
+        Raises SessionError (no such peer, wrong type), MessageTooLarge, or
+        SendQueueFull when the channel already holds max_queued_bytes unsent.
+        """
+        if packet_type not in _MESSAGE_TYPE_IDS:
+            raise SessionError(f"{packet_type!r} is not an application message type"
+                               " (positions go through send_position)")
+        if (key is None) != (packet_type != PacketType.ENVIRONMENTAL):
+            raise SessionError("ENVIRONMENTAL messages, and only they, need a key")
+        self._session(peer).send_message(packet_type, payload, now, key)
+
+    def send_position(self, peer: bytes, state: PositionState, now: float) -> None:
+        """Queue this side's newest position for ``peer`` (unreliable, sequenced,
+        delta-coded against the last position the peer acknowledged)."""
+        self._session(peer).send_position(state, now)
+
+    def set_priority(self, peer: bytes, weight: float) -> None:
+        """How much ``peer`` matters when the shared budget is short (nearer
+        peers higher); waiting sessions accumulate it, so all get through."""
+        if not weight > 0:
+            raise SessionError(f"a priority weight must be positive, got {weight!r}")
+        self._session(peer).priority = weight
+
+    def quality(self, peer: bytes, now: float) -> float:
+        """The adaptive quality factor (0.3-1.0) for ``peer``'s position and effect
+        rates: lowered when the link is short of budget or its path degrades."""
+        return self._session(peer).quality_factor(now)
+
+    def _session(self, peer: bytes) -> Session:
         session = self._sessions.get(peer)
         if session is None:
             raise SessionError(f"no session with peer {peer.hex()[:16]}")
-        session.send_message(packet_type, payload, now)
+        return session
 
     def flush(self, now: float) -> None:
-        """Send every waiting batch now (a driver calls this after each input burst)."""
-        for session in self._sessions.values():
+        """Send what waits in every session now (a driver calls this after each
+        input burst); with a shared budget, in priority order."""
+        for session in self._by_priority(list(self._sessions.values())):
             if session.established:
                 session.flush(now)
+
+    def _by_priority(self, sessions: list[Session]) -> list[Session]:
+        """Reliable data first, then positions, then effects; within a class the
+        session that accumulated the most priority while it waited."""
+        if self.shared_budget is None or len(sessions) < 2:
+            return sessions
+        return sorted(sessions, key=lambda s: (s.link.data_class(), -s.accumulated))
 
     def close(self, peer: bytes, now: float) -> None:
         """Close the session with ``peer`` gracefully (DISCONNECT)."""
@@ -199,10 +244,10 @@ class Endpoint:
             self.count_drop(error.reason)
 
     def handle_timer(self, now: float) -> None:
-        for session in list(self._sessions.values()):
-            deadline = session.deadline()
-            if deadline is not None and now >= deadline:
-                session.on_timer(now)
+        due = [s for s in self._sessions.values()
+               if (deadline := s.deadline()) is not None and now >= deadline]
+        for session in self._by_priority(due):
+            session.on_timer(now)
 
     def get_timer(self) -> float | None:
         deadlines = [d for s in self._sessions.values() if (d := s.deadline()) is not None]

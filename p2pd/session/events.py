@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from p2pd.channels.position_codec import PositionState
 from p2pd.wire.types import PacketType
 
 Address = tuple[str, int]
@@ -47,6 +48,14 @@ _set_payload = _slots["payload"].__set__
 
 
 @dataclass(frozen=True, slots=True)
+class PositionReceived:
+    """The peer's newest position (older ones that arrive late are not reported)."""
+
+    peer: bytes
+    state: PositionState
+
+
+@dataclass(frozen=True, slots=True)
 class SessionClosed:
     peer: bytes
     reason: CloseReason
@@ -59,4 +68,5 @@ class PeerAddressChanged:
     new: Address
 
 
-Event = SessionEstablished | MessageReceived | SessionClosed | PeerAddressChanged
+Event = (SessionEstablished | MessageReceived | PositionReceived | SessionClosed
+         | PeerAddressChanged)

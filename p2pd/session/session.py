@@ -16,9 +16,11 @@ it never touches sockets or clocks. Keypair life cycle (after WireGuard):
 from __future__ import annotations
 
 import struct
-from collections import deque
 from typing import TYPE_CHECKING
 
+from p2pd.channels.link import ChannelLink, SendQueueFull
+from p2pd.channels.position_codec import PositionState
+from p2pd.channels.quality import PathSignals, QualityController
 from p2pd.crypto.handshake import (
     Framed,
     decode_response_payload_untrusted,
@@ -31,33 +33,29 @@ from p2pd.crypto.handshake import (
 )
 from p2pd.crypto.noise import InitiatorHandshake, ResponderHandshake
 from p2pd.crypto.transport import OVERHEAD, Keypair
-from p2pd.meters import TokenBucket
+from p2pd.meters import ByteBudget, TokenBucket, budget_for_limit
 from p2pd.session.config import EncryptionLevel, SessionConfig
 from p2pd.session.events import (
     Address,
     CloseReason,
     MessageReceived,
     PeerAddressChanged,
+    PositionReceived,
     SessionClosed,
     SessionEstablished,
 )
 from p2pd.session.rtt import RttEstimator
 from p2pd.session.stats import Counters, SessionStatistics
 from p2pd.wire.errors import BadPacket, DropReason
-from p2pd.wire.frames import (
-    FRAME_HEADER,
-    FRAME_HEADER_SIZE,
-    decode_frames_untrusted,
-    padding_for,
-)
+from p2pd.wire.frames import FRAME_HEADER, decode_frames_untrusted, padding_for
 from p2pd.wire.header import MAX_DATAGRAM
-from p2pd.wire.types import COMPRESSION_FLAGS, CONTROL_TYPES, DATA_TYPES, Flag, PacketType
+from p2pd.wire.types import COMPRESSION_FLAGS, DATA_TYPES, Flag, PacketType
 
 if TYPE_CHECKING:
     from p2pd.session.endpoint import Endpoint
 
 MAX_PLAINTEXT = MAX_DATAGRAM - OVERHEAD  # 1430
-MAX_MESSAGE = MAX_PLAINTEXT - FRAME_HEADER.size  # 1426: the largest message, at every level
+MAX_MESSAGE = MAX_PLAINTEXT - FRAME_HEADER.size  # 1426: the largest frame body
 MAX_INITIATIONS = 4  # outstanding handshake requests that a response may answer
 MAX_UNCONFIRMED = 4  # responder keypairs waiting for their first packet
 MAX_PINGS = 8  # outstanding PINGs remembered for RTT samples
@@ -65,17 +63,18 @@ PAD_STEP = 32  # level high pads uncompressed frame lists to multiples of this, 
 _PING = struct.Struct(">I")
 # what to append to a frame list of n bytes, by n % PAD_STEP
 _PADDING = [padding_for(n, PAD_STEP) for n in range(PAD_STEP)]
-_pack_frame_header = FRAME_HEADER.pack
 _SEALED = int(PacketType.SEALED)
 _TYPE_BY_ID = {int(t): t for t in PacketType}
 _DATA_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES)
-_CONTROL_TYPE_IDS = frozenset(int(t) for t in CONTROL_TYPES)
+_PING_ID = int(PacketType.PING)
 _SEALED_FLAGS = int(Flag.ENCRYPTED | Flag.BATCHED)
-_ENCRYPTED = int(Flag.ENCRYPTED)
+
+__all__ = ["MessageTooLarge", "SendQueueFull", "Session"]
 
 
 class MessageTooLarge(ValueError):
-    """A message does not fit one datagram (fragmentation is a later layer)."""
+    """A message larger than its channel carries (an unreliable message must fit
+    one datagram; a reliable one max_message_size)."""
 
 
 class _Initiation:
@@ -118,7 +117,6 @@ class Session:
         self._next_ping: float | None = None
         self._ping_id = 0
         self._pings: dict[int, float] = {}
-        self._pending: deque[tuple[int, bytes]] = deque()
         # incoming allowance (spec 5.1): authentic packets and bytes per second
         self._packet_allowance = TokenBucket(self._config.incoming_packet_rate,
                                              self._config.incoming_packet_rate, now)
@@ -126,19 +124,45 @@ class Session:
                                            self._config.incoming_byte_rate, now)
         self.anomalous_since: float | None = None  # first time the peer exceeded it
         # hot-path constants and bound methods
-        self._high = self._config.encryption_level is EncryptionLevel.HIGH
-        self._compression_threshold = self._config.compression_threshold
+        config = self._config
+        self._high = config.encryption_level is EncryptionLevel.HIGH
+        self._compression_threshold = config.compression_threshold
         self._compress = endpoint.compressor.compress
-        self._reject_after = self._config.reject_after_messages
-        self._rekey_after = self._config.rekey_after_messages
+        self._reject_after = config.reject_after_messages
+        self._rekey_after = config.rekey_after_messages
         self._output = endpoint.output
         self._emit = endpoint.emit
-        # batching: messages wait here for at most coalesce_delay
-        self._coalesce = self._config.coalesce_delay
-        self._batch_budget = self._config.batch_budget - OVERHEAD  # plaintext bytes
-        self._batch: list[tuple[int, bytes]] = []
-        self._batch_bytes = 0
-        self._flush_at: float | None = None
+        # channels (p2pd.channels): what waits to be sent, acks, retransmissions
+        self._room = config.batch_budget - OVERHEAD  # plaintext bytes of one datagram
+        self.link = ChannelLink(
+            room=self._room,
+            max_message=config.max_message_size,
+            max_queued_bytes=config.max_queued_bytes,
+            effect_max_wait=config.effect_max_wait,
+            rto=self.rto,
+            rto_max=config.rto_max,
+            deliver=self._deliver,
+            deliver_position=self._deliver_position,
+            rtt_sample=self.rtt.add_sample,
+        )
+        self._coalesce = config.coalesce_delay
+        self._flush_at: float | None = None  # new data waits for company until then
+        self._ack_at: float | None = None  # reliable data to acknowledge
+        self._position_ack_at: float | None = None
+        self._wake_at: float | None = None  # the send budget allows data again
+        # bandwidth (spec 3.3): this link's cap, and the endpoint's cap on all links
+        self.budget: ByteBudget | None = (
+            budget_for_limit(config.send_rate, config.batch_budget, now)
+            if config.send_rate is not None else None
+        )
+        self._shared: ByteBudget | None = endpoint.shared_budget
+        self.budget_blocked = 0  # times data had to wait for a budget
+        self.last_blocked: float | None = None
+        self.quality = QualityController()
+        self._loss_marks = (0, 0)  # (parts sent, retransmissions) at the last quality update
+        self.outbound_loss = 0.0  # smoothed share of reliable parts retransmitted
+        self.priority = 1.0  # weight in the accumulator (nearer peers: higher)
+        self.accumulated = 0.0  # priority accumulated while waiting for the shared budget
 
     # -- handshake, initiator side -------------------------------------------
 
@@ -221,7 +245,7 @@ class Session:
         self._install(keypair, now)
         self._send_ping(now)  # confirms the keys to the responder
         self._next_ping = now + self._config.handshake_retry_initial
-        self._flush_pending(now)
+        self.pump(now)
 
     # -- handshake, responder side -------------------------------------------
 
@@ -308,26 +332,34 @@ class Session:
             plaintext = self._ep.decompressor.decompress_untrusted(
                 flags & COMPRESSION_FLAGS, plaintext
             )
-        if packet_type == _SEALED:
-            frames = decode_frames_untrusted(plaintext)
-            if len(frames) == 1 and frames[0][0] in _DATA_TYPE_IDS:
-                self._emit(MessageReceived(self.peer, frames[0][0], frames[0][1]))
-                return
-            pinged = False
-            for frame_type, body in frames:
-                if frame_type in _DATA_TYPE_IDS:
-                    self._emit(MessageReceived(self.peer, frame_type, body))
-                elif frame_type == PacketType.PING and pinged:
-                    continue  # one PONG per datagram: no amplification
-                else:
-                    pinged |= frame_type == PacketType.PING
-                    self._on_control(frame_type, body, now)
-                    if self.closed:
-                        return
-        elif packet_type in _DATA_TYPE_IDS:
-            self._emit(MessageReceived(self.peer, _TYPE_BY_ID[packet_type], plaintext))
-        else:
+        if packet_type != _SEALED:
+            if packet_type in _DATA_TYPE_IDS:
+                raise BadPacket(DropReason.UNEXPECTED, "a data message outside a frame list")
             self._on_control(packet_type, plaintext, now)
+            return
+        on_frame = self.link.on_frame
+        pinged = False
+        for frame_type, body in decode_frames_untrusted(plaintext):
+            if on_frame(frame_type, body, now):
+                continue
+            if frame_type == _PING_ID:
+                if pinged:
+                    continue  # one PONG per datagram: no amplification
+                pinged = True
+            self._on_control(frame_type, body, now)
+            if self.closed:
+                return
+        link = self.link
+        if self._ack_at is None and link.acks_pending():
+            self._ack_at = now + self._config.ack_delay
+        if self._position_ack_at is None and link.positions_in.ack_pending:
+            self._position_ack_at = now + self._config.position_ack_delay
+
+    def _deliver(self, packet_type: int, payload: bytes) -> None:
+        self._emit(MessageReceived(self.peer, _TYPE_BY_ID[packet_type], payload))
+
+    def _deliver_position(self, state: PositionState) -> None:
+        self._emit(PositionReceived(self.peer, state))
 
     def _confirm(self, keypair: Keypair, now: float) -> None:
         if keypair not in self._unconfirmed:
@@ -337,7 +369,7 @@ class Session:
                 self._ep.release_index(other.local_index)
         self._unconfirmed.clear()
         self._install(keypair, now)
-        self._flush_pending(now)
+        self.pump(now)
 
     def _authenticated_from(self, address: Address, now: float) -> None:
         if address != self.address:
@@ -349,7 +381,7 @@ class Session:
         if frame_type == PacketType.PING:
             if len(body) != _PING.size:
                 raise BadPacket(DropReason.MALFORMED, "ping body")
-            self.send_message(PacketType.PONG, body, now)
+            self.send_control(PacketType.PONG, body, now)
         elif frame_type == PacketType.PONG:
             if len(body) != _PING.size:
                 raise BadPacket(DropReason.MALFORMED, "pong body")
@@ -363,61 +395,100 @@ class Session:
 
     # -- sending -------------------------------------------------------------
 
-    def send_message(self, packet_type: int, payload: bytes, now: float) -> None:
-        """Send one message: into the current batch, or held until keys allow.
+    def send_message(self, packet_type: int, payload: bytes, now: float,
+                     key: bytes | None = None) -> None:
+        """Queue one application message on its channel (``key``: the latest-value
+        key of an ENVIRONMENTAL message). Raises MessageTooLarge or SendQueueFull.
 
-        The hot path: one call per message sent, data and control alike. A
-        batch goes out when it reaches the payload budget, when a control
-        message joins it, at ``flush()``, or ``coalesce_delay`` after it began.
+        The hot path: one call per message sent. New data goes out when a
+        datagram's worth is waiting, at ``flush()``, or ``coalesce_delay`` after
+        the first of it was queued; before keys exist it waits in the channels.
+        """
+        try:
+            self.link.queue(packet_type, payload, key, now)
+        except ValueError as error:
+            raise MessageTooLarge(str(error)) from None
+        self._data_queued(now)
+
+    def send_position(self, state: PositionState, now: float) -> None:
+        """Queue this side's newest position; an unsent older one is superseded."""
+        self.link.queue_position(state)
+        self._data_queued(now)
+
+    def _data_queued(self, now: float) -> None:
+        if not self._coalesce:
+            self.pump(now)
+            return
+        if self.link.pending_bytes() >= self._room:
+            self.pump(now, full_only=True)
+        if self._flush_at is None and self._keys_usable():
+            self._flush_at = now + self._coalesce
+
+    def send_control(self, packet_type: int, body: bytes, now: float) -> None:
+        """PING, PONG or DISCONNECT: sent at once, with whatever data is waiting."""
+        self.link.queue_control(packet_type, body)
+        self.pump(now)
+
+    def flush(self, now: float) -> None:
+        """Send what is waiting now, as far as the budgets allow."""
+        self.pump(now)
+
+    def _keys_usable(self) -> bool:
+        keypair = self.current
+        return (keypair is not None and self.established
+                and keypair.send_counter < self._reject_after)
+
+    def pump(self, now: float, *, full_only: bool = False) -> None:
+        """Fill and send datagrams while there is something to send and budget for it.
+
+        ``full_only``: stop once less than a datagram of new data is waiting.
         """
         keypair = self.current
         if keypair is None or not self.established or keypair.send_counter >= self._reject_after:
-            self._hold(packet_type, payload, now)
+            if self.established:
+                self._start_rekey(now)  # the current keys are used up
+            # everything waits in the channels until keys allow (then pump again)
+            self._flush_at = self._ack_at = self._position_ack_at = self._wake_at = None
             return
-        if len(payload) > MAX_MESSAGE:
-            self._check_size(payload)  # raises MessageTooLarge
-        if not self._coalesce:
-            self._transmit(keypair, packet_type, payload, now)
-            return
-        size = len(payload) + FRAME_HEADER_SIZE
-        if self._batch_bytes + size > self._batch_budget:
-            self.flush(now)
-        self._batch.append((packet_type, payload))
-        self._batch_bytes += size
-        if packet_type in _CONTROL_TYPE_IDS or self._batch_bytes >= self._batch_budget:
-            self.flush(now)
-        elif self._flush_at is None:
-            self._flush_at = now + self._coalesce
+        link = self.link
+        budget = self.budget
+        shared = self._shared
+        room = self._room
+        self._wake_at = None
+        while True:
+            if full_only and link.pending_bytes() < room:
+                break
+            data = ((budget is None or budget.balance(now) > 0)
+                    and (shared is None or shared.balance(now) > 0))
+            frames = link.build(now, data=data)
+            if frames:
+                self._transmit_frames(keypair, b"".join(frames), now)
+                if link.data_frames and shared is not None:
+                    self.accumulated = 0.0
+            if not data:
+                if link.has_data(now):
+                    self._blocked(now)
+                break
+            if not link.data_frames or not self._keys_usable() or not link.has_data(now):
+                break
+        if not full_only:
+            self._flush_at = None
+        if not link.acks_pending():
+            self._ack_at = None
+        if not link.positions_in.ack_pending:
+            self._position_ack_at = None
 
-    def flush(self, now: float) -> None:
-        """Send the current batch now."""
-        batch = self._batch
-        if not batch:
-            return
-        self._batch = []
-        self._batch_bytes = 0
-        self._flush_at = None
-        keypair = self.current
-        if keypair is None or keypair.send_counter >= self._reject_after:
-            for packet_type, payload in batch:
-                self._hold(packet_type, payload, now)
-        elif len(batch) == 1:
-            self._transmit(keypair, *batch[0], now)
-        else:
-            body = b"".join(
-                _pack_frame_header(packet_type, len(payload)) + payload
-                for packet_type, payload in batch
-            )
-            self._transmit_frames(keypair, body, now)
-
-    def _transmit(self, keypair: Keypair, packet_type: int, payload: bytes, now: float) -> None:
-        """One message in one datagram."""
-        if self._high:
-            self._transmit_frames(keypair, _pack_frame_header(packet_type, len(payload)) + payload,
-                                  now)
-            return
-        cflag, body = self._compress(payload)
-        self._seal_and_output(keypair, _ENCRYPTED | cflag, packet_type, body, now)
+    def _blocked(self, now: float) -> None:
+        """Data waits for a budget: wake when it allows data again."""
+        self.budget_blocked += 1
+        self.last_blocked = now
+        wait = 0.0
+        if self.budget is not None:
+            wait = self.budget.time_until_positive(now)
+        if self._shared is not None:
+            wait = max(wait, self._shared.time_until_positive(now))
+            self.accumulated += self.priority
+        self._wake_at = now + max(wait, 0.001)
 
     def _transmit_frames(self, keypair: Keypair, body: bytes, now: float) -> None:
         """A frame list as one SEALED datagram: compressed, or padded at level high."""
@@ -428,50 +499,53 @@ class Session:
             padding = _PADDING[len(body) % PAD_STEP]
             if len(body) + len(padding) <= MAX_PLAINTEXT:
                 body += padding
-        self._seal_and_output(keypair, _SEALED_FLAGS | cflag, _SEALED, body, now)
-
-    def _seal_and_output(self, keypair: Keypair, flags: int, packet_type: int, body: bytes,
-                         now: float) -> None:
-        datagram = keypair.seal(flags, packet_type, body)
+        datagram = keypair.seal(_SEALED_FLAGS | cflag, _SEALED, body)
         counters = self.counters
         counters.packets_sent += 1
-        counters.bytes_sent += len(datagram)
+        size = len(datagram)
+        counters.bytes_sent += size
+        if self.budget is not None:
+            self.budget.spend(size, now)
+        if self._shared is not None:
+            self._shared.spend(size, now)
         self._output((datagram, self.address))
         if keypair.send_counter == self._rekey_after:
             self._start_rekey(now)
 
-    def _hold(self, packet_type: int, payload: bytes, now: float) -> None:
-        """Queue a message (bounded) until a handshake gives usable keys."""
-        if self.established:
-            self._start_rekey(now)  # the current keys are used up
-        if len(self._pending) < self._config.pending_limit:
-            self._check_size(payload)
-            self._pending.append((packet_type, payload))
-        else:
-            self.counters.drop(DropReason.QUEUE_FULL)
-            self._ep.count_drop(DropReason.QUEUE_FULL)
+    def quality_factor(self, now: float) -> float:
+        """Adaptive quality (spec 3.3) from this link's budget, loss and RTT."""
+        sends = sum(s.sends for s in self.link.senders.values())
+        retransmissions = sum(s.retransmissions for s in self.link.senders.values())
+        new_sends = sends - self._loss_marks[0]
+        if new_sends >= 20:
+            share = (retransmissions - self._loss_marks[1]) / new_sends
+            self.outbound_loss = 0.5 * self.outbound_loss + 0.5 * share
+            self._loss_marks = (sends, retransmissions)
+        current = self.current
+        inbound = current.inbound_loss if current is not None else 0.0
+        rtt = self.rtt
+        return self.quality.update(PathSignals(
+            loss=max(inbound, self.outbound_loss),
+            srtt=rtt.smoothed,
+            min_rtt=rtt.min,
+            budget_short=self.last_blocked is not None and now - self.last_blocked < 1.0,
+        ), now)
 
-    def _flush_pending(self, now: float) -> None:
-        while self._pending:
-            keypair = self.current
-            if keypair is None or keypair.send_counter >= self._reject_after:
-                return
-            packet_type, payload = self._pending.popleft()
-            self.send_message(packet_type, payload, now)
-
-    def _check_size(self, payload: bytes) -> None:
-        if len(payload) > MAX_MESSAGE:
-            raise MessageTooLarge(
-                f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE} bytes"
-                " one datagram carries"
-            )
+    def rto(self) -> float:
+        """Retransmission timeout (RFC 6298 2.2-2.4), within the configured bounds."""
+        config = self._config
+        rtt = self.rtt
+        if rtt.smoothed is None or rtt.variance is None:
+            return config.rto_initial
+        rto = rtt.smoothed + max(0.01, 4 * rtt.variance)
+        return min(max(rto, config.rto_min), config.rto_max)
 
     def _send_ping(self, now: float) -> None:
         self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
         self._pings[self._ping_id] = now
         if len(self._pings) > MAX_PINGS:
             del self._pings[next(iter(self._pings))]
-        self.send_message(PacketType.PING, _PING.pack(self._ping_id), now)
+        self.send_control(PacketType.PING, _PING.pack(self._ping_id), now)
 
     def _rekey_after_time(self, keypair: Keypair) -> float:
         """The side that started the keys renews them; the other side steps in a
@@ -489,8 +563,6 @@ class Session:
         if self.closed:
             return None
         times: list[float] = []
-        if self._flush_at is not None:
-            times.append(self._flush_at)
         if self._next_retry is not None:
             times.append(self._next_retry)
         if not self.established:
@@ -500,6 +572,19 @@ class Session:
         if self._previous is not None:
             times.append(self._previous_until)
         current = self.current
+        if self._keys_usable():
+            if self._wake_at is not None:
+                times.append(self._wake_at)  # data waits for the send budget
+            else:
+                if self._flush_at is not None:
+                    times.append(self._flush_at)
+                retransmission = self.link.next_retransmission()
+                if retransmission is not None:
+                    times.append(retransmission)
+            if self._ack_at is not None:
+                times.append(self._ack_at)
+            if self._position_ack_at is not None:
+                times.append(self._position_ack_at)
         if self.established and current is not None:
             config = self._config
             times.append(self.last_received + config.inactive_timeout)
@@ -512,10 +597,19 @@ class Session:
                 times.append(self._next_ping)
         return min(times) if times else None
 
+    def _send_due(self, now: float) -> bool:
+        for time in (self._flush_at, self._ack_at, self._position_ack_at):
+            if time is not None and now >= time:
+                return True
+        if self._wake_at is not None:
+            return now >= self._wake_at
+        retransmission = self.link.next_retransmission()
+        return retransmission is not None and now >= retransmission
+
     def on_timer(self, now: float) -> None:
         config = self._config
-        if self._flush_at is not None and now >= self._flush_at:
-            self.flush(now)
+        if self._keys_usable() and self._send_due(now):
+            self.pump(now)
         if not self.established and now >= self._first_contact + config.handshake_timeout:
             self.close(CloseReason.HANDSHAKE_TIMEOUT, now, notify_peer=False)
             return
@@ -557,15 +651,18 @@ class Session:
         if self.closed:
             return
         if notify_peer and self.current is not None:
-            self.send_message(PacketType.DISCONNECT, b"", now)
+            # after what waits, as far as the budget lets it go now
+            self.link.queue_control(PacketType.DISCONNECT, b"", last=True)
+            self.pump(now)
+            keypair = self.current
+            if self.link.trailer_pending and keypair is not None and self._keys_usable():
+                self._transmit_frames(keypair, b"".join(self.link.build(now, data=False)), now)
         self.closed = True
-        self._batch.clear()
-        self._flush_at = None
+        self._flush_at = self._ack_at = self._position_ack_at = self._wake_at = None
         self._abandon_initiations()
         for keypair in (self.current, self._previous, *self._unconfirmed):
             if keypair is not None:
                 self._ep.release_index(keypair.local_index)
-        self._pending.clear()
         self._ep.forget(self)
         if self.known_to_app:
             self._emit(SessionClosed(self.peer, reason))
@@ -582,7 +679,7 @@ class Session:
             bytes_received=c.bytes_received,
             handshakes=c.handshakes,
             rekeys=c.rekeys,
-            queued=len(self._pending),
+            queued=self.link.pending_bytes(),
             rtt=self.rtt.snapshot(),
             drops=dict(c.drops),
             inbound_loss=self.current.inbound_loss if self.current is not None else 0.0,

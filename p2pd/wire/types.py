@@ -25,6 +25,9 @@ class PacketType(IntEnum):
     SEALED = 0x0010  # protected frame list; the real types travel inside
     COOKIE_REPLY = 0x0011  # stateless anti-DoS cookie for a handshake request
     PADDING = 0x0012  # only as a frame inside SEALED; hides the payload size
+    ACK = 0x0013  # frame: cumulative ack and bitfield of one reliable channel
+    POSITION_ACK = 0x0014  # frame: newest position seq received
+    FRAGMENT = 0x0015  # frame: one part of a reliable message larger than a datagram
 
 
 class Flag(IntFlag):
@@ -56,7 +59,9 @@ DATA_TYPES = frozenset(
 # Session control types, always protected.
 CONTROL_TYPES = frozenset({PacketType.PING, PacketType.PONG, PacketType.DISCONNECT})
 # Types that may appear as frames inside a SEALED packet.
-FRAME_TYPES = DATA_TYPES | CONTROL_TYPES | {PacketType.PADDING}
+# Frames of the channel layer (p2pd.channels), only inside SEALED packets.
+CHANNEL_TYPES = frozenset({PacketType.ACK, PacketType.POSITION_ACK, PacketType.FRAGMENT})
+FRAME_TYPES = DATA_TYPES | CONTROL_TYPES | CHANNEL_TYPES | {PacketType.PADDING}
 
 
 def _flag_rules() -> dict[int, tuple[int, int]]:

@@ -1,0 +1,2 @@
+"""Delivery channels: reliability, sequencing, fragmentation and delta coding above the
+session core."""

@@ -1,0 +1,307 @@
+"""Every channel of one peer link, and how a datagram is filled from them.
+
+:class:`ChannelLink` is what a session hands its application messages to and
+what fills each outgoing datagram, in this order (spec §3.3 prioritization):
+
+1. control frames (PING, PONG, DISCONNECT) and acknowledgements;
+2. reliable retransmissions that are due;
+3. new reliable messages: chat, then AI interactions, then environment;
+4. the newest position;
+5. visual effects (an effect that waited longer than ``effect_max_wait`` is
+   dropped: shown late it would be wrong).
+
+It never touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from p2pd.channels.frames import (
+    CHANNEL_OF_TYPE,
+    FRAGMENT_FLOOR,
+    ORDERED_CHANNELS,
+    Channel,
+    Fragment,
+    parse_ack_untrusted,
+    parse_fragment_untrusted,
+    parse_position_ack_untrusted,
+    parse_position_header_untrusted,
+    parse_seq_floor_untrusted,
+    parse_seq_untrusted,
+)
+from p2pd.channels.position_codec import PositionState
+from p2pd.channels.positions import PositionReceiver, PositionSender
+from p2pd.channels.reliable import (
+    LatestValueReceiver,
+    OrderedReceiver,
+    ReliableSender,
+    SendQueueFull,
+)
+from p2pd.wire.frames import FRAME_HEADER
+from p2pd.wire.types import PacketType
+
+__all__ = ["ChannelLink", "SendQueueFull"]
+
+ACK_RESERVE = 3 * (FRAME_HEADER.size + 13) + FRAME_HEADER.size + 2  # every ack frame at once
+MAX_EFFECTS = 256  # effects waiting for the budget
+_EFFECT = int(PacketType.VISUAL_EFFECT)
+_POSITION = int(PacketType.POSITION_UPDATE)
+_ENVIRONMENTAL = int(PacketType.ENVIRONMENTAL)
+_ACK = int(PacketType.ACK)
+_POSITION_ACK = int(PacketType.POSITION_ACK)
+_FRAGMENT = int(PacketType.FRAGMENT)
+_pack_frame_header = FRAME_HEADER.pack
+
+DeliverMessage = Callable[[int, bytes], None]
+DeliverPosition = Callable[[PositionState], None]
+
+
+class ChannelLink:
+    def __init__(
+        self,
+        *,
+        room: int,
+        max_message: int,
+        max_queued_bytes: int,
+        effect_max_wait: float,
+        rto: Callable[[], float],
+        rto_max: float,
+        deliver: DeliverMessage,
+        deliver_position: DeliverPosition,
+        rtt_sample: Callable[[float], None],
+    ) -> None:
+        """``room``: plaintext bytes of a datagram's frame list."""
+        self.room = room
+        part_size = room - ACK_RESERVE - FRAME_HEADER.size - FRAGMENT_FLOOR.size
+        self.max_message = max_message
+        self.senders = {
+            channel: ReliableSender(channel, part_size=part_size,
+                                    max_queued_bytes=max_queued_bytes, rto=rto, rto_max=rto_max)
+            for channel in Channel
+        }
+        self._sender_list = list(self.senders.values())
+        self.chat_in = OrderedReceiver(Channel.CHAT, max_message)
+        self.ai_in = OrderedReceiver(Channel.AI, max_message)
+        self.environment_in = LatestValueReceiver(Channel.ENVIRONMENT, max_message)
+        self.positions_out = PositionSender()
+        self.positions_in = PositionReceiver()
+        self._effects: deque[tuple[bytes, float]] = deque()
+        self._effect_bytes = 0
+        self._effect_max_wait = effect_max_wait
+        self._control: list[bytes] = []
+        self._trailer: list[bytes] = []
+        self._deliver = deliver
+        self._deliver_position = deliver_position
+        self._rtt_sample = rtt_sample
+        self.effects_expired = 0
+        self.effects_dropped = 0  # the effect queue was full
+        self.data_frames = 0  # data frames the last build() took
+
+    # -- the sending side ----------------------------------------------------
+
+    def queue(self, packet_type: int, payload: bytes, key: bytes | None, now: float) -> None:
+        """Queue one application message. Raises SendQueueFull, or ValueError when a
+        message cannot travel at all (too large, a latest-value message without key)."""
+        if packet_type == _EFFECT:
+            size = len(payload) + FRAME_HEADER.size
+            if size > self.room - ACK_RESERVE:
+                raise ValueError(
+                    f"effect of {len(payload)} bytes exceeds the"
+                    f" {self.room - ACK_RESERVE - FRAME_HEADER.size} bytes an unreliable"
+                    " message may take"
+                )
+            if len(self._effects) >= MAX_EFFECTS:
+                dropped, _ = self._effects.popleft()
+                self._effect_bytes -= len(dropped)
+                self.effects_dropped += 1
+            self._effects.append((_pack_frame_header(_EFFECT, len(payload)) + payload, now))
+            self._effect_bytes += size
+            return
+        channel = CHANNEL_OF_TYPE.get(packet_type)
+        if channel is None:
+            raise ValueError(f"type 0x{packet_type:04x} is not a channel message")
+        if len(payload) > self.max_message:
+            raise ValueError(f"message of {len(payload)} bytes exceeds max_message_size"
+                             f" ({self.max_message})")
+        self.senders[channel].queue(payload, key if channel is Channel.ENVIRONMENT else None)
+
+    def queue_position(self, state: PositionState) -> None:
+        self.positions_out.queue(state)
+
+    def queue_control(self, packet_type: int, body: bytes, *, last: bool = False) -> None:
+        """A control frame for the next datagram; ``last``: after every data frame
+        still waiting (DISCONNECT), or at once when data may not be sent."""
+        frame = _pack_frame_header(packet_type, len(body)) + body
+        if last:
+            self._trailer.append(frame)
+        else:
+            self._control.append(frame)
+
+    @property
+    def trailer_pending(self) -> bool:
+        return bool(self._trailer)
+
+    def pending_bytes(self) -> int:
+        """New data waiting to be sent (approximate frame bytes)."""
+        total = self._effect_bytes
+        for sender in self._sender_list:
+            total += sender.queued_bytes
+        if self.positions_out.pending is not None:
+            total += 24
+        return total
+
+    def has_data(self, now: float) -> bool:
+        """Something sendable now: new data or due retransmissions."""
+        if self._effects or self.positions_out.pending is not None:
+            return True
+        return any(sender.can_send_new() or sender.has_due(now) for sender in self._sender_list)
+
+    def data_class(self) -> int:
+        """0: reliable data waits, 1: a position, 2: effects only, 3: nothing."""
+        for sender in self._sender_list:
+            if sender.can_send_new() or sender.next_due() is not None:
+                return 0
+        if self.positions_out.pending is not None:
+            return 1
+        return 2 if self._effects else 3
+
+    def has_control(self) -> bool:
+        return bool(self._control)
+
+    def acks_pending(self) -> bool:
+        return (self.chat_in.ack_pending or self.ai_in.ack_pending
+                or self.environment_in.ack_pending)
+
+    def build(self, now: float, *, data: bool) -> list[bytes]:
+        """Frames for one datagram: control and acks always, data when ``data``."""
+        out = self._control
+        self._control = []
+        used = sum(len(f) for f in out)
+        for receiver in (self.chat_in, self.ai_in, self.environment_in):
+            if receiver.ack_pending:
+                frame = receiver.ack_frame()
+                out.append(frame)
+                used += len(frame)
+        if self.positions_in.ack_pending:
+            frame_or_none = self.positions_in.ack_frame()
+            if frame_or_none is not None:
+                out.append(frame_or_none)
+                used += len(frame_or_none)
+        self.data_frames = 0
+        if not data:
+            out += self._trailer
+            self._trailer.clear()
+            return out
+        controls = len(out)
+        room = self.room
+        for sender in self._sender_list:
+            if sender.has_due(now):
+                used += sender.take_retransmissions(now, room - used, out)
+        for sender in self._sender_list:
+            if sender.can_send_new():
+                used += sender.take_new(now, room - used, out)
+        positions = self.positions_out
+        if positions.pending is not None and used + positions.frame_size() <= room:
+            frame_or_none = positions.take()
+            if frame_or_none is not None:
+                out.append(frame_or_none)
+                used += len(frame_or_none)
+        effects = self._effects
+        if effects:
+            oldest = now - self._effect_max_wait
+            while effects:
+                frame, stamp = effects[0]
+                if stamp < oldest:
+                    effects.popleft()
+                    self._effect_bytes -= len(frame)
+                    self.effects_expired += 1
+                    continue
+                if used + len(frame) > room:
+                    break
+                effects.popleft()
+                self._effect_bytes -= len(frame)
+                out.append(frame)
+                used += len(frame)
+        self.data_frames = len(out) - controls
+        if self._trailer and not self.has_data(now):
+            out += self._trailer
+            self._trailer.clear()
+        return out
+
+    def next_retransmission(self) -> float | None:
+        times = [t for s in self._sender_list if (t := s.next_due()) is not None]
+        return min(times) if times else None
+
+    def reliable_idle(self) -> bool:
+        return all(s.idle for s in self._sender_list)
+
+    # -- the receiving side --------------------------------------------------
+
+    def on_frame(self, frame_type: int, body: bytes, now: float) -> bool:
+        """Handle one channel or data frame; False if ``frame_type`` is not one.
+        Raises BadPacket for a malformed frame."""
+        if frame_type == _EFFECT:
+            self._deliver(_EFFECT, body)
+        elif frame_type == _POSITION:
+            seq, base_seq, coded = parse_position_header_untrusted(body)
+            state = self.positions_in.receive(seq, base_seq, coded)
+            if state is not None:
+                self._deliver_position(state)
+        elif frame_type == _ACK:
+            channel, next_seq, bits = parse_ack_untrusted(body)
+            for sample in self.senders[channel].on_ack(next_seq, bits, now):
+                self._rtt_sample(sample)
+        elif frame_type == _POSITION_ACK:
+            self.positions_out.on_ack(parse_position_ack_untrusted(body))
+        elif frame_type == _FRAGMENT:
+            fragment = parse_fragment_untrusted(body)
+            self._receive_reliable(fragment.channel, fragment.seq, fragment.floor, fragment, now)
+        elif frame_type == _ENVIRONMENTAL:
+            seq, floor, content = parse_seq_floor_untrusted(body)
+            self._receive_reliable(Channel.ENVIRONMENT, seq, floor, content, now)
+        else:
+            ordered = CHANNEL_OF_TYPE.get(frame_type)
+            if ordered is None:
+                return False
+            seq, payload = parse_seq_untrusted(body)
+            self._receive_reliable(ordered, seq, seq, payload, now)
+        return True
+
+    def _receive_reliable(self, channel: Channel, seq: int, floor: int, item: bytes | Fragment,
+                          now: float) -> None:
+        if channel in ORDERED_CHANNELS:
+            receiver = self.chat_in if channel is Channel.CHAT else self.ai_in
+            packet_type = int(PacketType.CHAT_MESSAGE if channel is Channel.CHAT
+                              else PacketType.AI_INTERACTION)
+            deliver = self._deliver
+            receiver.receive(seq, item, lambda payload: deliver(packet_type, payload))
+        else:
+            deliver_env = self._deliver
+            self.environment_in.receive(
+                seq, floor, item, now, lambda _key, payload: deliver_env(_ENVIRONMENTAL, payload))
+
+    # -- statistics ----------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        senders = self._sender_list
+        return {
+            "reliable_sent": sum(s.messages for s in senders),
+            "retransmissions": sum(s.retransmissions for s in senders),
+            "superseded": sum(s.superseded for s in senders) + self.positions_out.superseded,
+            "in_flight": sum(s.in_flight for s in senders),
+            "queued_bytes": self.pending_bytes(),
+            "duplicates": self.chat_in.duplicates + self.ai_in.duplicates
+            + self.environment_in.duplicates,
+            "beyond_window": self.chat_in.beyond_window + self.ai_in.beyond_window
+            + self.environment_in.beyond_window,
+            "stale_values": self.environment_in.stale,
+            "positions_sent": self.positions_out.sent,
+            "positions_full": self.positions_out.full_states,
+            "positions_stale": self.positions_in.stale,
+            "positions_no_baseline": self.positions_in.no_baseline,
+            "effects_expired": self.effects_expired,
+            "effects_dropped": self.effects_dropped,
+        }
+

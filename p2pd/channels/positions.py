@@ -1,0 +1,121 @@
+"""The position channel: unreliable, sequenced, delta-coded against acked states.
+
+The sender keeps only the newest position not yet sent (an older one is
+superseded, never queued behind it), numbers what it sends with a 16-bit seq
+and remembers the last :data:`HISTORY` states sent. The receiver delivers a
+position only when its seq is newer than every one delivered before (a late
+update never overwrites a newer one) and acknowledges the newest seq it got
+(POSITION_ACK, piggybacked). The sender codes each update against the newest
+state the peer acknowledged, or sends a full state when it has none recent
+enough.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from p2pd.channels.frames import POSITION_ACK, POSITION_HEADER, seq16_newer
+from p2pd.channels.position_codec import PositionState, decode_position_untrusted, encode_position
+from p2pd.wire.frames import FRAME_HEADER
+from p2pd.wire.types import PacketType
+
+HISTORY = 64  # states remembered on each side, by seq
+MAX_BASELINE_AGE = 48  # seqs; an older acknowledged state is not used as a baseline
+_POSITION = int(PacketType.POSITION_UPDATE)
+_POSITION_ACK = 0x0014
+_pack_frame_header = FRAME_HEADER.pack
+
+
+class PositionSender:
+    def __init__(self) -> None:
+        self._seq = 0
+        self.pending: PositionState | None = None
+        self._history: OrderedDict[int, PositionState] = OrderedDict()
+        self._baseline: tuple[int, PositionState] | None = None
+        self.sent = 0
+        self.superseded = 0  # queued updates replaced by a newer one before going out
+        self.full_states = 0
+        self.bytes_sent = 0  # position bytes after the channel header
+
+    def queue(self, state: PositionState) -> None:
+        if self.pending is not None:
+            self.superseded += 1
+        self.pending = state
+
+    def frame_size(self) -> int:
+        """Bytes the pending update will take (0 when there is none)."""
+        if self.pending is None:
+            return 0
+        return len(self._encode(self.pending)[1]) + FRAME_HEADER.size + POSITION_HEADER.size
+
+    def _encode(self, state: PositionState) -> tuple[int, bytes]:
+        seq = self._seq
+        baseline = self._baseline
+        if baseline is not None and (seq - baseline[0]) & 0xFFFF <= MAX_BASELINE_AGE:
+            return baseline[0], encode_position(state, baseline[1])
+        return seq, encode_position(state, None)
+
+    def take(self) -> bytes | None:
+        """The frame of the pending update, which is then sent."""
+        state = self.pending
+        if state is None:
+            return None
+        self.pending = None
+        base_seq, coded = self._encode(state)
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFF
+        if base_seq == seq:
+            self.full_states += 1
+        self._history[seq] = state
+        if len(self._history) > HISTORY:
+            self._history.popitem(last=False)
+        self.sent += 1
+        self.bytes_sent += len(coded)
+        body = POSITION_HEADER.pack(seq, base_seq) + coded
+        return _pack_frame_header(_POSITION, len(body)) + body
+
+    def on_ack(self, seq: int) -> None:
+        state = self._history.get(seq)
+        if state is None:
+            return
+        if self._baseline is None or seq16_newer(seq, self._baseline[0]):
+            self._baseline = (seq, state)
+
+
+class PositionReceiver:
+    def __init__(self) -> None:
+        self._newest: int | None = None
+        self._states: OrderedDict[int, PositionState] = OrderedDict()
+        self.ack_pending = False
+        self.stale = 0  # arrived after a newer one (or twice)
+        self.no_baseline = 0  # coded against a state this side no longer has
+
+    def receive(self, seq: int, base_seq: int, coded: bytes) -> PositionState | None:
+        """The position to deliver, or None when it is stale or undecodable.
+        Raises BadPacket for malformed bytes."""
+        newest = self._newest
+        if newest is not None and not seq16_newer(seq, newest):
+            self.stale += 1
+            self.ack_pending = True
+            return None
+        if base_seq == seq:
+            state = decode_position_untrusted(coded, None)
+        else:
+            baseline = self._states.get(base_seq)
+            if baseline is None:
+                self.no_baseline += 1
+                return None
+            state = decode_position_untrusted(coded, baseline)
+        self._newest = seq
+        self._states[seq] = state
+        if len(self._states) > HISTORY:
+            self._states.popitem(last=False)
+        self.ack_pending = True
+        return state
+
+    def ack_frame(self) -> bytes | None:
+        self.ack_pending = False
+        if self._newest is None:
+            return None
+        return _pack_frame_header(_POSITION_ACK, POSITION_ACK.size) + POSITION_ACK.pack(
+            self._newest)
