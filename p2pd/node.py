@@ -322,6 +322,11 @@ class Node:
                 "packets_received": stats.packets_received,
                 "loss": round(stats.inbound_loss, 4),
                 "anomalous": stats.anomalous,
+                "quality": stats.quality,
+                "budget_waits": stats.budget_waits,
+                "queued_bytes": stats.queued,
+                "retransmissions": stats.channels["retransmissions"],
+                "in_flight": stats.channels["in_flight"],
                 "events_sent": dict(link.sent),
                 "events_received": dict(link.received),
             })
@@ -376,7 +381,9 @@ class Node:
                 "decode": sum(n for reason, n in drops.items() if reason not in _NOT_DECODE),
                 "auth": drops.get("auth_failed", 0) + drops.get("bad_mac", 0)
                 + drops.get("handshake_failed", 0),
-                "retransmissions": 0,  # no reliable channels yet
+                "retransmissions": sum(
+                    self.endpoint.session_statistics(key).channels["retransmissions"]
+                    for key in self._links),
                 "invalid_events": self.events_invalid,
             },
             "events": {

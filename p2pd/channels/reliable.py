@@ -314,7 +314,7 @@ class OrderedReceiver:
             self.beyond_window += 1
             return
         self._buffer[seq] = item
-        if seq == self.next:
+        if self.next in self._buffer:  # the next message, or a part of it, is here
             self._drain(deliver)
 
     def _drain(self, deliver: Callable[[bytes], None]) -> None:

@@ -684,4 +684,7 @@ class Session:
             drops=dict(c.drops),
             inbound_loss=self.current.inbound_loss if self.current is not None else 0.0,
             anomalous=self.anomalous_since is not None,
+            channels=self.link.counters(),
+            budget_waits=self.budget_blocked,
+            quality=self.quality.factor,
         )

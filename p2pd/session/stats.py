@@ -46,11 +46,14 @@ class SessionStatistics:
     bytes_received: int
     handshakes: int  # completed handshakes, the first one included
     rekeys: int
-    queued: int  # messages waiting for the handshake
+    queued: int  # bytes of new data waiting to be sent (keys, budget or coalescing)
     rtt: RttSnapshot
     drops: dict[str, int] = field(default_factory=dict)
     inbound_loss: float = 0.0  # share of the peer's packets (current keys) that never arrived
     anomalous: bool = False  # the peer has sent beyond its allowance (spec 5.1)
+    channels: dict[str, int] = field(default_factory=dict)  # ChannelLink.counters()
+    budget_waits: int = 0  # times data waited for a send budget (spec 3.3)
+    quality: float = 1.0  # adaptive quality factor of position and effect rates
 
 
 @dataclass(frozen=True, slots=True)
