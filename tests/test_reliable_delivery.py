@@ -10,6 +10,7 @@ latency of each profile is printed (pytest -s) and kept in LATENCY_REPORT.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -83,7 +84,7 @@ def drive(pair: Pair, seconds: float, chats_per_second: float = 20.0,
     return sides[0][2], sides[1][2]
 
 
-def received(node_events: list[tuple[float, object]], kind: PacketType
+def received(node_events: Sequence[tuple[float, object]], kind: PacketType
              ) -> list[tuple[float, bytes]]:
     return [(t, e.payload) for t, e in node_events
             if isinstance(e, MessageReceived) and e.type == kind]

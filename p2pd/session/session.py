@@ -654,9 +654,9 @@ class Session:
             # after what waits, as far as the budget lets it go now
             self.link.queue_control(PacketType.DISCONNECT, b"", last=True)
             self.pump(now)
-            keypair = self.current
-            if self.link.trailer_pending and keypair is not None and self._keys_usable():
-                self._transmit_frames(keypair, b"".join(self.link.build(now, data=False)), now)
+            current = self.current
+            if self.link.trailer_pending and current is not None and self._keys_usable():
+                self._transmit_frames(current, b"".join(self.link.build(now, data=False)), now)
         self.closed = True
         self._flush_at = self._ack_at = self._position_ack_at = self._wake_at = None
         self._abandon_initiations()
