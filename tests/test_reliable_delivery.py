@@ -207,15 +207,15 @@ def test_latest_value_supersedes_older_values_and_never_goes_back() -> None:
     assert stats.channels["in_flight"] == 0
 
 
-def sent_log(pair_net: SimNetwork, src: tuple[str, int]) -> list[tuple[float, int]]:
-    """(time, size) of every datagram ``src`` sends from now on."""
+def sent_log(pair_net: SimNetwork, sender: tuple[str, int]) -> list[tuple[float, int]]:
+    """(time, size) of every datagram ``sender`` sends from now on."""
     log: list[tuple[float, int]] = []
     original = pair_net.send
 
-    def send(s: tuple[str, int], dst: tuple[str, int], data: bytes, now: float) -> None:
-        if s == src:
+    def send(src: tuple[str, int], dst: tuple[str, int], data: bytes, now: float) -> None:
+        if src == sender:
             log.append((now, len(data)))
-        original(s, dst, data, now)
+        original(src, dst, data, now)
 
     pair_net.send = send  # type: ignore[method-assign]
     return log
