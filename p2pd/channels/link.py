@@ -299,6 +299,8 @@ class ChannelLink:
             "stale_values": self.environment_in.stale,
             "positions_sent": self.positions_out.sent,
             "positions_full": self.positions_out.full_states,
+            "positions_unchanged": self.positions_out.unchanged,
+            "positions_predicted": self.positions_out.predicted,
             "positions_stale": self.positions_in.stale,
             "positions_no_baseline": self.positions_in.no_baseline,
             "effects_expired": self.effects_expired,

@@ -27,7 +27,18 @@ _pack_frame_header = FRAME_HEADER.pack
 
 
 class PositionSender:
-    def __init__(self) -> None:
+    """What is not sent: an update that only advances the clock of the last one
+    sent, and a walking player's update while the peer's dead reckoning from the
+    last one sent stays within ``error_budget`` cells and that one is younger
+    than ``refresh_ms`` (by the player's clock, ``tick``). Both hold only while
+    the last one sent is acknowledged, or younger than ``resend_ms``: past that
+    without an ack it may be lost, and the next update goes out."""
+
+    def __init__(self, error_budget: int = 1, refresh_ms: int = 1000,
+                 resend_ms: int = 1000) -> None:
+        self.error_budget = error_budget
+        self.refresh_ms = refresh_ms
+        self.resend_ms = resend_ms
         self._seq = 0
         self.pending: PositionState | None = None
         self._history: OrderedDict[int, PositionState] = OrderedDict()
@@ -36,11 +47,42 @@ class PositionSender:
         self.superseded = 0  # queued updates replaced by a newer one before going out
         self.full_states = 0
         self.bytes_sent = 0  # position bytes after the channel header
+        self.unchanged = 0  # updates not sent: the peer already has this place
+        self.predicted = 0  # updates not sent: the peer's prediction is close enough
+        self._last_sent: PositionState | None = None
 
     def queue(self, state: PositionState) -> None:
+        """The newest position; an unsent older one is superseded. A position that
+        only advances the clock of the last one sent, once the peer acknowledged
+        that one, carries no news and is not sent."""
         if self.pending is not None:
             self.superseded += 1
+            self.pending = None
+        last = self._last_sent
+        baseline = self._baseline
+        if last is not None and (
+            (baseline is not None and baseline[1] is last)  # the peer has it
+            or 0 <= state.tick - last.tick < self.resend_ms  # or its ack may be on the way
+        ):
+            if _same_place(state, last):
+                self.unchanged += 1
+                return
+            if self._predictable(last, state):
+                self.predicted += 1
+                return
         self.pending = state
+
+    def _predictable(self, last: PositionState, state: PositionState) -> bool:
+        """The peer, walking ``last`` on, would be within the error budget of ``state``."""
+        if not (last.moving and state.moving and state.dir == last.dir
+                and state.speed == last.speed and state.map == last.map):
+            return False
+        elapsed = state.tick - last.tick
+        if not 0 <= elapsed < self.refresh_ms:
+            return False
+        x, y = predict(last, state.tick)
+        budget = self.error_budget
+        return abs(state.x - x) <= budget and abs(state.y - y) <= budget
 
     def frame_size(self) -> int:
         """Bytes the pending update will take (0 when there is none)."""
@@ -67,6 +109,7 @@ class PositionSender:
         if base_seq == seq:
             self.full_states += 1
         self._history[seq] = state
+        self._last_sent = state
         if len(self._history) > HISTORY:
             self._history.popitem(last=False)
         self.sent += 1
@@ -80,6 +123,29 @@ class PositionSender:
             return
         if self._baseline is None or seq16_newer(seq, self._baseline[0]):
             self._baseline = (seq, state)
+
+
+STEPS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
+"""Cell step of each facing direction 0-7 (0 north, counter-clockwise), as the
+game's client and server use them."""
+DIAGONAL_COST = 1.4  # a diagonal step takes this many times the speed (DOMAIN.md)
+
+
+def predict(state: PositionState, tick: int) -> tuple[int, int]:
+    """Dead reckoning: the cell a player in ``state`` reaches by ``tick`` walking
+    straight on (the cell it is on, when it stands)."""
+    if not state.moving or tick <= state.tick:
+        return state.x, state.y
+    dx, dy = STEPS[state.dir]
+    step_ms = state.speed * (DIAGONAL_COST if dx and dy else 1.0)
+    steps = int((tick - state.tick) // step_ms)
+    return state.x + dx * steps, state.y + dy * steps
+
+
+def _same_place(a: PositionState, b: PositionState) -> bool:
+    """Equal but for the clock."""
+    return (a.x == b.x and a.y == b.y and a.dir == b.dir and a.moving == b.moving
+            and a.map == b.map and a.speed == b.speed)
 
 
 class PositionReceiver:

@@ -44,7 +44,7 @@ _REKEY_AFTER_TIME = {
 class SessionConfig:
     handshake_timeout: float = 5.0  # seconds to complete a first handshake
     inactive_timeout: float = 60.0  # seconds without an authenticated packet
-    ping_interval: float = 2.0  # seconds between PINGs (RTT and liveness)
+    ping_interval: float = 5.0  # seconds between PINGs (RTT, liveness, NAT keepalive < 25 s)
     handshake_retry_initial: float = 0.25  # first handshake retransmission
     handshake_retry_max: float = 1.0  # retransmission backoff cap
     encryption_level: EncryptionLevel = EncryptionLevel.HIGH
@@ -72,7 +72,7 @@ class SessionConfig:
     # retransmission timeout per RFC 6298 within [rto_min, rto_max], rto_initial
     # before any RTT sample.
     ack_delay: float = 0.01
-    position_ack_delay: float = 0.1
+    position_ack_delay: float = 0.5  # the peer's own positions usually carry it sooner
     rto_initial: float = 0.5
     rto_min: float = 0.05
     rto_max: float = 2.0

@@ -146,6 +146,8 @@ class Session:
             rtt_sample=self.rtt.add_sample,
         )
         self._coalesce = config.coalesce_delay
+        # a link must hear from its peer well within inactive_timeout
+        self._ping_interval = min(config.ping_interval, config.inactive_timeout / 3)
         self._flush_at: float | None = None  # new data waits for company until then
         self._ack_at: float | None = None  # reliable data to acknowledge
         self._position_ack_at: float | None = None
@@ -288,7 +290,7 @@ class Session:
         if not self.established:
             self.established = True
             self.known_to_app = True
-            self._next_ping = now + self._config.ping_interval
+            self._next_ping = now + self._ping_interval
             self._emit(SessionEstablished(self.peer, self.address, keypair.initiator,
                                              self.certificate))
 
@@ -639,7 +641,7 @@ class Session:
             if self._next_ping is not None and now >= self._next_ping:
                 self._send_ping(now)
                 self._next_ping = now + (
-                    config.ping_interval if current.received_any
+                    self._ping_interval if current.received_any
                     else config.handshake_retry_initial
                 )
         if self._next_retry is not None and now >= self._next_retry:
