@@ -29,23 +29,19 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from p2pd.channels.position_codec import PositionState  # noqa: E402
-from p2pd.channels.positions import STEPS  # noqa: E402
-from p2pd.crypto.identity import Identity  # noqa: E402
-from p2pd.crypto.transport import OVERHEAD  # noqa: E402
-from p2pd.ipc.messages import Position  # noqa: E402
-from p2pd.ipc.peer_codec import encode_peer_event  # noqa: E402
-from p2pd.session.config import EncryptionLevel, SessionConfig  # noqa: E402
-from p2pd.session.endpoint import Endpoint  # noqa: E402
-from p2pd.session.events import SessionEstablished  # noqa: E402
-from p2pd.sim.network import LinkProfile, SimNetwork, Simulation  # noqa: E402
-from p2pd.sim.nodes import EndpointNode  # noqa: E402
+from p2pd.channels.position_codec import PositionState
+from p2pd.channels.positions import STEPS
+from p2pd.crypto.identity import Identity
+from p2pd.crypto.transport import OVERHEAD
+from p2pd.ipc.messages import Position
+from p2pd.ipc.peer_codec import encode_peer_event
+from p2pd.session.config import EncryptionLevel, SessionConfig
+from p2pd.session.endpoint import Endpoint
+from p2pd.session.events import SessionEstablished
+from p2pd.sim.network import LinkProfile, SimNetwork, Simulation
+from p2pd.sim.nodes import EndpointNode
 
 PLAYERS = 11  # each linked to the 10 others
 RATE = 5.0  # position updates per second per peer
