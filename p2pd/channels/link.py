@@ -53,6 +53,7 @@ _ACK = int(PacketType.ACK)
 _POSITION_ACK = int(PacketType.POSITION_ACK)
 _FRAGMENT = int(PacketType.FRAGMENT)
 _pack_frame_header = FRAME_HEADER.pack
+_FRAME_HEADER_SIZE = FRAME_HEADER.size
 
 DeliverMessage = Callable[[int, bytes], None]
 DeliverPosition = Callable[[PositionState], None]
@@ -87,7 +88,8 @@ class ChannelLink:
         self.environment_in = LatestValueReceiver(Channel.ENVIRONMENT, max_message)
         self.positions_out = PositionSender()
         self.positions_in = PositionReceiver()
-        self._effects: deque[tuple[bytes, float]] = deque()
+        self._effects: deque[bytes] = deque()  # frames, oldest first
+        self._effect_times: deque[float] = deque()  # when each was queued
         self._effect_bytes = 0
         self._effect_max_wait = effect_max_wait
         self._control: list[bytes] = []
@@ -98,6 +100,8 @@ class ChannelLink:
         self.effects_expired = 0
         self.effects_dropped = 0  # the effect queue was full
         self.data_frames = 0  # data frames the last build() took
+        self.new_bytes = 0  # about pending_bytes(), kept up to date cheaply
+        self._effect_room = room - ACK_RESERVE
 
     # -- the sending side ----------------------------------------------------
 
@@ -105,19 +109,24 @@ class ChannelLink:
         """Queue one application message. Raises SendQueueFull, or ValueError when a
         message cannot travel at all (too large, a latest-value message without key)."""
         if packet_type == _EFFECT:
-            size = len(payload) + FRAME_HEADER.size
-            if size > self.room - ACK_RESERVE:
+            size = len(payload) + _FRAME_HEADER_SIZE
+            if size > self._effect_room:
                 raise ValueError(
                     f"effect of {len(payload)} bytes exceeds the"
-                    f" {self.room - ACK_RESERVE - FRAME_HEADER.size} bytes an unreliable"
+                    f" {self._effect_room - _FRAME_HEADER_SIZE} bytes an unreliable"
                     " message may take"
                 )
-            if len(self._effects) >= MAX_EFFECTS:
-                dropped, _ = self._effects.popleft()
+            effects = self._effects
+            if len(effects) >= MAX_EFFECTS:
+                dropped = effects.popleft()
+                self._effect_times.popleft()
                 self._effect_bytes -= len(dropped)
+                self.new_bytes -= len(dropped)
                 self.effects_dropped += 1
-            self._effects.append((_pack_frame_header(_EFFECT, len(payload)) + payload, now))
+            effects.append(_pack_frame_header(_EFFECT, size - _FRAME_HEADER_SIZE) + payload)
+            self._effect_times.append(now)
             self._effect_bytes += size
+            self.new_bytes += size
             return
         channel = CHANNEL_OF_TYPE.get(packet_type)
         if channel is None:
@@ -126,9 +135,11 @@ class ChannelLink:
             raise ValueError(f"message of {len(payload)} bytes exceeds max_message_size"
                              f" ({self.max_message})")
         self.senders[channel].queue(payload, key if channel is Channel.ENVIRONMENT else None)
+        self.new_bytes += len(payload) + _FRAME_HEADER_SIZE
 
     def queue_position(self, state: PositionState) -> None:
         self.positions_out.queue(state)
+        self.new_bytes = self.pending_bytes()
 
     def queue_control(self, packet_type: int, body: bytes, *, last: bool = False) -> None:
         """A control frame for the next datagram; ``last``: after every data frame
@@ -210,21 +221,27 @@ class ChannelLink:
                 used += len(frame_or_none)
         effects = self._effects
         if effects:
+            times = self._effect_times
             oldest = now - self._effect_max_wait
-            while effects:
-                frame, stamp = effects[0]
-                if stamp < oldest:
-                    effects.popleft()
-                    self._effect_bytes -= len(frame)
-                    self.effects_expired += 1
-                    continue
-                if used + len(frame) > room:
+            while times and times[0] < oldest:  # queued in time order: expired ones lead
+                times.popleft()
+                self._effect_bytes -= len(effects.popleft())
+                self.effects_expired += 1
+            count = taken = 0
+            for frame in effects:
+                size = len(frame)
+                if used + size > room:
                     break
-                effects.popleft()
-                self._effect_bytes -= len(frame)
                 out.append(frame)
-                used += len(frame)
+                used += size
+                taken += size
+                count += 1
+            for _ in range(count):
+                effects.popleft()
+                times.popleft()
+            self._effect_bytes -= taken
         self.data_frames = len(out) - controls
+        self.new_bytes = self.pending_bytes()
         if self._trailer and not self.has_data(now):
             out += self._trailer
             self._trailer.clear()

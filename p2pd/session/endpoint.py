@@ -56,6 +56,7 @@ MAX_REMEMBERED_PEERS = 4096  # handshake timestamps and static-static secrets ke
 _INDEX = struct.Struct(">I")
 _ENCRYPTED = int(Flag.ENCRYPTED)
 _MESSAGE_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES) - {int(PacketType.POSITION_UPDATE)}
+_ENVIRONMENTAL = int(PacketType.ENVIRONMENTAL)
 _REQUEST = int(PacketType.HANDSHAKE_REQUEST)
 _RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)
 
@@ -164,9 +165,13 @@ class Endpoint:
         if packet_type not in _MESSAGE_TYPE_IDS:
             raise SessionError(f"{packet_type!r} is not an application message type"
                                " (positions go through send_position)")
-        if (key is None) != (packet_type != PacketType.ENVIRONMENTAL):
+        if (key is not None or packet_type == _ENVIRONMENTAL) and (
+                key is None or packet_type != _ENVIRONMENTAL):
             raise SessionError("ENVIRONMENTAL messages, and only they, need a key")
-        self._session(peer).send_message(packet_type, payload, now, key)
+        session = self._sessions.get(peer)
+        if session is None:
+            raise SessionError(f"no session with peer {peer.hex()[:16]}")
+        session.send_message(packet_type, payload, now, key)
 
     def send_position(self, peer: bytes, state: PositionState, now: float) -> None:
         """Queue this side's newest position for ``peer`` (unreliable, sequenced,

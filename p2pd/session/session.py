@@ -67,6 +67,8 @@ _SEALED = int(PacketType.SEALED)
 _TYPE_BY_ID = {int(t): t for t in PacketType}
 _DATA_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES)
 _PING_ID = int(PacketType.PING)
+_EFFECT_TYPE = PacketType.VISUAL_EFFECT
+_EFFECT = int(_EFFECT_TYPE)
 _SEALED_FLAGS = int(Flag.ENCRYPTED | Flag.BATCHED)
 
 __all__ = ["MessageTooLarge", "SendQueueFull", "Session"]
@@ -340,8 +342,13 @@ class Session:
             self._on_control(packet_type, plaintext, now)
             return
         on_frame = self.link.on_frame
+        emit = self._emit
+        peer = self.peer
         pinged = False
         for frame_type, body in decode_frames_untrusted(plaintext):
+            if frame_type == _EFFECT:  # the commonest frame, handled inline
+                emit(MessageReceived(peer, _EFFECT_TYPE, body))
+                continue
             if on_frame(frame_type, body, now):
                 continue
             if frame_type == _PING_ID:
@@ -406,11 +413,18 @@ class Session:
         datagram's worth is waiting, at ``flush()``, or ``coalesce_delay`` after
         the first of it was queued; before keys exist it waits in the channels.
         """
+        link = self.link
         try:
-            self.link.queue(packet_type, payload, key, now)
+            link.queue(packet_type, payload, key, now)
         except ValueError as error:
             raise MessageTooLarge(str(error)) from None
-        self._data_queued(now)
+        if not self._coalesce:
+            self.pump(now)
+            return
+        if link.new_bytes >= self._room:
+            self.pump(now, full_only=True)
+        if self._flush_at is None and self._keys_usable():
+            self._flush_at = now + self._coalesce
 
     def send_position(self, state: PositionState, now: float) -> None:
         """Queue this side's newest position; an unsent older one is superseded."""
@@ -421,7 +435,7 @@ class Session:
         if not self._coalesce:
             self.pump(now)
             return
-        if self.link.pending_bytes() >= self._room:
+        if self.link.new_bytes >= self._room:
             self.pump(now, full_only=True)
         if self._flush_at is None and self._keys_usable():
             self._flush_at = now + self._coalesce
@@ -458,7 +472,7 @@ class Session:
         room = self._room
         self._wake_at = None
         while True:
-            if full_only and link.pending_bytes() < room:
+            if full_only and link.new_bytes < room:
                 break
             data = ((budget is None or budget.balance(now) > 0)
                     and (shared is None or shared.balance(now) > 0))
