@@ -57,6 +57,7 @@ class PeerLink:
     positions: TokenBucket
     effects: TokenBucket
     last_position: PositionState | None = None  # the last one sent to this peer
+    position: PositionState | None = None  # the peer's, as last received
     quality: float = 1.0  # adaptive quality factor of the position and effect rates
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
@@ -89,6 +90,7 @@ class Node:
         self.events_limited: Counter[str] = Counter()
         self.events_invalid = 0
         self.dropped_while_disabled = 0  # datagrams that arrived with enabled=false
+        self.own_position: PositionState | None = None  # this player's, as the client sent it
 
     @property
     def enabled(self) -> bool:
@@ -160,6 +162,7 @@ class Node:
         if isinstance(event, Position):
             state = PositionState(event.map, event.x, event.y, event.dir, event.speed,
                                   event.moving, event.tick)
+            self._set_own_position(state)
             for key in chosen:
                 link = self._links[key]
                 if not self._position_allowed(link, state, now):
@@ -254,11 +257,26 @@ class Node:
         self.events_received[game_event.OP] += 1
         self._notify(game_event_to_message(game_event, event.peer.hex()))
 
+    def _set_own_position(self, state: PositionState) -> None:
+        old = self.own_position
+        self.own_position = state
+        if old is None or (old.x, old.y, old.map) != (state.x, state.y, state.map):
+            for link in self._links.values():
+                self._prioritize(link)
+
+    def _prioritize(self, link: PeerLink) -> None:
+        """Nearer peers first when the shared budget is short (spec 3.3)."""
+        self.endpoint.set_priority(link.key, proximity_weight(self.own_position, link.position))
+
     def _on_position(self, event: PositionReceived) -> None:
         link = self._links.get(event.peer)
         if link is None:
             return
         state = event.state
+        moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
+        link.position = state
+        if moved:
+            self._prioritize(link)
         position = Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
                             speed=state.speed, moving=state.moving, tick=state.tick)
         link.received[Position.OP] += 1
@@ -281,6 +299,7 @@ class Node:
             positions=TokenBucket(p2p.position_update_rate, p2p.position_update_rate, now),
             effects=TokenBucket(p2p.effect_update_rate, p2p.effect_update_rate, now),
         )
+        self._prioritize(self._links[event.peer])
         self._notify(peer_joined_event(event.peer.hex(), format_address(event.address)))
 
     def _on_closed(self, event: SessionClosed) -> None:
@@ -397,6 +416,20 @@ class Node:
 
 _NOT_DECODE = frozenset({"auth_failed", "bad_mac", "handshake_failed", "replayed",
                          "handshake_replayed", "queue_full", "peer_refused"})
+
+
+VIEW_RANGE = 14  # cells each way the game shows a player (AREA_SIZE, DOMAIN.md)
+
+
+def proximity_weight(own: PositionState | None, peer: PositionState | None) -> float:
+    """1 for a peer on this player's cell, 0.5 at the edge of view range, falling
+    beyond; 0.05 on another map; 0.25 while either position is unknown."""
+    if own is None or peer is None:
+        return 0.25
+    if own.map != peer.map:
+        return 0.05
+    distance = max(abs(own.x - peer.x), abs(own.y - peer.y))  # cells, as the game counts
+    return 1.0 / (1.0 + distance / VIEW_RANGE)
 
 
 def _latest_value_key(event: GameEvent) -> bytes | None:

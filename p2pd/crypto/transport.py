@@ -115,6 +115,11 @@ class Keypair:
         return plaintext
 
     @property
+    def packets_expected(self) -> int:
+        """Packets the peer sent under this keypair, as far as this side can tell."""
+        return self._replay.highest + 1
+
+    @property
     def inbound_loss(self) -> float:
         """Share of the peer's packets under this keypair that never arrived (so far)."""
         sent = self._replay.highest + 1

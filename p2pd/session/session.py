@@ -165,6 +165,8 @@ class Session:
         self.quality = QualityController()
         self._loss_marks = (0, 0)  # (parts sent, retransmissions) at the last quality update
         self.outbound_loss = 0.0  # smoothed share of reliable parts retransmitted
+        self._inbound_marks: tuple[Keypair | None, int, int] = (None, 0, 0)
+        self.inbound_loss = 0.0  # smoothed share of the peer's packets that did not arrive
         self.priority = 1.0  # weight in the accumulator (nearer peers: higher)
         self.accumulated = 0.0  # priority accumulated while waiting for the shared budget
 
@@ -538,10 +540,18 @@ class Session:
             self.outbound_loss = 0.5 * self.outbound_loss + 0.5 * share
             self._loss_marks = (sends, retransmissions)
         current = self.current
-        inbound = current.inbound_loss if current is not None else 0.0
+        if current is not None:
+            expected = current.packets_expected
+            keypair, seen, opened = self._inbound_marks
+            if keypair is not current:
+                self._inbound_marks = (current, expected, current.opened)
+            elif expected - seen >= 20:
+                share = 1.0 - (current.opened - opened) / (expected - seen)
+                self.inbound_loss = 0.5 * self.inbound_loss + 0.5 * max(share, 0.0)
+                self._inbound_marks = (current, expected, current.opened)
         rtt = self.rtt
         return self.quality.update(PathSignals(
-            loss=max(inbound, self.outbound_loss),
+            loss=max(self.inbound_loss, self.outbound_loss),
             srtt=rtt.smoothed,
             min_rtt=rtt.min,
             budget_short=self.last_blocked is not None and now - self.last_blocked < 1.0,

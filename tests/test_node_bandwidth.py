@@ -1,0 +1,117 @@
+"""The node's bandwidth policy (spec 3.3) on the simulated network, in virtual time:
+adaptive quality of position and effect rates, and nearer peers first."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from p2pd.channels.position_codec import PositionState
+from p2pd.config import DaemonConfig, P2PSettings
+from p2pd.crypto.identity import Identity
+from p2pd.ipc.messages import Chat, Position
+from p2pd.node import Node, proximity_weight
+from p2pd.sim.network import LinkProfile, SimNetwork, Simulation
+
+A_ADDR = ("10.2.0.1", 7000)
+B_ADDR = ("10.2.0.2", 7000)
+
+
+class SimNode:
+    """A Node at an address, as the Simulation drives it."""
+
+    def __init__(self, address: tuple[str, int], node: Node) -> None:
+        self.address = address
+        self.node = node
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        self.node.receive_datagram(data, addr, now)
+
+    def handle_timer(self, now: float) -> None:
+        self.node.handle_timer(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        return self.node.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        return self.node.get_timer()
+
+
+def make_node(rng: random.Random, address: tuple[str, int], **p2p: object) -> SimNode:
+    config = DaemonConfig(source=Path("test.ini"), p2p=P2PSettings(**p2p))  # type: ignore[arg-type]
+    return SimNode(address, Node(config, Identity.from_private_bytes(rng.randbytes(32)),
+                                 random_bytes=random.Random(rng.random()).randbytes))
+
+
+def linked(net: SimNetwork, count: int = 2, **p2p: object) -> tuple[Simulation, list[SimNode]]:
+    rng = random.Random(3)
+    nodes = [make_node(rng, (f"10.2.0.{i + 1}", 7000), **p2p) for i in range(count)]
+    sim = Simulation(net, nodes)
+    hub = nodes[0].node
+    for other in nodes[1:]:
+        hub.connect(other.address, other.node.public_key, sim.now)
+
+    def all_linked() -> bool:
+        return all(
+            len(n.node.peers(sim.now)) == (count - 1 if n is nodes[0] else 1)
+            and all(p["state"] == "established" for p in n.node.peers(sim.now))
+            for n in nodes)
+
+    assert sim.run_while(lambda: not all_linked(), 10.0)
+    return sim, nodes
+
+
+def position(x: int, tick: int) -> Position:
+    return Position(id=1, map="prontera", x=x, y=100, dir=6, moving=True, tick=tick)
+
+
+def test_loss_lowers_the_position_rate_first_and_it_recovers_when_the_path_clears() -> None:
+    net = SimNetwork(5, LinkProfile(delay=0.02))
+    sim, (a, b) = linked(net, position_update_rate=10.0)
+    peer = b.node.public_key
+    sent_per_phase = []
+    for profile in (LinkProfile(delay=0.02), LinkProfile(delay=0.02, loss=0.3),
+                    LinkProfile(delay=0.02)):
+        net.set_path(A_ADDR, B_ADDR, profile)
+        sent = 0
+        start = sim.now
+        for i in range(300):  # 15 s: positions at 20/s, chat at 20/s
+            now = start + i * 0.05
+            sim.run_until(now)
+            sent += a.node.send_event(position(i % 300, int(now * 1000)), (), now)["sent"]
+            a.node.send_event(Chat(id=2, text=f"line {i}"), (), now)
+        sent_per_phase.append((sent, a.node.endpoint.quality(peer, sim.now)))
+    (clean, q_clean), (lossy, q_lossy), (cleared, q_cleared) = sent_per_phase
+    assert q_clean == 1.0 and q_lossy < 1.0 and q_cleared == 1.0
+    assert lossy < 0.8 * clean  # positions throttled while the path lost packets
+    assert cleared > lossy
+    # reliable data was never throttled: every chat line arrived, in order
+    sim.run_until(sim.now + 2.0)
+    chats = [m["text"] for m in b.node.take_notifications() if m.get("event") == "chat"]
+    assert chats == [f"line {i}" for i in range(300)] * 3
+
+
+def test_peers_are_prioritized_by_distance_in_cells() -> None:
+    own = PositionState("prontera", 100, 100, 0, 150, False, 0)
+    near = PositionState("prontera", 102, 99, 0, 150, False, 0)
+    edge = PositionState("prontera", 114, 100, 0, 150, False, 0)
+    far = PositionState("prontera", 150, 150, 0, 150, False, 0)
+    elsewhere = PositionState("geffen", 100, 100, 0, 150, False, 0)
+    weights = [proximity_weight(own, p) for p in (own, near, edge, far, elsewhere)]
+    assert weights == sorted(weights, reverse=True)
+    assert weights[0] == 1.0 and weights[2] == 0.5
+    assert proximity_weight(None, near) == proximity_weight(own, None) == 0.25
+
+
+def test_the_node_gives_nearer_peers_more_weight_as_positions_arrive() -> None:
+    net = SimNetwork(6, LinkProfile(delay=0.01))
+    sim, nodes = linked(net, count=3)
+    hub = nodes[0].node
+    now = sim.now
+    hub.send_event(position(100, 1), (), now)
+    nodes[1].node.send_event(position(101, 1), (), now)  # one cell away
+    nodes[2].node.send_event(position(140, 1), (), now)  # 40 cells away
+    sim.run_until(now + 0.5)
+    sessions = hub.endpoint._sessions
+    near, far = (sessions[n.node.public_key].priority for n in nodes[1:])
+    assert near > far
