@@ -1,4 +1,8 @@
-"""Cost of moving one 40-byte position update through the protocol core.
+"""Cost of moving one small unreliable message (about 40 bytes) through the protocol core.
+
+Positions now travel delta-coded on their own channel (bench/bandwidth.py
+measures them); this measures the plain unreliable path every small message
+shares: a VISUAL_EFFECT-typed message carrying a 40-byte msgpack record.
 
 Measures, in one run:
 - core: the sender's ``Endpoint.send`` (frame, compression decision, seal) and
@@ -64,7 +68,7 @@ def endpoint_pair(level: EncryptionLevel, seed: int = 1) -> tuple[Endpoint, Endp
 def core_round(level: EncryptionLevel) -> Callable[[int], None]:
     a, b = endpoint_pair(level)
     peer = b.identity.public_key
-    position = PacketType.POSITION_UPDATE
+    position = PacketType.VISUAL_EFFECT  # unreliable, no channel header
     pack, unpack = msgpack.packb, msgpack.unpackb
 
     def run(n: int) -> None:

@@ -100,6 +100,7 @@ class ChannelLink:
         self.effects_expired = 0
         self.effects_dropped = 0  # the effect queue was full
         self.data_frames = 0  # data frames the last build() took
+        self._reliable_busy = False  # a reliable channel has something queued or in flight
         self.new_bytes = 0  # about pending_bytes(), kept up to date cheaply
         self._effect_room = room - ACK_RESERVE
 
@@ -135,6 +136,7 @@ class ChannelLink:
             raise ValueError(f"message of {len(payload)} bytes exceeds max_message_size"
                              f" ({self.max_message})")
         self.senders[channel].queue(payload, key if channel is Channel.ENVIRONMENT else None)
+        self._reliable_busy = True
         self.new_bytes += len(payload) + _FRAME_HEADER_SIZE
 
     def queue_position(self, state: PositionState) -> None:
@@ -157,8 +159,9 @@ class ChannelLink:
     def pending_bytes(self) -> int:
         """New data waiting to be sent (approximate frame bytes)."""
         total = self._effect_bytes
-        for sender in self._sender_list:
-            total += sender.queued_bytes
+        if self._reliable_busy:
+            for sender in self._sender_list:
+                total += sender.queued_bytes
         if self.positions_out.pending is not None:
             total += 24
         return total
@@ -167,13 +170,15 @@ class ChannelLink:
         """Something sendable now: new data or due retransmissions."""
         if self._effects or self.positions_out.pending is not None:
             return True
-        return any(sender.can_send_new() or sender.has_due(now) for sender in self._sender_list)
+        return self._reliable_busy and any(
+            sender.can_send_new() or sender.has_due(now) for sender in self._sender_list)
 
     def data_class(self) -> int:
         """0: reliable data waits, 1: a position, 2: effects only, 3: nothing."""
-        for sender in self._sender_list:
-            if sender.can_send_new() or sender.next_due() is not None:
-                return 0
+        if self._reliable_busy:
+            for sender in self._sender_list:
+                if sender.can_send_new() or sender.next_due() is not None:
+                    return 0
         if self.positions_out.pending is not None:
             return 1
         return 2 if self._effects else 3
@@ -189,12 +194,15 @@ class ChannelLink:
         """Frames for one datagram: control and acks always, data when ``data``."""
         out = self._control
         self._control = []
-        used = sum(len(f) for f in out)
-        for receiver in (self.chat_in, self.ai_in, self.environment_in):
-            if receiver.ack_pending:
-                frame = receiver.ack_frame()
-                out.append(frame)
-                used += len(frame)
+        used = 0
+        for frame in out:
+            used += len(frame)
+        if self.chat_in.ack_pending or self.ai_in.ack_pending or self.environment_in.ack_pending:
+            for receiver in (self.chat_in, self.ai_in, self.environment_in):
+                if receiver.ack_pending:
+                    frame = receiver.ack_frame()
+                    out.append(frame)
+                    used += len(frame)
         if self.positions_in.ack_pending:
             frame_or_none = self.positions_in.ack_frame()
             if frame_or_none is not None:
@@ -207,12 +215,15 @@ class ChannelLink:
             return out
         controls = len(out)
         room = self.room
-        for sender in self._sender_list:
-            if sender.has_due(now):
-                used += sender.take_retransmissions(now, room - used, out)
-        for sender in self._sender_list:
-            if sender.can_send_new():
-                used += sender.take_new(now, room - used, out)
+        if self._reliable_busy:
+            senders = self._sender_list
+            for sender in senders:
+                if sender.has_due(now):
+                    used += sender.take_retransmissions(now, room - used, out)
+            for sender in senders:
+                if sender.can_send_new():
+                    used += sender.take_new(now, room - used, out)
+            self._reliable_busy = not all(sender.idle for sender in senders)
         positions = self.positions_out
         if positions.pending is not None and used + positions.frame_size() <= room:
             frame_or_none = positions.take()
@@ -248,6 +259,8 @@ class ChannelLink:
         return out
 
     def next_retransmission(self) -> float | None:
+        if not self._reliable_busy:
+            return None
         times = [t for s in self._sender_list if (t := s.next_due()) is not None]
         return min(times) if times else None
 
