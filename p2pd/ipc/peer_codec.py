@@ -1,4 +1,4 @@
-"""Game events between daemons: the payloads of packet types 0x0003-0x0007.
+"""Game events between daemons as msgpack payloads (types 0x0004-0x0007; positions below).
 
 A payload is one msgpack map with one-letter keys (below); fields at their
 default value are left out. The receiving daemon decodes it with the same
@@ -24,13 +24,26 @@ ENVIRONMENTAL 0x07     LegendData (c = 1)          c 1, a ai_entity_id, k kind,
 =====================  ==========================  ===================================
 
 (defaults in parentheses; such a key is left out when the value is the
-default, and a receiver accepts it either way.) A typical walking Position is
-about 35 bytes: see tests/test_ipc_messages.py.
+default, and a receiver accepts it either way.)
 
-A payload must fit one datagram (:data:`MAX_PEER_PAYLOAD`, the session's
-largest message, 1426 bytes); :func:`encode_peer_event` raises
-IpcError('too_large') for a bigger one, which the daemon passes on to the
-client.
+Positions do not travel in this form: the daemon hands a Position to the
+session as a :class:`~p2pd.channels.position_codec.PositionState`
+(``Endpoint.send_position``), which goes on the wire in the binary position
+coding of :mod:`p2pd.channels.position_codec` (a full state, 23 bytes on
+"prontera" with an epoch tick, then deltas against what the peer
+acknowledged, 4 bytes for a step), and comes back as a ``PositionReceived``
+event. The Position row above is what :func:`encode_peer_event` and
+:func:`decode_peer_event_untrusted` still do with a Position (about 35 bytes
+for a walking one: see tests/test_ipc_messages.py); no daemon sends it.
+
+:func:`encode_peer_event` raises IpcError('too_large') for a payload above
+``max_size``, by default :data:`MAX_PEER_PAYLOAD`: the session's largest
+frame body in one datagram, 1426 bytes (``MAX_MESSAGE``), which the daemon
+passes on to the client. That bound predates the channel layer: the session
+itself carries chat, AI and environment payloads of up to
+``max_message_size`` (64 KiB) in fragments, and an effect only up to 1097
+bytes (one datagram beside the acknowledgements; the session refuses a
+larger one with ``MessageTooLarge``).
 """
 
 from __future__ import annotations

@@ -18,14 +18,15 @@ AEAD_CONFIDENTIALITY_LIMIT = 1 << 23
 class EncryptionLevel(StrEnum):
     """What ``encryption_level`` buys. Every level encrypts and authenticates
     every packet after the handshake with AES-256-GCM; none puts chat or
-    positions readable on the wire. Higher levels also limit what an observer
-    learns from the traffic itself.
+    positions readable on the wire, and at every level every packet travels
+    as SEALED (a frame list), so the header never shows what it carries.
+    The levels differ in the forward secrecy window and in padding:
 
-    - low: packet types visible in the header; keys renewed every 10 minutes.
-    - medium: as low, keys renewed every 2 minutes (forward secrecy window).
-    - high: as medium, and every packet travels as SEALED, so the type is
-      hidden, and small packets are padded to 32-byte steps, so their size
-      does not tell a position from a chat line.
+    - low: keys renewed every 10 minutes.
+    - medium: keys renewed every 2 minutes.
+    - high: as medium, and frame lists that are not compressed are padded to
+      32-byte steps, so a small datagram's size does not tell a position
+      from a chat line.
     """
 
     LOW = "low"
