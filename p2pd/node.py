@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from p2pd.channels.quality import REDUCED_DETAIL
 from p2pd.config import DaemonConfig
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.errors import IpcError
-from p2pd.ipc.messages import Environment, GameEvent, LegendData, Position
+from p2pd.ipc.messages import MAP_NAME_PATTERN, Environment, GameEvent, LegendData, Position
 from p2pd.ipc.outgoing import (
     game_event_to_message,
     link_event,
@@ -44,6 +45,7 @@ from p2pd.session.rtt import percentile
 from p2pd.session.session import MessageTooLarge
 from p2pd.wire.types import PacketType
 
+_MAP_NAME = re.compile(MAP_NAME_PATTERN)
 MAX_NOTIFICATIONS = 10_000  # pushed events waiting for the IPC layer to take them
 
 
@@ -173,20 +175,23 @@ class Node:
                 link.sent[kind] += 1
                 sent += 1
         else:
-            packet_type, payload = encode_peer_event(event)
+            packet_type, payload = encode_peer_event(
+                event, endpoint.config.max_message_size)
             value_key = _latest_value_key(event)
             effect = packet_type == PacketType.VISUAL_EFFECT
+            for key in chosen:  # all or nothing: every target must take it
+                try:
+                    endpoint.check_send(key, packet_type, payload, value_key)
+                except MessageTooLarge as error:
+                    raise IpcError("too_large", str(error)) from None
+                except SendQueueFull as error:
+                    raise IpcError("busy", f"peer {key.hex()[:16]}: {error}", "to") from None
             for key in chosen:
                 link = self._links[key]
                 if effect and not self._effect_allowed(link, now):
                     limited += 1
                     continue
-                try:
-                    endpoint.send(key, packet_type, payload, now, value_key)
-                except MessageTooLarge as error:
-                    raise IpcError("too_large", str(error)) from None
-                except SendQueueFull as error:
-                    raise IpcError("busy", f"peer {key.hex()[:16]}: {error}", "to") from None
+                endpoint.send(key, packet_type, payload, now, value_key)
                 link.sent[kind] += 1
                 sent += 1
         self.events_sent[kind] += sent
@@ -273,6 +278,9 @@ class Node:
         if link is None:
             return
         state = event.state
+        if not _MAP_NAME.fullmatch(state.map):  # what a client could not send either
+            self.events_invalid += 1
+            return
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state
         if moved:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from p2pd.channels.position_codec import PositionState
 from p2pd.config import DaemonConfig, P2PSettings
 from p2pd.crypto.identity import Identity
-from p2pd.ipc.messages import Chat, Position
+from p2pd.ipc.errors import IpcError
+from p2pd.ipc.messages import Chat, LegendData, Position
 from p2pd.node import Node, proximity_weight
 from p2pd.sim.network import LinkProfile, SimNetwork, Simulation
 
@@ -115,3 +118,52 @@ def test_the_node_gives_nearer_peers_more_weight_as_positions_arrive() -> None:
     sessions = hub.endpoint._sessions
     near, far = (sessions[n.node.public_key].priority for n in nodes[1:])
     assert near > far
+
+
+def test_a_legend_record_larger_than_a_datagram_travels_in_fragments() -> None:
+    net = SimNetwork(7, LinkProfile(delay=0.01, loss=0.1))
+    sim, (a, b) = linked(net)
+    rng = random.Random(1)  # text that does not compress
+    dialogue = tuple((f"line{i}", rng.randbytes(1600).hex()) for i in range(8))
+    legend = LegendData(id=3, ai_entity_id=77, kind="dialogue", data=dialogue, version=1)
+    assert a.node.send_event(legend, (), sim.now) == {"sent": 1, "rate_limited": 0}
+    sim.run_until(sim.now + 5.0)
+    (got,) = [m for m in b.node.take_notifications() if m.get("event") == "legend"]
+    assert got["data"] == dict(dialogue) and got["ai_entity_id"] == 77
+    stats = a.node.endpoint.session_statistics(b.node.public_key)
+    assert stats.packets_sent > 12  # 25 KB of hex, compressed to about half: many datagrams
+
+
+def test_a_full_peer_queue_refuses_the_event_for_every_target() -> None:
+    net = SimNetwork(8, LinkProfile(delay=0.01))
+    sim, (hub, stuck, fine) = linked(net, count=3)
+    net.set_path(hub.address, stuck.address, LinkProfile(blackholes=((0.0, 1e9),)))
+    stuck_key, fine_key = stuck.node.public_key, fine.node.public_key
+    text = "x" * 500
+    busy = None
+    for i in range(2000):
+        try:
+            hub.node.send_event(Chat(id=i, text=text), (), sim.now)
+        except IpcError as error:
+            busy = error
+            break
+        sim.run_until(sim.now + 0.001)
+    assert busy is not None and busy.code == "busy" and stuck_key.hex()[:16] in busy.message
+    sent_before = dict(hub.node._links[fine_key].sent)
+    with pytest.raises(IpcError, match="busy"):
+        hub.node.send_event(Chat(id=9999, text=text), (), sim.now)
+    assert hub.node._links[fine_key].sent == sent_before  # nothing queued for anyone
+    # the peer that can hear still gets every line that was accepted, once, in order
+    sim.run_until(sim.now + 3.0)
+    lines = [m for m in fine.node.take_notifications() if m.get("event") == "chat"]
+    assert len(lines) == i
+
+
+def test_a_peer_position_with_an_impossible_map_name_is_counted_not_delivered() -> None:
+    net = SimNetwork(9, LinkProfile(delay=0.01))
+    sim, (a, b) = linked(net)
+    state = PositionState("Prontera!", 1, 2, 0, 150, False, 0)  # not a map name the game uses
+    a.node.endpoint.send_position(b.node.public_key, state, sim.now)
+    sim.run_until(sim.now + 0.5)
+    assert [m for m in b.node.take_notifications() if m.get("event") == "position"] == []
+    assert b.node.stats(sim.now)["errors"]["invalid_events"] == 1

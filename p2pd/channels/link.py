@@ -139,6 +139,24 @@ class ChannelLink:
         self._reliable_busy = True
         self.new_bytes += len(payload) + _FRAME_HEADER_SIZE
 
+    def check(self, packet_type: int, payload: bytes, key: bytes | None) -> None:
+        """Raise what queue() would raise for this message, queueing nothing."""
+        if packet_type == _EFFECT:
+            if len(payload) + _FRAME_HEADER_SIZE > self._effect_room:
+                raise ValueError(
+                    f"effect of {len(payload)} bytes exceeds the"
+                    f" {self._effect_room - _FRAME_HEADER_SIZE} bytes an unreliable"
+                    " message may take"
+                )
+            return
+        channel = CHANNEL_OF_TYPE.get(packet_type)
+        if channel is None:
+            raise ValueError(f"type 0x{packet_type:04x} is not a channel message")
+        if len(payload) > self.max_message:
+            raise ValueError(f"message of {len(payload)} bytes exceeds max_message_size"
+                             f" ({self.max_message})")
+        self.senders[channel].check(payload, key if channel is Channel.ENVIRONMENT else None)
+
     def queue_position(self, state: PositionState) -> None:
         self.positions_out.queue(state)
         self.new_bytes = self.pending_bytes()

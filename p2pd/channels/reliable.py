@@ -99,8 +99,8 @@ class ReliableSender:
 
     # -- queueing ------------------------------------------------------------
 
-    def queue(self, payload: bytes, key: bytes | None = None) -> None:
-        """Number ``payload`` (split into parts when it does not fit one datagram)."""
+    def _content(self, payload: bytes, key: bytes | None) -> tuple[bytes, int]:
+        """What the parts carry, and how many parts; raises as queue() does."""
         if self._latest_value:
             if key is None:
                 raise ValueError("a latest-value message needs a key")
@@ -112,11 +112,21 @@ class ReliableSender:
                 f"channel {self.channel.name.lower()} already holds {self._queued_bytes} unsent"
                 f" bytes (limit {self._max_queued_bytes})"
             )
-        size = self._part_size
-        count = max(1, -(-len(content) // size))
+        count = max(1, -(-len(content) // self._part_size))
         if count > MAX_FRAGMENTS:
             raise ValueError(f"message of {len(payload)} bytes needs more than"
                              f" {MAX_FRAGMENTS} fragments")
+        return content, count
+
+    def check(self, payload: bytes, key: bytes | None = None) -> None:
+        """Raise what queue() would raise, queueing nothing."""
+        self._content(payload, key)
+
+    def queue(self, payload: bytes, key: bytes | None = None) -> None:
+        """Number ``payload`` (split into parts when it does not fit one datagram).
+        Raises SendQueueFull, or ValueError for a message that cannot travel."""
+        content, count = self._content(payload, key)
+        size = self._part_size
         if key is not None:
             self._supersede(key)
         parts = []

@@ -37,13 +37,12 @@ event. The Position row above is what :func:`encode_peer_event` and
 for a walking one: see tests/test_ipc_messages.py); no daemon sends it.
 
 :func:`encode_peer_event` raises IpcError('too_large') for a payload above
-``max_size``, by default :data:`MAX_PEER_PAYLOAD`: the session's largest
-frame body in one datagram, 1426 bytes (``MAX_MESSAGE``), which the daemon
-passes on to the client. That bound predates the channel layer: the session
-itself carries chat, AI and environment payloads of up to
-``max_message_size`` (64 KiB) in fragments, and an effect only up to 1097
-bytes (one datagram beside the acknowledgements; the session refuses a
-larger one with ``MessageTooLarge``).
+``max_size``, by default :data:`MAX_PEER_PAYLOAD`, the session's default
+``max_message_size`` (64 KiB): what the reliable channels carry, in fragments
+when larger than a datagram. An effect travels unreliably and must fit one
+datagram, 1097 bytes beside the acknowledgements; the session refuses a
+larger one with ``MessageTooLarge``, which the daemon passes on to the
+client as ``too_large`` too.
 """
 
 from __future__ import annotations
@@ -65,10 +64,10 @@ from p2pd.ipc.messages import (
     Position,
     VisualEffect,
 )
-from p2pd.session.session import MAX_MESSAGE
+from p2pd.session.config import SessionConfig
 from p2pd.wire.types import PacketType
 
-MAX_PEER_PAYLOAD: Final = MAX_MESSAGE
+MAX_PEER_PAYLOAD: Final = SessionConfig().max_message_size
 ENVIRONMENT_CLASS_KEY: Final = "c"
 ENVIRONMENT_CLASS: Final = 0  # value of "c" for Environment
 LEGEND_CLASS: Final = 1  # value of "c" for LegendData

@@ -173,6 +173,18 @@ class Endpoint:
             raise SessionError(f"no session with peer {peer.hex()[:16]}")
         session.send_message(packet_type, payload, now, key)
 
+    def check_send(self, peer: bytes, packet_type: PacketType, payload: bytes,
+                   key: bytes | None = None) -> None:
+        """Raise what :meth:`send` would raise for this message, queueing nothing."""
+        if packet_type not in _MESSAGE_TYPE_IDS:
+            raise SessionError(f"{packet_type!r} is not an application message type")
+        try:
+            self._session(peer).link.check(packet_type, payload, key)
+        except SendQueueFull:
+            raise
+        except ValueError as error:
+            raise MessageTooLarge(str(error)) from None
+
     def send_position(self, peer: bytes, state: PositionState, now: float) -> None:
         """Queue this side's newest position for ``peer`` (unreliable, sequenced,
         delta-coded against the last position the peer acknowledged)."""

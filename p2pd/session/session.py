@@ -347,24 +347,26 @@ class Session:
         emit = self._emit
         peer = self.peer
         pinged = False
-        for frame_type, body in decode_frames_untrusted(plaintext):
-            if frame_type == _EFFECT:  # the commonest frame, handled inline
-                emit(MessageReceived(peer, _EFFECT_TYPE, body))
-                continue
-            if on_frame(frame_type, body, now):
-                continue
-            if frame_type == _PING_ID:
-                if pinged:
-                    continue  # one PONG per datagram: no amplification
-                pinged = True
-            self._on_control(frame_type, body, now)
-            if self.closed:
-                return
-        link = self.link
-        if self._ack_at is None and link.acks_pending():
-            self._ack_at = now + self._config.ack_delay
-        if self._position_ack_at is None and link.positions_in.ack_pending:
-            self._position_ack_at = now + self._config.position_ack_delay
+        try:
+            for frame_type, body in decode_frames_untrusted(plaintext):
+                if frame_type == _EFFECT:  # the commonest frame, handled inline
+                    emit(MessageReceived(peer, _EFFECT_TYPE, body))
+                    continue
+                if on_frame(frame_type, body, now):
+                    continue
+                if frame_type == _PING_ID:
+                    if pinged:
+                        continue  # one PONG per datagram: no amplification
+                    pinged = True
+                self._on_control(frame_type, body, now)
+                if self.closed:
+                    return
+        finally:  # frames taken before a malformed one are acknowledged all the same
+            link = self.link
+            if self._ack_at is None and link.acks_pending():
+                self._ack_at = now + self._config.ack_delay
+            if self._position_ack_at is None and link.positions_in.ack_pending:
+                self._position_ack_at = now + self._config.position_ack_delay
 
     def _deliver(self, packet_type: int, payload: bytes) -> None:
         self._emit(MessageReceived(self.peer, _TYPE_BY_ID[packet_type], payload))
