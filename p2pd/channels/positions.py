@@ -93,8 +93,10 @@ class PositionSender:
     def _encode(self, state: PositionState) -> tuple[int, bytes]:
         seq = self._seq
         baseline = self._baseline
-        if baseline is not None and (seq - baseline[0]) & 0xFFFF <= MAX_BASELINE_AGE:
-            return baseline[0], encode_position(state, baseline[1])
+        if baseline is not None:
+            if (seq - baseline[0]) & 0xFFFF <= MAX_BASELINE_AGE:
+                return baseline[0], encode_position(state, baseline[1])
+            self._baseline = None  # too old, for good: 16-bit ages wrap around
         return seq, encode_position(state, None)
 
     def take(self) -> bytes | None:

@@ -31,6 +31,7 @@ from p2pd.channels.frames import (
     FRAGMENT,
     FRAGMENT_FLOOR,
     MAX_FRAGMENTS,
+    MAX_KEY,
     SEQ,
     SEQ_FLOOR,
     TYPE_OF_CHANNEL,
@@ -42,6 +43,7 @@ from p2pd.channels.frames import (
 from p2pd.wire.errors import BadPacket, DropReason
 from p2pd.wire.frames import FRAME_HEADER
 
+SEQ_LIMIT = 0xFFFFFFFF  # the one u32 seq never used: next must stay a u32
 WINDOW = 128  # seqs a receiver accepts beyond its cumulative ack; a sender's flight
 FAST_RETRANSMIT_ACKS = 3  # acks that pass a part by before it is sent again
 MAX_KEYS = 4096  # latest-value keys a receiver remembers
@@ -271,7 +273,7 @@ class ReliableSender:
         if not flight:
             return []
         samples: list[float] = []
-        newest_acked_send = -1.0
+        newest_acked = (-1.0, -1)  # (last sent, seq) of the newest part acked now
         acked: list[int] = [seq for seq in flight if seq < next_seq]
         while bits:
             low = bits & -bits
@@ -283,7 +285,7 @@ class ReliableSender:
             part = flight.pop(seq)
             if part.sends == 1:
                 samples.append(now - part.first_sent)
-            newest_acked_send = max(newest_acked_send, part.last_sent)
+            newest_acked = max(newest_acked, (part.last_sent, part.seq))
             if part.key is not None:
                 parts = self._by_key.get(part.key)
                 if parts is not None and parts[-1].seq < self._queue_head() and all(
@@ -292,7 +294,7 @@ class ReliableSender:
         if acked:
             earliest: float | None = None
             for part in flight.values():
-                if part.last_sent < newest_acked_send:
+                if (part.last_sent, part.seq) < newest_acked:  # sent before it, still missing
                     part.missed += 1
                     if part.missed >= FAST_RETRANSMIT_ACKS:
                         part.due = now
@@ -316,6 +318,8 @@ class OrderedReceiver:
         self.beyond_window = 0
 
     def receive(self, seq: int, item: bytes | Fragment, deliver: Callable[[bytes], None]) -> None:
+        if seq >= SEQ_LIMIT:
+            raise BadPacket(DropReason.MALFORMED, f"seq {seq} out of range")
         self.ack_pending = True
         if seq < self.next or seq in self._buffer:
             self.duplicates += 1
@@ -328,7 +332,11 @@ class OrderedReceiver:
             self._drain(deliver)
 
     def _drain(self, deliver: Callable[[bytes], None]) -> None:
+        """Deliver every complete message from ``next`` on. A message that cannot be
+        delivered (inconsistent fragments, too large) is dropped whole, its seqs
+        passed, and the draining goes on; then BadPacket names the first problem."""
         buffer = self._buffer
+        problem = ""
         while self.next in buffer:
             item = buffer[self.next]
             if isinstance(item, bytes):
@@ -337,30 +345,31 @@ class OrderedReceiver:
                 deliver(item)
                 continue
             if item.index != 0:
-                raise self._broken(f"fragment {item.index} of {item.count} opens a message")
+                del buffer[self.next]
+                self.next += 1
+                problem = problem or f"fragment {item.index} of {item.count} opens a message"
+                continue
             last = self.next + item.count
             if any(seq not in buffer for seq in range(self.next + 1, last)):
-                return  # wait for the rest
+                break  # wait for the rest
             parts: list[bytes] = []
             for index, seq in enumerate(range(self.next, last)):
                 piece = buffer.pop(seq)
                 if (not isinstance(piece, Fragment) or piece.index != index
                         or piece.count != item.count):
-                    self.next = last
-                    raise self._broken(f"seq {seq} does not continue the message at {item.seq}")
-                parts.append(piece.part)
+                    problem = problem or f"seq {seq} does not continue the message at {item.seq}"
+                else:
+                    parts.append(piece.part)
             self.next = last
+            if len(parts) != item.count:
+                continue
             message = b"".join(parts)
             if len(message) > self._max_message:
-                raise self._broken(f"reassembled message of {len(message)} bytes")
+                problem = problem or f"reassembled message of {len(message)} bytes"
+                continue
             deliver(message)
-
-    def _broken(self, detail: str) -> BadPacket:
-        # skip what cannot be delivered, so the channel does not wedge
-        while self.next in self._buffer and isinstance(self._buffer[self.next], Fragment):
-            del self._buffer[self.next]
-            self.next += 1
-        return BadPacket(DropReason.MALFORMED, f"{self.channel.name.lower()}: {detail}")
+        if problem:
+            raise BadPacket(DropReason.MALFORMED, f"{self.channel.name.lower()}: {problem}")
 
     def ack_frame(self) -> bytes:
         self.ack_pending = False
@@ -399,6 +408,8 @@ class LatestValueReceiver:
 
     def receive(self, seq: int, floor: int, item: bytes | Fragment, now: float,
                 deliver: Callable[[bytes, bytes], None]) -> None:
+        if seq >= SEQ_LIMIT or floor >= SEQ_LIMIT:
+            raise BadPacket(DropReason.MALFORMED, f"seq {seq} or floor {floor} out of range")
         self.ack_pending = True
         if seq < self.next or seq in self._seen:
             self.duplicates += 1
@@ -430,7 +441,7 @@ class LatestValueReceiver:
         if item.index not in partial.parts:
             partial.parts[item.index] = item.part
             partial.size += len(item.part)
-        if partial.size > self._max_message:
+        if partial.size > self._max_message + 1 + MAX_KEY:  # the key travels in the content
             del self._partials[first]
             raise BadPacket(DropReason.MALFORMED, f"message at seq {first} exceeds the limit")
         if len(partial.parts) == partial.count:
