@@ -265,9 +265,13 @@ class ChannelLink:
                 used += size
                 taken += size
                 count += 1
-            for _ in range(count):
-                effects.popleft()
-                times.popleft()
+            if count == len(effects):  # all of them: the common case of a burst
+                effects.clear()
+                times.clear()
+            else:
+                for _ in range(count):
+                    effects.popleft()
+                    times.popleft()
             self._effect_bytes -= taken
         self.data_frames = len(out) - controls
         self.new_bytes = self.pending_bytes()
