@@ -40,6 +40,7 @@ from p2pd.channels.reliable import (
     SendQueueFull,
 )
 from p2pd.wire.frames import FRAME_HEADER
+from p2pd.wire.header import MAX_DATAGRAM
 from p2pd.wire.types import PacketType
 
 __all__ = ["ChannelLink", "SendQueueFull"]
@@ -54,6 +55,9 @@ _POSITION_ACK = int(PacketType.POSITION_ACK)
 _FRAGMENT = int(PacketType.FRAGMENT)
 _pack_frame_header = FRAME_HEADER.pack
 _FRAME_HEADER_SIZE = FRAME_HEADER.size
+# the header of an effect frame, by frame size (header included): one datagram at most
+_EFFECT_HEADERS = [b""] * _FRAME_HEADER_SIZE + [
+    _pack_frame_header(_EFFECT, n) for n in range(MAX_DATAGRAM - _FRAME_HEADER_SIZE)]
 
 DeliverMessage = Callable[[int, bytes], None]
 DeliverPosition = Callable[[PositionState], None]
@@ -90,7 +94,6 @@ class ChannelLink:
         self.positions_in = PositionReceiver()
         self._effects: deque[bytes] = deque()  # frames, oldest first
         self._effect_times: deque[float] = deque()  # when each was queued
-        self._effect_bytes = 0
         self._effect_max_wait = effect_max_wait
         self._control: list[bytes] = []
         self._trailer: list[bytes] = []
@@ -121,12 +124,10 @@ class ChannelLink:
             if len(effects) >= MAX_EFFECTS:
                 dropped = effects.popleft()
                 self._effect_times.popleft()
-                self._effect_bytes -= len(dropped)
                 self.new_bytes -= len(dropped)
                 self.effects_dropped += 1
-            effects.append(_pack_frame_header(_EFFECT, size - _FRAME_HEADER_SIZE) + payload)
+            effects.append(_EFFECT_HEADERS[size] + payload)
             self._effect_times.append(now)
-            self._effect_bytes += size
             self.new_bytes += size
             return
         channel = CHANNEL_OF_TYPE.get(packet_type)
@@ -176,7 +177,9 @@ class ChannelLink:
 
     def pending_bytes(self) -> int:
         """New data waiting to be sent (approximate frame bytes)."""
-        total = self._effect_bytes
+        total = 0
+        for frame in self._effects:
+            total += len(frame)
         if self._reliable_busy:
             for sender in self._sender_list:
                 total += sender.queued_bytes
@@ -254,16 +257,15 @@ class ChannelLink:
             oldest = now - self._effect_max_wait
             while times and times[0] < oldest:  # queued in time order: expired ones lead
                 times.popleft()
-                self._effect_bytes -= len(effects.popleft())
+                effects.popleft()
                 self.effects_expired += 1
-            count = taken = 0
+            count = 0
             for frame in effects:
                 size = len(frame)
                 if used + size > room:
                     break
                 out.append(frame)
                 used += size
-                taken += size
                 count += 1
             if count == len(effects):  # all of them: the common case of a burst
                 effects.clear()
@@ -272,7 +274,6 @@ class ChannelLink:
                 for _ in range(count):
                     effects.popleft()
                     times.popleft()
-            self._effect_bytes -= taken
         self.data_frames = len(out) - controls
         self.new_bytes = self.pending_bytes()
         if self._trailer and not self.has_data(now):
