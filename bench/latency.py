@@ -58,6 +58,7 @@ PING_WAIT = 20.0  # seconds at most spent waiting for them
 DAEMON_SETTINGS = {
     "log_level": "info",
     "bandwidth_limit": "100000",  # KB/s per peer
+    "total_bandwidth_limit": "1000000",  # KB/s, all peers
     "position_update_rate": "60",  # per second per peer
 }
 ECHO_FLAG = "--udp-echo-server"

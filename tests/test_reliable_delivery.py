@@ -308,3 +308,26 @@ def test_the_shared_budget_bounds_the_sum_over_peers_and_serves_reliable_data_fi
     # the accumulator lets every peer through; the nearer ones get more
     assert all(n > 0 for n in effects)
     assert effects[0] > effects[-1]
+
+
+def test_a_fast_sender_paces_its_datagrams_below_the_peers_allowance() -> None:
+    # 3000 chat lines in one second, each flushed at once: without pacing each
+    # would be a datagram, three times what the peer allows (incoming_packet_rate)
+    pair = make_pair(seed=13, profile=LinkProfile(delay=0.001))
+    connect(pair)
+    log = sent_log(pair.net, pair.a.address)
+    sent = []
+    start = pair.sim.now
+    for i in range(3000):
+        pair.sim.run_until(start + i / 3000)
+        text = f"fast {i}".encode()
+        sent.append(text)
+        pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, text, pair.sim.now)
+        pair.a.endpoint.flush(pair.sim.now)
+    pair.sim.run_until(start + 2.0)
+    assert [p for _, p in received(pair.b.events, PacketType.CHAT_MESSAGE)] == sent
+    config = SessionConfig()
+    per_second = max(sum(1 for t, _ in log if s <= t < s + 1.0) for s, _ in log)
+    assert per_second <= config.send_packet_rate * 1.05 < config.incoming_packet_rate
+    assert pair.b.endpoint.session_statistics(pair.a_key).drops == {}
+    assert pair.a.endpoint.session_statistics(pair.b_key).channels["retransmissions"] == 0

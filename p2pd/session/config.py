@@ -66,7 +66,11 @@ class SessionConfig:
     # most coalesce_delay seconds (0: every message goes alone, at once).
     coalesce_delay: float = 0.005
     batch_budget: int = 1200
-    incoming_packet_rate: float = 200.0
+    incoming_packet_rate: float = 2000.0
+    # Pacing: datagrams per second this side sends a peer; data beyond waits
+    # and shares later datagrams, so that a peer's allowance (above) is never
+    # what a well-behaved sender runs into.
+    send_packet_rate: float = 1000.0
     incoming_byte_rate: float = 2 * 50 * 1024  # twice spec 7's bandwidth_limit default
     # Reliable channels: acks leave at most ack_delay after reliable data came
     # in (position acks: position_ack_delay) unless data carries them sooner;
@@ -99,6 +103,7 @@ class SessionConfig:
             "max_sessions": self.max_sessions,
             "handshake_load_limit": self.handshake_load_limit,
             "incoming_packet_rate": self.incoming_packet_rate,
+            "send_packet_rate": self.send_packet_rate,
             "incoming_byte_rate": self.incoming_byte_rate,
         }
         for name, value in positive.items():

@@ -160,6 +160,9 @@ class Session:
             if config.send_rate is not None else None
         )
         self._shared: ByteBudget | None = endpoint.shared_budget
+        # pacing: datagrams per second, bursts of 50 ms worth
+        self._pacer = ByteBudget(config.send_packet_rate,
+                                 max(config.send_packet_rate * 0.05, 2.0), now)
         self.budget_blocked = 0  # times data had to wait for a budget
         self.last_blocked: float | None = None
         self.quality = QualityController()
@@ -473,13 +476,15 @@ class Session:
         link = self.link
         budget = self.budget
         shared = self._shared
+        pacer = self._pacer
         room = self._room
         self._wake_at = None
         while True:
             if full_only and link.new_bytes < room:
                 break
             data = ((budget is None or budget.balance(now) > 0)
-                    and (shared is None or shared.balance(now) > 0))
+                    and (shared is None or shared.balance(now) > 0)
+                    and pacer.balance(now) > 0)
             frames = link.build(now, data=data)
             if frames:
                 self._transmit_frames(keypair, b"".join(frames), now)
@@ -502,9 +507,9 @@ class Session:
         """Data waits for a budget: wake when it allows data again."""
         self.budget_blocked += 1
         self.last_blocked = now
-        wait = 0.0
+        wait = self._pacer.time_until_positive(now)
         if self.budget is not None:
-            wait = self.budget.time_until_positive(now)
+            wait = max(wait, self.budget.time_until_positive(now))
         if self._shared is not None:
             wait = max(wait, self._shared.time_until_positive(now))
             self.accumulated += self.priority
@@ -524,6 +529,7 @@ class Session:
         counters.packets_sent += 1
         size = len(datagram)
         counters.bytes_sent += size
+        self._pacer.spend(1, now)
         if self.budget is not None:
             self.budget.spend(size, now)
         if self._shared is not None:
