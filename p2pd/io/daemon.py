@@ -80,7 +80,10 @@ class Daemon:
                 frame = encode_message(message)
                 for client in list(self.clients):
                     client.push_event(name, frame)
-        if self.node.get_timer() != self._armed_deadline:
+        # Wake the timer loop only for an earlier deadline: at a later one (an ack
+        # moved a retransmission on) it wakes as armed, finds nothing due, re-arms.
+        deadline, armed = self.node.get_timer(), self._armed_deadline
+        if deadline is not None and (armed is None or deadline < armed):
             self._timer_changed.set()
 
     async def udp_loop(self) -> None:

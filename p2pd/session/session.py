@@ -99,7 +99,9 @@ class Session:
         self.known_to_app = False  # connect() was called or SessionEstablished sent
         self.certificate: bytes | None = None
         self.counters = Counters()
-        self.rtt = RttEstimator()
+        self.rtt = RttEstimator()  # PING to PONG: the link's latency, as reported
+        # data to ack, including the peer's ack delay: what retransmission waits for
+        self.ack_rtt = RttEstimator()
         self._peer_mac1_key = mac1_key(peer)
         self.cookie: bytes | None = None
         self.cookie_received_at = 0.0
@@ -145,7 +147,7 @@ class Session:
             rto_max=config.rto_max,
             deliver=self._deliver,
             deliver_position=self._deliver_position,
-            rtt_sample=self.rtt.add_sample,
+            rtt_sample=self.ack_rtt.add_sample,
         )
         self._coalesce = config.coalesce_delay
         # a link must hear from its peer well within inactive_timeout
@@ -485,6 +487,12 @@ class Session:
             data = ((budget is None or budget.balance(now) > 0)
                     and (shared is None or shared.balance(now) > 0)
                     and pacer.balance(now) > 0)
+            if not (data and link.has_data(now)) and not (
+                    link.has_control() or link.trailer_pending or self._acks_due(now)):
+                # nothing to send now but acknowledgements, which can wait for company
+                if not data and link.has_data(now):
+                    self._blocked(now)
+                break
             frames = link.build(now, data=data)
             if frames:
                 self._transmit_frames(keypair, b"".join(frames), now)
@@ -502,6 +510,11 @@ class Session:
             self._ack_at = None
         if not link.positions_in.ack_pending:
             self._position_ack_at = None
+
+    def _acks_due(self, now: float) -> bool:
+        ack_at, position_ack_at = self._ack_at, self._position_ack_at
+        return ((ack_at is not None and now >= ack_at)
+                or (position_ack_at is not None and now >= position_ack_at))
 
     def _blocked(self, now: float) -> None:
         """Data waits for a budget: wake when it allows data again."""
@@ -568,7 +581,7 @@ class Session:
     def rto(self) -> float:
         """Retransmission timeout (RFC 6298 2.2-2.4), within the configured bounds."""
         config = self._config
-        rtt = self.rtt
+        rtt = self.ack_rtt if self.ack_rtt.samples else self.rtt
         if rtt.smoothed is None or rtt.variance is None:
             return config.rto_initial
         rto = rtt.smoothed + max(0.01, 4 * rtt.variance)
