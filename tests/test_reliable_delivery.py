@@ -331,3 +331,30 @@ def test_a_fast_sender_paces_its_datagrams_below_the_peers_allowance() -> None:
     assert per_second <= config.send_packet_rate * 1.05 < config.incoming_packet_rate
     assert pair.b.endpoint.session_statistics(pair.a_key).drops == {}
     assert pair.a.endpoint.session_statistics(pair.b_key).channels["retransmissions"] == 0
+
+
+def test_acks_ride_on_data_or_leave_alone_after_ack_delay() -> None:
+    config = SessionConfig(ack_delay=0.01)
+    pair = make_pair(seed=14, profile=LinkProfile(delay=0.001), config=config)
+    connect(pair)
+    pair.sim.run_until(pair.sim.now + 0.1)
+    from_b = sent_log(pair.net, pair.b.address)
+    start = pair.sim.now
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"one", start)
+    pair.a.endpoint.flush(start)
+    pair.sim.run_until(start + 0.0105)  # arrived at 0.001; B flushed, has nothing to say
+    assert from_b == []  # the ack waits for company...
+    pair.sim.run_until(start + 0.0115)
+    assert len(from_b) == 1  # ...and leaves alone once ack_delay is over
+    pair.sim.run_until(start + 0.013)
+    assert pair.a.endpoint.session_statistics(pair.b_key).channels["in_flight"] == 0
+    # with data of its own to send, B's ack rides along: no datagram of its own
+    later = pair.sim.now
+    pair.a.endpoint.send(pair.b_key, PacketType.CHAT_MESSAGE, b"two", later)
+    pair.a.endpoint.flush(later)
+    pair.sim.run_until(later + 0.002)
+    pair.b.endpoint.send(pair.a_key, PacketType.VISUAL_EFFECT, b"reply", pair.sim.now)
+    pair.b.endpoint.flush(pair.sim.now)
+    pair.sim.run_until(later + 0.05)
+    assert len(from_b) == 2
+    assert pair.a.endpoint.session_statistics(pair.b_key).channels["in_flight"] == 0
