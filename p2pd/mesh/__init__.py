@@ -1,0 +1,1 @@
+"""The proximity mesh: which peers a daemon links with (pure policy, spec §1.2)."""
