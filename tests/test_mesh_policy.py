@@ -125,7 +125,7 @@ def test_settings_refuse_nonsense() -> None:
     for bad in ({"max_peers": 0}, {"backups": 9}, {"connect_radius": 0},
                 {"drop_margin": -1}, {"min_lifetime": -1.0}):
         with pytest.raises(ValueError):
-            MeshSettings(**bad)  # type: ignore[arg-type]
+            MeshSettings(**bad)
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets() -> None:
