@@ -1185,7 +1185,7 @@ def test_parsers_refuse_what_the_docstring_forbids() -> None:
         (parse_position_header_untrusted, b"\x00\x01\x00"),
         (parse_ack_untrusted, bytes(12)),
         (parse_ack_untrusted, bytes(14)),
-        (parse_ack_untrusted, b"\x03" + bytes(12)),  # unknown channel
+        (parse_ack_untrusted, bytes([len(Channel)]) + bytes(12)),  # unknown channel
         (parse_position_ack_untrusted, b"\x00"),
         (parse_position_ack_untrusted, b"\x00\x00\x00"),
         (parse_fragment_untrusted, bytes.fromhex("0003 00000001 0000 0002") + b"p"),  # type

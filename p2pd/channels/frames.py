@@ -8,6 +8,7 @@ Every data message now carries a small channel header in front of its payload
     VISUAL_EFFECT   0x0004  payload (unreliable, no header)
     CHAT_MESSAGE    0x0005  seq u32 | payload              (reliable, ordered)
     AI_INTERACTION  0x0006  seq u32 | payload              (reliable, ordered)
+    COORDINATOR     0x0020  seq u32 | payload              (reliable, ordered)
     ENVIRONMENTAL   0x0007  seq u32 | floor u32 | content  (reliable, latest value)
                             content = key length u8 | key | payload
     ACK             0x0013  channel u8 | next u32 | bits u64
@@ -41,19 +42,22 @@ class Channel(IntEnum):
     CHAT = 0
     AI = 1
     ENVIRONMENT = 2
+    CONTROL = 3  # daemon <-> coordinator
 
 
 CHANNEL_OF_TYPE: Final[dict[int, Channel]] = {
     int(PacketType.CHAT_MESSAGE): Channel.CHAT,
     int(PacketType.AI_INTERACTION): Channel.AI,
     int(PacketType.ENVIRONMENTAL): Channel.ENVIRONMENT,
+    int(PacketType.COORDINATOR): Channel.CONTROL,
 }
 TYPE_OF_CHANNEL: Final[dict[Channel, PacketType]] = {
     Channel.CHAT: PacketType.CHAT_MESSAGE,
     Channel.AI: PacketType.AI_INTERACTION,
     Channel.ENVIRONMENT: PacketType.ENVIRONMENTAL,
+    Channel.CONTROL: PacketType.COORDINATOR,
 }
-ORDERED_CHANNELS: Final = frozenset({Channel.CHAT, Channel.AI})
+ORDERED_CHANNELS: Final = frozenset({Channel.CHAT, Channel.AI, Channel.CONTROL})
 
 SEQ = struct.Struct(">I")
 SEQ_FLOOR = struct.Struct(">II")

@@ -22,6 +22,7 @@ from p2pd.channels.frames import (
     CHANNEL_OF_TYPE,
     FRAGMENT_FLOOR,
     ORDERED_CHANNELS,
+    TYPE_OF_CHANNEL,
     Channel,
     Fragment,
     parse_ack_untrusted,
@@ -45,7 +46,11 @@ from p2pd.wire.types import PacketType
 
 __all__ = ["ChannelLink", "SendQueueFull"]
 
-ACK_RESERVE = 3 * (FRAME_HEADER.size + 13) + FRAME_HEADER.size + 2  # every ack frame at once
+# Room kept for acknowledgements beside the largest data frame: three channel
+# ACKs and a POSITION_ACK (a link between daemons acks at most chat, AI and
+# environment; one with the coordinator only its control channel). Should more
+# be due at once, the data frame waits for the next datagram.
+ACK_RESERVE = 3 * (FRAME_HEADER.size + 13) + FRAME_HEADER.size + 2
 MAX_EFFECTS = 256  # effects waiting for the budget
 _EFFECT = int(PacketType.VISUAL_EFFECT)
 _POSITION = int(PacketType.POSITION_UPDATE)
@@ -87,9 +92,13 @@ class ChannelLink:
             for channel in Channel
         }
         self._sender_list = list(self.senders.values())
-        self.chat_in = OrderedReceiver(Channel.CHAT, max_message)
-        self.ai_in = OrderedReceiver(Channel.AI, max_message)
+        self.ordered_in = {channel: OrderedReceiver(channel, max_message)
+                           for channel in sorted(ORDERED_CHANNELS)}
+        self.chat_in = self.ordered_in[Channel.CHAT]
+        self.ai_in = self.ordered_in[Channel.AI]
         self.environment_in = LatestValueReceiver(Channel.ENVIRONMENT, max_message)
+        self._receivers: tuple[OrderedReceiver | LatestValueReceiver, ...] = (
+            *self.ordered_in.values(), self.environment_in)
         self.positions_out = PositionSender()
         self.positions_in = PositionReceiver()
         self._effects: deque[bytes] = deque()  # frames, oldest first
@@ -208,8 +217,7 @@ class ChannelLink:
         return bool(self._control)
 
     def acks_pending(self) -> bool:
-        return (self.chat_in.ack_pending or self.ai_in.ack_pending
-                or self.environment_in.ack_pending)
+        return any(receiver.ack_pending for receiver in self._receivers)
 
     def build(self, now: float, *, data: bool) -> list[bytes]:
         """Frames for one datagram: control and acks always, data when ``data``."""
@@ -218,8 +226,8 @@ class ChannelLink:
         used = 0
         for frame in out:
             used += len(frame)
-        if self.chat_in.ack_pending or self.ai_in.ack_pending or self.environment_in.ack_pending:
-            for receiver in (self.chat_in, self.ai_in, self.environment_in):
+        if self.acks_pending():
+            for receiver in self._receivers:
                 if receiver.ack_pending:
                     frame = receiver.ack_frame()
                     out.append(frame)
@@ -325,9 +333,8 @@ class ChannelLink:
     def _receive_reliable(self, channel: Channel, seq: int, floor: int, item: bytes | Fragment,
                           now: float) -> None:
         if channel in ORDERED_CHANNELS:
-            receiver = self.chat_in if channel is Channel.CHAT else self.ai_in
-            packet_type = int(PacketType.CHAT_MESSAGE if channel is Channel.CHAT
-                              else PacketType.AI_INTERACTION)
+            receiver = self.ordered_in[channel]
+            packet_type = int(TYPE_OF_CHANNEL[channel])
             deliver = self._deliver
             receiver.receive(seq, item, lambda payload: deliver(packet_type, payload))
         else:
@@ -345,10 +352,8 @@ class ChannelLink:
             "superseded": sum(s.superseded for s in senders) + self.positions_out.superseded,
             "in_flight": sum(s.in_flight for s in senders),
             "queued_bytes": self.pending_bytes(),
-            "duplicates": self.chat_in.duplicates + self.ai_in.duplicates
-            + self.environment_in.duplicates,
-            "beyond_window": self.chat_in.beyond_window + self.ai_in.beyond_window
-            + self.environment_in.beyond_window,
+            "duplicates": sum(r.duplicates for r in self._receivers),
+            "beyond_window": sum(r.beyond_window for r in self._receivers),
             "stale_values": self.environment_in.stale,
             "positions_sent": self.positions_out.sent,
             "positions_full": self.positions_out.full_states,

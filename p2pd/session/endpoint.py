@@ -47,7 +47,7 @@ from p2pd.session.stats import EndpointStatistics, SessionStatistics
 from p2pd.wire.compression import PayloadCompressor, PayloadDecompressor
 from p2pd.wire.errors import BadPacket, DropReason
 from p2pd.wire.header import HEADER_SIZE, parse_header_untrusted
-from p2pd.wire.types import DATA_TYPES, Flag, PacketType
+from p2pd.wire.types import COORDINATOR_TYPES, DATA_TYPES, Flag, PacketType
 
 PeerPolicy = Callable[[bytes, bytes | None], bool]
 """Decides whether a peer (static public key, certificate) may hold a session."""
@@ -55,7 +55,8 @@ PeerPolicy = Callable[[bytes, bytes | None], bool]
 MAX_REMEMBERED_PEERS = 4096  # handshake timestamps and static-static secrets kept
 _INDEX = struct.Struct(">I")
 _ENCRYPTED = int(Flag.ENCRYPTED)
-_MESSAGE_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES) - {int(PacketType.POSITION_UPDATE)}
+_MESSAGE_TYPE_IDS = (frozenset(int(t) for t in DATA_TYPES | COORDINATOR_TYPES)
+                     - {int(PacketType.POSITION_UPDATE)})
 _ENVIRONMENTAL = int(PacketType.ENVIRONMENTAL)
 _REQUEST = int(PacketType.HANDSHAKE_REQUEST)
 _RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)

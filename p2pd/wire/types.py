@@ -28,6 +28,8 @@ class PacketType(IntEnum):
     ACK = 0x0013  # frame: cumulative ack and bitfield of one reliable channel
     POSITION_ACK = 0x0014  # frame: newest position seq received
     FRAGMENT = 0x0015  # frame: one part of a reliable message larger than a datagram
+    # coordinator range 0x0020-0x003F
+    COORDINATOR = 0x0020  # frame: a message between a daemon and its coordinator
 
 
 class Flag(IntFlag):
@@ -61,7 +63,10 @@ CONTROL_TYPES = frozenset({PacketType.PING, PacketType.PONG, PacketType.DISCONNE
 # Types that may appear as frames inside a SEALED packet.
 # Frames of the channel layer (p2pd.channels), only inside SEALED packets.
 CHANNEL_TYPES = frozenset({PacketType.ACK, PacketType.POSITION_ACK, PacketType.FRAGMENT})
-FRAME_TYPES = DATA_TYPES | CONTROL_TYPES | CHANNEL_TYPES | {PacketType.PADDING}
+# Frames between a daemon and its coordinator (p2pd.coordinator), only inside SEALED.
+COORDINATOR_TYPES = frozenset({PacketType.COORDINATOR})
+FRAME_TYPES = (DATA_TYPES | CONTROL_TYPES | CHANNEL_TYPES | COORDINATOR_TYPES
+               | {PacketType.PADDING})
 
 
 def _flag_rules() -> dict[int, tuple[int, int]]:
