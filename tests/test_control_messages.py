@@ -1,0 +1,76 @@
+"""Messages between daemon and coordinator (p2pd.coordinator.messages)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import msgpack
+import pytest
+
+from p2pd.coordinator.messages import (
+    Candidates,
+    ControlMessage,
+    ControlMessageError,
+    Introduce,
+    PeerEntry,
+    Presence,
+    Registered,
+    Report,
+    decode_control_untrusted,
+    encode_control,
+)
+
+PEER = PeerEntry(key=bytes(range(32)), player_id=150001, certificate=bytes(125),
+                 address="203.0.113.5:7000", distance=3)
+HIDDEN = PeerEntry(key=bytes(32), player_id=2, certificate=b"c", address=None, distance=14)
+MESSAGES: list[ControlMessage] = [
+    Presence("prontera", 150, 180, 13, False),
+    Presence("1@tower", 0, 1023, 1, True),
+    Report("critical", "auth_failures", bytes(32), "peer failed authentication 5 times"),
+    Report("info", "started"),
+    Registered(7, bytes(125), bytes(32), "[2001:db8::1]:7000", 1_800_000_000),
+    Candidates("prontera", (PEER, HIDDEN)),
+    Candidates("geffen", ()),
+    Introduce(PEER),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(message: ControlMessage) -> None:
+    assert decode_control_untrusted(encode_control(message)) == message
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ({"k": "presence", "m": "Prontera", "x": 1, "y": 1, "n": 3, "r": False}, "map name"),
+    ({"k": "presence", "m": "prontera", "x": 1024, "y": 1, "n": 3, "r": False}, "x must"),
+    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 65, "r": False}, "n must"),
+    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3, "r": 1}, "r must"),
+    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3}, "missing r"),
+    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3, "r": False, "z": 0}, "unknown"),
+    ({"k": "report", "s": "fatal", "c": "x", "d": ""}, "s must"),
+    ({"k": "report", "s": "info", "c": "x" * 65, "d": ""}, "c must"),
+    ({"k": "report", "s": "info", "c": "x", "d": "", "p": b"short"}, "p must"),
+    ({"k": "candidates", "m": "prontera", "p": [{"k": bytes(32)}]}, "missing"),
+    ({"k": "candidates", "m": "prontera", "p": [None] * 65}, "at most 64"),
+    ({"k": "introduce", "p": {"k": bytes(32), "u": 1, "c": b"c", "a": "nowhere", "d": 1}},
+     "host:port"),
+    ({"k": "shout"}, "unknown message kind"),
+    ({"x": 1}, "unknown message kind"),
+])
+def test_bad_messages_are_refused_with_a_reason(body: dict[str, object], why: str) -> None:
+    with pytest.raises(ControlMessageError, match=why):
+        decode_control_untrusted(msgpack.packb(body, use_bin_type=True))
+
+
+def test_hostile_bytes_raise_only_control_message_errors() -> None:
+    rng = random.Random(3)
+    samples = [encode_control(m) for m in MESSAGES]
+    for _ in range(3000):
+        data = bytearray(rng.choice(samples))
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data) + 1)]
+        with contextlib.suppress(ControlMessageError):
+            decode_control_untrusted(bytes(data))
