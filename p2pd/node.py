@@ -23,6 +23,7 @@ from p2pd.channels.quality import REDUCED_DETAIL
 from p2pd.config import DaemonConfig
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.errors import IpcError
+from p2pd.ipc.fields import format_address
 from p2pd.ipc.messages import MAP_NAME_PATTERN, Environment, GameEvent, LegendData, Position
 from p2pd.ipc.outgoing import (
     game_event_to_message,
@@ -453,8 +454,3 @@ def _latest_value_key(event: GameEvent) -> bytes | None:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
-
-
-def format_address(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

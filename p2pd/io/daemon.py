@@ -35,11 +35,11 @@ from p2pd.io.runtime import (
 )
 from p2pd.io.udp import UdpSocket
 from p2pd.ipc.errors import IpcError
-from p2pd.ipc.fields import split_address
+from p2pd.ipc.fields import format_address, split_address
 from p2pd.ipc.framing import encode_message
 from p2pd.ipc.messages import Connect, GameEvent
 from p2pd.logs import flush_logging, get_logger
-from p2pd.node import Node, format_address
+from p2pd.node import Node
 
 log = get_logger("p2pd.daemon")
 UDP_BIND_HOST = "0.0.0.0"

@@ -248,6 +248,12 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def format_address(address: tuple[str, int]) -> str:
+    """(host, port) -> ``"host:port"``, or ``"[v6]:port"``: what split_address reads."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def check_address(value: Any, field: str) -> str:
     if type(value) is not str:
         raise bad_field(field, f"must be a string, got {_type_name(value)}")

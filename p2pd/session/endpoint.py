@@ -51,6 +51,9 @@ from p2pd.wire.types import COORDINATOR_TYPES, DATA_TYPES, Flag, PacketType
 
 PeerPolicy = Callable[[bytes, bytes | None], bool]
 """Decides whether a peer (static public key, certificate) may hold a session."""
+Admission = Callable[[bytes, bytes | None, Address], bool]
+"""Decides whether a handshake request (static key, certificate, source address)
+gets an answer: a responder's check before any session state exists."""
 
 MAX_REMEMBERED_PEERS = 4096  # handshake timestamps and static-static secrets kept
 _INDEX = struct.Struct(">I")
@@ -61,7 +64,8 @@ _ENVIRONMENTAL = int(PacketType.ENVIRONMENTAL)
 _REQUEST = int(PacketType.HANDSHAKE_REQUEST)
 _RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)
 
-__all__ = ["Endpoint", "MessageTooLarge", "PeerPolicy", "SendQueueFull", "SessionError"]
+__all__ = ["Admission", "Endpoint", "MessageTooLarge", "PeerPolicy", "SendQueueFull",
+           "SessionError"]
 
 
 class SessionError(Exception):
@@ -89,6 +93,7 @@ class Endpoint:
         config: SessionConfig | None = None,
         *,
         peer_policy: PeerPolicy | None = None,
+        admission: Admission | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         epoch: float = 0.0,
     ) -> None:
@@ -97,6 +102,7 @@ class Endpoint:
         self.config = config or SessionConfig()
         self.identity = identity
         self._policy = peer_policy
+        self._admission = admission
         self._random = random_bytes
         self._epoch = epoch
         self._mac1_key = make_mac1_key(identity.public_key)
@@ -304,7 +310,8 @@ class Endpoint:
         if peer == self.identity.public_key:
             raise BadPacket(DropReason.PEER_REFUSED, "request from our own key")
         timestamp, certificate = decode_request_payload_untrusted(handshake.payload)
-        if not self.peer_allowed(peer, certificate):
+        if not self.peer_allowed(peer, certificate) or (
+                self._admission is not None and not self._admission(peer, certificate, address)):
             raise BadPacket(DropReason.PEER_REFUSED, "initiator refused by policy")
         last = self._timestamps.get(peer)
         if isinstance(last, int) and timestamp <= last:

@@ -1,0 +1,416 @@
+"""The coordinator, sans-IO: admission, certificates, presence, candidates, reports.
+
+Driven like an :class:`~p2pd.session.endpoint.Endpoint` (bytes and ``now`` in;
+datagrams, events and a deadline out); the trio server in ``p2pd.io`` is its
+only caller outside the tests. It speaks the daemons' own protected protocol:
+a daemon opens a session to the coordinator's static key and presents its
+connect token where peers present a certificate.
+
+Admission (spec §5.1):
+
+- The token is checked inside the handshake, by the endpoint's peer policy,
+  before any session state exists: a request without a valid token, signed by
+  a trusted issuer for the very static key that made the request, gets no
+  answer at all (nothing to amplify, nothing kept).
+- The same check remembers the address a token was first used from
+  (:class:`~p2pd.coordinator.credentials.TokenReplayGuard`): the same token
+  from another address gets no answer either.
+- The daemon then gets a certificate binding its player id to its key
+  (``registered``), which its peers check in their handshakes.
+
+Presence: a daemon reports its map and cell (``presence``). When it enters
+another bucket of the index (about a view range), changes map, or every
+``refresh`` seconds, it gets the nearest daemons within view range
+(``candidates``), and each of them is told about it (``introduce``), so that
+both dial at once. Nothing beyond view range is ever handed out (spec §5.2),
+nor the address of a daemon that asked to stay relay-only.
+
+State lives in a :class:`DaemonStore` (in memory here), so that a shared store
+can back several coordinator instances later.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from p2pd.coordinator.credentials import (
+    CredentialError,
+    TokenReplayGuard,
+    issue_certificate,
+    public_key_bytes,
+    verify_token_untrusted,
+)
+from p2pd.coordinator.messages import (
+    Candidates,
+    ControlMessage,
+    ControlMessageError,
+    Introduce,
+    PeerEntry,
+    Presence,
+    Registered,
+    Report,
+    decode_control_untrusted,
+    encode_control,
+)
+from p2pd.coordinator.presence import PresenceIndex
+from p2pd.crypto.identity import Identity
+from p2pd.ipc.fields import format_address
+from p2pd.session.config import SessionConfig
+from p2pd.session.endpoint import Endpoint
+from p2pd.session.events import (
+    Address,
+    MessageReceived,
+    PeerAddressChanged,
+    SessionClosed,
+    SessionEstablished,
+)
+from p2pd.wire.types import PacketType
+
+_COORDINATOR = PacketType.COORDINATOR
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    view_range: int = 14  # cells (DOMAIN.md AREA_SIZE): what a daemon may learn of
+    certificate_lifetime: float = 3600.0
+    refresh: float = 10.0  # seconds between candidate lists for a daemon that stays put
+    max_daemons: int = 100_000
+    token_replay_capacity: int = 200_000
+    report_history: int = 1000  # reports kept for the operator
+    max_introduced: int = 256  # introductions remembered per daemon (then forgotten)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.view_range <= 255:
+            raise ValueError(f"view_range must be within 1..255, got {self.view_range}")
+        for name in ("certificate_lifetime", "refresh", "max_daemons", "token_replay_capacity",
+                     "report_history", "max_introduced"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+
+# -- what the operator sees ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonRegistered:
+    daemon_id: int
+    player_id: int
+    key: bytes
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonLeft:
+    daemon_id: int
+    player_id: int
+    key: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportReceived:
+    daemon_id: int
+    player_id: int
+    report: Report
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRefused:
+    key: bytes
+    reason: str  # a credential refusal, or "player_elsewhere"
+
+
+CoordinatorEvent = DaemonRegistered | DaemonLeft | ReportReceived | AdmissionRefused
+
+
+# -- state -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DaemonRecord:
+    daemon_id: int
+    player_id: int
+    key: bytes
+    address: Address
+    certificate: bytes
+    relay_only: bool = False
+    want: int = 13
+    map: str | None = None
+    candidates_at: float = float("-inf")
+    introduced: set[bytes] = field(default_factory=set)
+
+
+class DaemonStore(Protocol):
+    """Where the coordinator keeps its registered daemons."""
+
+    def add(self, record: DaemonRecord) -> None: ...
+    def remove(self, key: bytes) -> DaemonRecord | None: ...
+    def by_key(self, key: bytes) -> DaemonRecord | None: ...
+    def by_id(self, daemon_id: int) -> DaemonRecord | None: ...
+    def by_player(self, player_id: int) -> DaemonRecord | None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[DaemonRecord]: ...
+
+
+class MemoryStore:
+    """The in-memory :class:`DaemonStore`."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, DaemonRecord] = {}
+        self._by_id: dict[int, DaemonRecord] = {}
+        self._by_player: dict[int, DaemonRecord] = {}
+
+    def add(self, record: DaemonRecord) -> None:
+        self._by_key[record.key] = record
+        self._by_id[record.daemon_id] = record
+        self._by_player[record.player_id] = record
+
+    def remove(self, key: bytes) -> DaemonRecord | None:
+        record = self._by_key.pop(key, None)
+        if record is not None:
+            del self._by_id[record.daemon_id]
+            if self._by_player.get(record.player_id) is record:
+                del self._by_player[record.player_id]
+        return record
+
+    def by_key(self, key: bytes) -> DaemonRecord | None:
+        return self._by_key.get(key)
+
+    def by_id(self, daemon_id: int) -> DaemonRecord | None:
+        return self._by_id.get(daemon_id)
+
+    def by_player(self, player_id: int) -> DaemonRecord | None:
+        return self._by_player.get(player_id)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __iter__(self) -> Iterator[DaemonRecord]:
+        return iter(list(self._by_key.values()))
+
+
+# -- the coordinator ---------------------------------------------------------------
+
+
+class Coordinator:
+    def __init__(
+        self,
+        identity: Identity,
+        signing_key: Ed25519PrivateKey,
+        issuers: Sequence[Ed25519PublicKey],
+        settings: CoordinatorSettings | None = None,
+        *,
+        session_config: SessionConfig | None = None,
+        store: DaemonStore | None = None,
+        clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        epoch: float = 0.0,
+    ) -> None:
+        """``clock``: wall-clock seconds, for tokens and certificates (the
+        endpoint's policy runs without ``now``); tests pass a virtual one."""
+        self.settings = settings or CoordinatorSettings()
+        self._signing_key = signing_key
+        self.signing_public_key = public_key_bytes(signing_key)
+        self._issuers = list(issuers)
+        self._clock = clock
+        self.endpoint = Endpoint(identity, session_config, admission=self._admit,
+                                 random_bytes=random_bytes, epoch=epoch)
+        self.public_key = identity.public_key
+        self.store: DaemonStore = store if store is not None else MemoryStore()
+        self.presence = PresenceIndex(self.settings.view_range)
+        self._guard = TokenReplayGuard(self.settings.token_replay_capacity)
+        self._next_id = 1
+        self._events: deque[CoordinatorEvent] = deque()
+        self.reports: deque[ReportReceived] = deque(maxlen=self.settings.report_history)
+        self.refused: Counter[str] = Counter()
+        self.messages: Counter[str] = Counter()  # control messages received, by kind
+        self.bad_messages = 0
+
+    # -- the driver's calls (as Endpoint's) --------------------------------------
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        self.endpoint.receive_datagram(data, address, now)
+        self._process(now)
+
+    def handle_timer(self, now: float) -> None:
+        self.endpoint.handle_timer(now)
+        self._process(now)
+
+    def get_timer(self) -> float | None:
+        return self.endpoint.get_timer()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        self.endpoint.flush(now)
+        return self.endpoint.datagrams_to_send(now)
+
+    def next_event(self) -> CoordinatorEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- admission ---------------------------------------------------------------
+
+    def _admit(self, peer: bytes, token_bytes: bytes | None, address: Address) -> bool:
+        """The endpoint's admission check of every handshake request, before any
+        session state: a valid token, for this very key, first used from this
+        address (a retransmission or rekey from it is fine; the same token from
+        elsewhere is a replay, even with the right key). A daemon whose address
+        changed (NAT rebinding) keeps its session until its next rekey, which
+        needs a fresh token."""
+        if token_bytes is None:
+            self._refuse(peer, "no_token")
+            return False
+        wall = self._clock()
+        try:
+            token = verify_token_untrusted(token_bytes, self._issuers, wall)
+            if token.daemon_key != peer:
+                self._refuse(peer, "wrong_key")
+                return False
+            if len(self.store) >= self.settings.max_daemons and self.store.by_key(peer) is None:
+                self._refuse(peer, "full")
+                return False
+            self._guard.check(token, address, wall)
+        except CredentialError as error:
+            self._refuse(peer, error.reason.value)
+            return False
+        return True
+
+    def _refuse(self, peer: bytes, reason: str) -> None:
+        self.refused[reason] += 1
+        self._events.append(AdmissionRefused(peer, reason))
+
+    def _register(self, event: SessionEstablished, now: float) -> None:
+        peer = event.peer
+        wall = self._clock()
+        if event.certificate is None:  # the policy let no such request through
+            self.endpoint.close(peer, now)
+            return
+        try:  # admitted moments ago: this reads its fields (and sees it expire meanwhile)
+            token = verify_token_untrusted(event.certificate, self._issuers, wall)
+        except CredentialError as error:
+            self._refuse(peer, error.reason.value)
+            self.endpoint.close(peer, now)
+            return
+        old = self.store.by_key(peer)
+        if old is not None:
+            self._forget(old, "registered again")
+        elsewhere = self.store.by_player(token.player_id)
+        if elsewhere is not None:  # the same character from another daemon: the new one wins
+            self._forget(elsewhere, "player_elsewhere")
+            self.endpoint.close(elsewhere.key, now)
+        certificate = issue_certificate(self._signing_key, player_id=token.player_id,
+                                        identity_key=peer,
+                                        lifetime=self.settings.certificate_lifetime, now=wall)
+        record = DaemonRecord(self._next_id, token.player_id, peer, event.address, certificate)
+        self._next_id += 1
+        self.store.add(record)
+        self._send(record, Registered(
+            daemon_id=record.daemon_id,
+            certificate=certificate,
+            signing_key=self.signing_public_key,
+            address=format_address(event.address),
+            expires_at=int(wall + self.settings.certificate_lifetime),
+        ), now)
+        self._events.append(DaemonRegistered(record.daemon_id, record.player_id, peer,
+                                             event.address))
+
+    def _forget(self, record: DaemonRecord, reason: str) -> None:
+        self.store.remove(record.key)
+        self.presence.remove(record.daemon_id)
+        self._events.append(DaemonLeft(record.daemon_id, record.player_id, record.key, reason))
+
+    # -- messages ----------------------------------------------------------------
+
+    def _process(self, now: float) -> None:
+        endpoint = self.endpoint
+        while (event := endpoint.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                record = self.store.by_key(event.peer)
+                if record is None or event.type != _COORDINATOR:
+                    self.bad_messages += 1
+                    continue
+                try:
+                    message = decode_control_untrusted(event.payload)
+                except ControlMessageError:
+                    self.bad_messages += 1
+                    continue
+                self._on_message(record, message, now)
+            elif isinstance(event, SessionEstablished):
+                self._register(event, now)
+            elif isinstance(event, SessionClosed):
+                record = self.store.by_key(event.peer)
+                if record is not None:
+                    self._forget(record, event.reason.value)
+            elif isinstance(event, PeerAddressChanged):
+                record = self.store.by_key(event.peer)
+                if record is not None:
+                    record.address = event.new
+
+    def _on_message(self, record: DaemonRecord, message: ControlMessage, now: float) -> None:
+        if isinstance(message, Presence):
+            self.messages["presence"] += 1
+            self._on_presence(record, message, now)
+        elif isinstance(message, Report):
+            self.messages["report"] += 1
+            report = ReportReceived(record.daemon_id, record.player_id, message)
+            self.reports.append(report)
+            self._events.append(report)
+        else:  # registered, candidates, introduce: the coordinator's own
+            self.bad_messages += 1
+
+    def _on_presence(self, record: DaemonRecord, presence: Presence, now: float) -> None:
+        record.relay_only = presence.relay_only
+        record.want = presence.want
+        map_changed = record.map != presence.map
+        record.map = presence.map
+        moved = self.presence.update(record.daemon_id, presence.map, presence.x, presence.y)
+        if map_changed:
+            record.introduced.clear()
+        if not (moved or map_changed or now - record.candidates_at >= self.settings.refresh):
+            return
+        record.candidates_at = now
+        nearest = self.presence.nearest(record.daemon_id, record.want)
+        entries = []
+        for other_id, distance in nearest:
+            other = self.store.by_id(other_id)
+            if other is None:
+                continue
+            entries.append(self._entry(other, distance))
+            record.introduced.add(other.key)
+            if record.key not in other.introduced:  # tell it, so that both dial at once
+                if len(other.introduced) >= self.settings.max_introduced:
+                    other.introduced.clear()
+                other.introduced.add(record.key)
+                self._send(other, Introduce(self._entry(record, distance)), now)
+        if len(record.introduced) > self.settings.max_introduced:
+            record.introduced = {entry.key for entry in entries}
+        self._send(record, Candidates(presence.map, tuple(entries)), now)
+
+    def _entry(self, record: DaemonRecord, distance: int) -> PeerEntry:
+        return PeerEntry(
+            key=record.key,
+            player_id=record.player_id,
+            certificate=record.certificate,
+            address=None if record.relay_only else format_address(record.address),
+            distance=distance,
+        )
+
+    def _send(self, record: DaemonRecord, message: ControlMessage, now: float) -> None:
+        self.endpoint.send(record.key, _COORDINATOR, encode_control(message), now)
+
+    # -- for the operator --------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        return {
+            "daemons": len(self.store),
+            "maps": self.presence.maps(),
+            "refused": dict(self.refused),
+            "messages": dict(self.messages),
+            "bad_messages": self.bad_messages,
+            "reports": len(self.reports),
+        }

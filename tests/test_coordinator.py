@@ -1,0 +1,235 @@
+"""The coordinator's sans-IO core with daemons' endpoints, on the simulated network."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from p2pd.coordinator.core import (
+    AdmissionRefused,
+    Coordinator,
+    DaemonRegistered,
+    ReportReceived,
+)
+from p2pd.coordinator.credentials import mint_token, verify_certificate_untrusted
+from p2pd.coordinator.messages import (
+    Candidates,
+    ControlMessage,
+    Introduce,
+    Presence,
+    Registered,
+    Report,
+    decode_control_untrusted,
+    encode_control,
+)
+from p2pd.crypto.identity import Identity
+from p2pd.session.endpoint import Endpoint
+from p2pd.session.events import MessageReceived, SessionEstablished
+from p2pd.sim.network import LinkProfile, SimNetwork, Simulation
+from p2pd.sim.nodes import EndpointNode
+from p2pd.wire.types import PacketType
+
+WALL = 1_800_000_000.0  # the virtual wall clock at t=0
+COORD_ADDR = ("10.9.0.1", 7300)
+
+
+@dataclass
+class World:
+    sim: Simulation
+    net: SimNetwork
+    coordinator: Coordinator
+    issuer: Ed25519PrivateKey
+    rng: random.Random
+    daemons: list[EndpointNode] = field(default_factory=list)
+
+    def wall(self) -> float:
+        return WALL + self.sim.now
+
+    def daemon(self, player_id: int, *, token: bytes | None = None, lifetime: float = 600.0,
+               address: tuple[str, int] | None = None) -> EndpointNode:
+        identity = Identity.from_private_bytes(self.rng.randbytes(32))
+        if token is None:
+            token = mint_token(self.issuer, account_id=player_id, player_id=player_id,
+                               daemon_key=identity.public_key, lifetime=lifetime,
+                               now=self.wall())
+        own = random.Random(self.rng.random())
+        endpoint = Endpoint(identity.with_certificate(token), random_bytes=own.randbytes)
+        node = EndpointNode(address or (f"10.9.1.{len(self.daemons) + 1}", 7000), endpoint)
+        self.sim.add_node(node)
+        self.daemons.append(node)
+        endpoint.connect(self.coordinator.public_key, COORD_ADDR, self.sim.now)
+        return node
+
+
+class CoordinatorNode:
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.address = COORD_ADDR
+        self.coordinator = coordinator
+        self.events: list[object] = []
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        self.coordinator.receive_datagram(data, addr, now)
+        self._drain()
+
+    def handle_timer(self, now: float) -> None:
+        self.coordinator.handle_timer(now)
+        self._drain()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        return self.coordinator.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        return self.coordinator.get_timer()
+
+    def _drain(self) -> None:
+        while (event := self.coordinator.next_event()) is not None:
+            self.events.append(event)
+
+
+def world(seed: int = 1) -> tuple[World, CoordinatorNode]:
+    rng = random.Random(seed)
+    issuer = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
+    signing = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
+    net = SimNetwork(seed, LinkProfile(delay=0.005))
+    sim = Simulation(net, [])
+    holder: list[World] = []
+
+    def clock() -> float:  # the world's virtual wall clock, once the world exists
+        return holder[0].wall()
+
+    coordinator = Coordinator(Identity.from_private_bytes(rng.randbytes(32)), signing,
+                              [issuer.public_key()], clock=clock,
+                              random_bytes=random.Random(rng.random()).randbytes)
+    node = CoordinatorNode(coordinator)
+    sim.add_node(node)
+    w = World(sim, net, coordinator, issuer, rng)
+    holder.append(w)
+    return w, node
+
+
+def control(node: EndpointNode) -> list[ControlMessage]:
+    return [decode_control_untrusted(e.payload) for e in node.events_of(MessageReceived)
+            if e.type == PacketType.COORDINATOR]
+
+
+def say(w: World, node: EndpointNode, message: ControlMessage) -> None:
+    node.endpoint.send(w.coordinator.public_key, PacketType.COORDINATOR,
+                       encode_control(message), w.sim.now)
+
+
+def registered(node: EndpointNode) -> Registered | None:
+    return next((m for m in control(node) if isinstance(m, Registered)), None)
+
+
+def test_a_daemon_with_a_valid_token_gets_a_certificate_for_its_key() -> None:
+    w, coord = world()
+    daemon = w.daemon(150001)
+    w.sim.run_until(1.0)
+    reply = registered(daemon)
+    assert reply is not None and reply.address == "10.9.1.1:7000"
+    assert reply.signing_key == w.coordinator.signing_public_key
+    certificate = verify_certificate_untrusted(
+        reply.certificate, [w.coordinator._signing_key.public_key()],
+        daemon.endpoint.identity.public_key, w.wall())
+    assert certificate.player_id == 150001
+    assert [type(e) for e in coord.events] == [DaemonRegistered]
+
+
+def test_expired_forged_and_foreign_tokens_get_no_answer_at_all() -> None:
+    w, coord = world(2)
+    stranger = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    other_key = Identity.from_private_bytes(bytes(range(32))).public_key
+    tokens = {
+        "expired": mint_token(w.issuer, account_id=1, player_id=1, daemon_key=bytes(32),
+                              lifetime=10, now=WALL - 3600),
+        "forged": mint_token(stranger, account_id=2, player_id=2, daemon_key=bytes(32),
+                             lifetime=600, now=WALL),
+        "wrong_key": mint_token(w.issuer, account_id=3, player_id=3, daemon_key=other_key,
+                                lifetime=600, now=WALL),
+    }
+    sent_by_coordinator: list[bytes] = []
+    original = w.net.send
+
+    def watch(src: tuple[str, int], dst: tuple[str, int], data: bytes, now: float) -> None:
+        if src == COORD_ADDR:
+            sent_by_coordinator.append(data)
+        original(src, dst, data, now)
+
+    w.net.send = watch  # type: ignore[method-assign]
+    for name, token in tokens.items():
+        daemon = w.daemon(9, token=token)
+        w.sim.run_until(w.sim.now + 2.0)
+        assert registered(daemon) is None, name
+        assert daemon.events_of(SessionEstablished) == [], name
+    assert sent_by_coordinator == []  # not one byte back: nothing to amplify
+    assert len(w.coordinator.store) == 0
+    reasons = {e.reason for e in coord.events if isinstance(e, AdmissionRefused)}
+    assert reasons == {"expired", "bad_signature", "wrong_key"} == set(w.coordinator.refused)
+
+
+def test_a_token_replayed_from_another_address_is_refused() -> None:
+    w, _ = world(3)
+    first = w.daemon(7)
+    w.sim.run_until(1.0)
+    assert registered(first) is not None
+    # the same identity and token from elsewhere (a stolen key file and token)
+    stolen = EndpointNode(("10.9.7.7", 9000), Endpoint(first.endpoint.identity,
+                                                        random_bytes=w.rng.randbytes))
+    w.sim.add_node(stolen)
+    stolen.endpoint.connect(w.coordinator.public_key, COORD_ADDR, w.sim.now)
+    w.sim.run_until(3.0)
+    assert registered(stolen) is None and stolen.events_of(SessionEstablished) == []
+    assert w.coordinator.refused["replayed"] >= 1  # each retransmitted request, refused
+    record = w.coordinator.store.by_key(first.endpoint.identity.public_key)
+    assert record is not None and record.address == first.address  # undisturbed
+
+
+def test_candidates_are_the_nearest_within_view_range_and_both_sides_are_introduced() -> None:
+    w, _ = world(4)
+    spots = {1: ("prontera", 100, 100), 2: ("prontera", 105, 103), 3: ("prontera", 110, 90),
+             4: ("prontera", 140, 100), 5: ("geffen", 100, 100)}
+    daemons = {pid: w.daemon(pid) for pid in spots}
+    w.sim.run_until(1.0)
+    for pid in (2, 3, 4, 5):
+        say(w, daemons[pid], Presence(*spots[pid]))
+        w.sim.run_until(w.sim.now + 0.2)
+    say(w, daemons[1], Presence(*spots[1], want=13, relay_only=False))
+    w.sim.run_until(w.sim.now + 0.5)
+    (offer,) = [m for m in control(daemons[1]) if isinstance(m, Candidates)]
+    assert [(e.player_id, e.distance) for e in offer.peers] == [(2, 5), (3, 10)]
+    assert all(e.address is not None for e in offer.peers)
+    # 2 and 3 were told about 1; 4 (26 cells away) and 5 (another map) learned nothing of it
+    for pid in (2, 3):
+        intros = [m.peer.player_id for m in control(daemons[pid]) if isinstance(m, Introduce)]
+        assert 1 in intros
+    for pid in (4, 5):
+        seen = [m for m in control(daemons[pid]) if isinstance(m, Introduce | Candidates)]
+        assert all(1 not in [p.player_id for p in (m.peers if isinstance(m, Candidates)
+                                                   else (m.peer,))] for m in seen)
+
+
+def test_a_relay_only_daemon_never_has_its_address_handed_out() -> None:
+    w, _ = world(5)
+    hidden, seeker = w.daemon(1), w.daemon(2)
+    w.sim.run_until(1.0)
+    say(w, hidden, Presence("payon", 50, 50, 13, True))
+    w.sim.run_until(1.2)
+    say(w, seeker, Presence("payon", 52, 50))
+    w.sim.run_until(1.5)
+    (offer,) = [m for m in control(seeker) if isinstance(m, Candidates)]
+    assert [(e.player_id, e.address) for e in offer.peers] == [(1, None)]
+    intro = [m for m in control(hidden) if isinstance(m, Introduce)]
+    assert intro and intro[0].peer.address == "10.9.1.2:7000"  # the seeker is not hiding
+
+
+def test_reports_reach_the_operator() -> None:
+    w, coord = world(6)
+    daemon = w.daemon(42)
+    w.sim.run_until(1.0)
+    say(w, daemon, Report("critical", "auth_failures", bytes(32), "5 failed handshakes"))
+    w.sim.run_until(1.5)
+    (report,) = [e for e in coord.events if isinstance(e, ReportReceived)]
+    assert report.player_id == 42 and report.report.code == "auth_failures"
+    assert len(w.coordinator.reports) == 1
