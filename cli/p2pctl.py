@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import click
 import trio
 
 from p2pd.client import ClientError, DaemonClient
-from p2pd.config import ConfigError, default_runtime_dir, load_config
+from p2pd.config import ConfigError, default_runtime_dir, load_config, load_coordinator_config
+from p2pd.coordinator.credentials import SigningKeyFileError, load_or_create_signing_key, mint_token
 from p2pd.io.runtime import RuntimeFileError
 
 EXIT_NO_DAEMON = 1
@@ -151,3 +153,38 @@ def log_level(ctx: click.Context, level: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.option("--coordinator-config", "config_path", type=click.Path(path_type=Path),
+              default=Path("coordinator.ini"), show_default=True,
+              help="the coordinator's configuration (names the issuer key file)")
+@click.option("--player", "player_id", type=click.IntRange(0, 2**32 - 1), required=True,
+              help="the character's id")
+@click.option("--account", "account_id", type=click.IntRange(0, 2**64 - 1), default=0,
+              show_default=True)
+@click.option("--key", "daemon_key", required=True,
+              help="the daemon's public key (64 hex digits, as p2pctl status shows it)")
+@click.option("--lifetime", type=click.FloatRange(1, 3600), default=600.0, show_default=True,
+              help="seconds the token stays valid")
+def token(config_path: Path, player_id: int, account_id: int, daemon_key: str,
+          lifetime: float) -> None:
+    """Mint a connect token with the coordinator's issuer key (tests, small servers).
+
+    A game server mints its own with its key; this one is for operators."""
+    try:
+        key = bytes.fromhex(daemon_key)
+        if len(key) != 32:
+            raise ValueError
+    except ValueError:
+        click.echo("p2pctl: --key must be 64 hex digits", err=True)
+        sys.exit(EXIT_REFUSED)
+    try:
+        config, _ = load_coordinator_config(config_path)
+        issuer = load_or_create_signing_key(config.server.issuer_key_file)
+    except (ConfigError, SigningKeyFileError) as error:
+        click.echo(f"p2pctl: {error}", err=True)
+        sys.exit(EXIT_REFUSED)
+    minted = mint_token(issuer, account_id=account_id, player_id=player_id, daemon_key=key,
+                        lifetime=lifetime, now=time.time())
+    click.echo(minted.hex())

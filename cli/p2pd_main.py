@@ -1,4 +1,5 @@
-"""``p2pd``: run the daemon (``p2pd run``) or the protocol-core demo (``p2pd demo``)."""
+"""``p2pd``: run the daemon (``p2pd run``), the coordinator (``p2pd coordinator``) or the
+protocol-core demo (``p2pd demo``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 import click
 import trio
 
-from p2pd.config import ConfigError, load_config
+from p2pd.config import ConfigError, load_config, load_coordinator_config
+from p2pd.coordinator.credentials import SigningKeyFileError
 from p2pd.crypto.identity import IdentityFileError
 from p2pd.demo import run_demo
+from p2pd.io.coordinator_server import run_coordinator
 from p2pd.io.daemon import run_daemon
 from p2pd.logs import configure_logging, get_logger
 from p2pd.session.config import EncryptionLevel
@@ -49,6 +52,38 @@ def run(config_path: Path) -> None:
         sys.exit(EXIT_CONFIG)
     except OSError as error:
         log.error("daemon_failed", error=str(error))
+        click.echo(f"p2pd: {error}", err=True)
+        sys.exit(1)
+    sys.exit(status)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=Path("coordinator.ini"), show_default=True, help="configuration file")
+@click.option("--info-file", type=click.Path(path_type=Path), default=None,
+              help="write the UDP address and public keys here (JSON) once ready")
+def coordinator(config_path: Path, info_file: Path | None) -> None:
+    """Run the coordinator until SIGINT or SIGTERM."""
+    try:
+        config, warnings = load_coordinator_config(config_path)
+    except ConfigError as error:
+        click.echo(f"p2pd: configuration error: {error}", err=True)
+        sys.exit(EXIT_CONFIG)
+    log_settings = config.log
+    configure_logging(config.server.log_level.value, log_settings.file, log_settings.max_bytes,
+                      log_settings.backups, log_settings.console)
+    log = get_logger("p2pd")
+    for warning in warnings:
+        log.warning("config_warning", detail=warning)
+        click.echo(f"p2pd: warning: {warning}", err=True)
+    try:
+        status = trio.run(run_coordinator, config, info_file)
+    except (IdentityFileError, SigningKeyFileError) as error:
+        log.error("key_file_refused", error=str(error))
+        click.echo(f"p2pd: key file: {error}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except OSError as error:
+        log.error("coordinator_failed", error=str(error))
         click.echo(f"p2pd: {error}", err=True)
         sys.exit(1)
     sys.exit(status)

@@ -281,6 +281,32 @@ class _OptionalAddress(_Rule[str | None]):
 _RULE = "p2pd.config.rule"
 
 
+class _HexKeys(_Rule[tuple[bytes, ...]]):
+    """Comma-separated 32-byte keys in hex (64 hex digits each), or nothing."""
+
+    expected = "32-byte keys as 64 hex digits, separated by commas, or nothing"
+
+    def parse(self, text: str) -> tuple[bytes, ...]:
+        keys = []
+        for raw in text.split(","):
+            item = raw.strip()
+            if not item:
+                continue
+            if len(item) != 64:
+                raise _Invalid(self.expected)
+            try:
+                keys.append(bytes.fromhex(item))
+            except ValueError:
+                raise _Invalid(self.expected) from None
+        return tuple(keys)
+
+    def check(self, value: object) -> tuple[bytes, ...]:
+        if not isinstance(value, tuple) or not all(
+                isinstance(k, bytes) and len(k) == 32 for k in value):
+            raise _Invalid(self.expected)
+        return value
+
+
 def _allow(rule: _Rule[Any]) -> dict[str, _Rule[Any]]:
     """Field metadata: the rule the field's values must follow."""
     return {_RULE: rule}
@@ -440,6 +466,38 @@ class CoordinatorSettings:
 
     def __post_init__(self) -> None:
         _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorServerSettings:
+    """Section ``[coordinator_server]`` of the coordinator's own ini file."""
+
+    SECTION: ClassVar[str] = "coordinator_server"
+
+    listen_host: str = field(default="0.0.0.0", metadata=_allow(_Host()))
+    listen_port: int = field(default=7400, metadata=_allow(_Int(0, 65535)))  # 0: any free port
+    key_file: Path = field(default=Path("state/coordinator.key"), metadata=_allow(_Path()))
+    signing_key_file: Path = field(default=Path("state/signing.key"), metadata=_allow(_Path()))
+    # the token issuer's own key (p2pctl token mints with it); trusted as an issuer
+    issuer_key_file: Path = field(default=Path("state/issuer.key"), metadata=_allow(_Path()))
+    # more issuers (the game server's), Ed25519 public keys
+    trusted_issuers: tuple[bytes, ...] = field(default=(), metadata=_allow(_HexKeys()))
+    certificate_lifetime: float = field(default=3600.0, metadata=_allow(_Positive(86400)))
+    view_range: int = field(default=14, metadata=_allow(_Int(1, 255)))
+    max_daemons: int = field(default=100_000, metadata=_allow(_Int(1, 10_000_000)))
+    log_level: LogLevel = field(default=LogLevel.INFO, metadata=_allow(_Choice(LogLevel)))
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """The coordinator's configuration (its own ini file, not ai_client.ini)."""
+
+    source: Path
+    server: CoordinatorServerSettings = field(default_factory=CoordinatorServerSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,6 +676,49 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
                 )
         built[attribute] = settings
     return LoadedConfig(DaemonConfig(source=path.absolute(), **built), tuple(warnings))
+
+
+_COORDINATOR_SECTIONS: Mapping[str, type[Any]] = {
+    "server": CoordinatorServerSettings,
+    "log": LogSettings,
+}
+
+
+# the coordinator's files where its ini names none: (section, key) -> (variable, name)
+_COORDINATOR_DIRECTORIES: dict[tuple[str, str], tuple[str, str]] = {
+    ("coordinator_server", "key_file"): ("STATE_DIRECTORY", "coordinator.key"),
+    ("coordinator_server", "signing_key_file"): ("STATE_DIRECTORY", "signing.key"),
+    ("coordinator_server", "issuer_key_file"): ("STATE_DIRECTORY", "issuer.key"),
+    ("log", "file"): ("LOGS_DIRECTORY", "coordinator.log"),
+}
+
+
+def load_coordinator_config(
+    path: Path, environ: Mapping[str, str] | None = None
+) -> tuple[CoordinatorConfig, tuple[str, ...]]:
+    """Read and validate the coordinator's ini file; raise :class:`ConfigError` if
+    refused. Returns the configuration and the warnings (unknown keys). As for
+    the daemon, systemd's ``$STATE_DIRECTORY`` and ``$LOGS_DIRECTORY`` hold the
+    keys and the log where the file names no path."""
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    parser = _read(path)
+    warnings: list[str] = []
+    known = {cls.SECTION for cls in _COORDINATOR_SECTIONS.values()}
+    for name in parser.sections():
+        if name not in known:
+            warnings.append(f"{path}: unknown section [{name}] ignored"
+                            + _suggest(name, sorted(known)))
+    built: dict[str, Any] = {}
+    for attribute, cls in _COORDINATOR_SECTIONS.items():
+        settings, given = _section(path, parser, cls, warnings)
+        overrides = {}
+        for (section, key), (variable, name) in _COORDINATOR_DIRECTORIES.items():
+            first = environ.get(variable, "").split(":")[0]
+            if section == cls.SECTION and key not in given and Path(first).is_absolute():
+                overrides[key] = Path(first) / name
+        built[attribute] = replace(settings, **overrides) if overrides else settings
+    return CoordinatorConfig(source=path.absolute(), **built), tuple(warnings)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,0 +1,154 @@
+"""The coordinator server: trio tasks around the sans-IO coordinator.
+
+One UDP socket; a drain loop that feeds every datagram to
+:class:`~p2pd.coordinator.core.Coordinator`, sends what it produced and logs
+what the operator should see; a timer loop; the stop signals. Keys come from
+the files the configuration names (created on first start, mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from p2pd import __version__
+from p2pd.config import CoordinatorConfig
+from p2pd.coordinator.core import (
+    AdmissionRefused,
+    Coordinator,
+    CoordinatorSettings,
+    DaemonLeft,
+    DaemonRegistered,
+    ReportReceived,
+)
+from p2pd.coordinator.credentials import load_or_create_signing_key, public_key_bytes
+from p2pd.crypto.identity import load_or_create_identity
+from p2pd.io import sdnotify
+from p2pd.io.udp import UdpSocket
+from p2pd.logs import flush_logging, get_logger
+
+log = get_logger("p2pd.coordinator")
+UDP_RECEIVE_BUFFER = 4 << 20  # many daemons: absorb bursts
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between summaries of refused handshakes
+
+
+class CoordinatorServer:
+    def __init__(self, coordinator: Coordinator, udp: UdpSocket) -> None:
+        self.coordinator = coordinator
+        self.udp = udp
+        self._timer_changed = trio.Event()
+        self._armed: float | None = None
+        self._refusals_logged = 0.0
+
+    def pump(self) -> None:
+        now = trio.current_time()
+        for data, address in self.coordinator.datagrams_to_send(now):
+            self.udp.send(data, address)
+        while (event := self.coordinator.next_event()) is not None:
+            if isinstance(event, DaemonRegistered):
+                log.info("daemon_registered", daemon=event.daemon_id, player=event.player_id,
+                         key=event.key.hex()[:16], address=f"{event.address[0]}:{event.address[1]}")
+            elif isinstance(event, DaemonLeft):
+                log.info("daemon_left", daemon=event.daemon_id, player=event.player_id,
+                         reason=event.reason)
+            elif isinstance(event, ReportReceived):
+                report = event.report
+                log.warning("daemon_report", daemon=event.daemon_id, player=event.player_id,
+                            severity=report.severity, code=report.code, detail=report.detail,
+                            peer=report.peer.hex()[:16] if report.peer else None)
+            elif isinstance(event, AdmissionRefused) and now - self._refusals_logged >= \
+                    REFUSAL_LOG_INTERVAL:  # counted always, logged as a summary at most this often
+                self._refusals_logged = now
+                log.warning("admissions_refused", counts=dict(self.coordinator.refused))
+        deadline, armed = self.coordinator.get_timer(), self._armed
+        if deadline is not None and (armed is None or deadline < armed):
+            self._timer_changed.set()
+
+    async def udp_loop(self) -> None:
+        while True:
+            burst = await self.udp.receive_burst()
+            now = trio.current_time()
+            for data, address in burst:
+                try:
+                    self.coordinator.receive_datagram(data, address, now)
+                except Exception:  # a bug of ours must not take the coordinator down
+                    log.exception("datagram_failed", source=f"{address[0]}:{address[1]}")
+            self.pump()
+
+    async def timer_loop(self) -> None:
+        while True:
+            deadline = self._armed = self.coordinator.get_timer()
+            self._timer_changed = trio.Event()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._timer_changed.wait()
+            now = trio.current_time()
+            if deadline is not None and now >= deadline:
+                try:
+                    self.coordinator.handle_timer(now)
+                except Exception:
+                    log.exception("timer_failed")
+                self.pump()
+
+
+def build_coordinator(config: CoordinatorConfig, epoch: float) -> Coordinator:
+    server = config.server
+    identity = load_or_create_identity(server.key_file)
+    signing = load_or_create_signing_key(server.signing_key_file)
+    issuer = load_or_create_signing_key(server.issuer_key_file)
+    issuers = [issuer.public_key()] + [Ed25519PublicKey.from_public_bytes(k)
+                                       for k in server.trusted_issuers]
+    settings = CoordinatorSettings(view_range=server.view_range,
+                                   certificate_lifetime=server.certificate_lifetime,
+                                   max_daemons=server.max_daemons)
+    return Coordinator(identity, signing, issuers, settings, epoch=epoch)
+
+
+async def run_coordinator(config: CoordinatorConfig, info_file: Path | None = None) -> int:
+    """Run until SIGINT or SIGTERM. ``info_file``: where to write a JSON line with
+    the UDP address and public keys once ready (for scripts and tests)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        return await _run(config, signals, info_file)
+
+
+async def _run(config: CoordinatorConfig, signals: AsyncIterator[int],
+               info_file: Path | None) -> int:
+    server = config.server
+    coordinator = build_coordinator(config, time.time() - trio.current_time())
+    udp = UdpSocket.bind_in_range(server.listen_host, server.listen_port, server.listen_port,
+                                  UDP_RECEIVE_BUFFER)
+    host, port = udp.address
+    info = {
+        "version": __version__,
+        "udp": f"{host}:{port}",
+        "public_key": coordinator.public_key.hex(),
+        "signing_key": coordinator.signing_public_key.hex(),
+        "issuer_key": public_key_bytes(
+            load_or_create_signing_key(server.issuer_key_file)).hex(),
+    }
+    log.info("coordinator_starting", **info, config=str(config.source))
+    runner = CoordinatorServer(coordinator, udp)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runner.udp_loop)
+            nursery.start_soon(runner.timer_loop)
+            if info_file is not None:
+                info_file.write_text(json.dumps(info) + "\n")
+            log.info("coordinator_ready", udp=info["udp"])
+            sdnotify.ready(f"UDP {info['udp']}")
+            async for signum in signals:
+                log.info("signal_received", signal=signal.Signals(signum).name)
+                break
+            sdnotify.stopping()
+            nursery.cancel_scope.cancel()
+    finally:
+        udp.close()
+        log.info("coordinator_stopped", status=coordinator.status())
+        flush_logging()
+    return 0
