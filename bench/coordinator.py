@@ -26,27 +26,73 @@ Measured:
   strings the index keeps from decoded reports);
 - nearest_crowd_us: one nearest() for a daemon in Prontera's main crowd.
 
-``updates_per_s`` and ``bytes_per_daemon`` are, for now, the index's figures:
-the whole coordinator path (decrypt, parse, index, reply) is measured here
-once the coordinator's protocol exists, as another function next to
-:func:`measure_index`. Goals from the issue: 50,000 updates per second per
-core for the whole path, at most 2 KB per daemon for the whole coordinator
-(a few hundred bytes for the index). Ends with one JSON line.
+The whole coordinator path (bench/_coordinator_world.py wires it): one
+:class:`~p2pd.coordinator.core.Coordinator` and 10,000 daemon Endpoints, each
+with a seeded identity and a connect token, datagrams handed over directly
+(no network, zero delay) with a virtual clock; only the calls into the
+coordinator are timed. The coordinator's SessionConfig holds a session per
+daemon (max_sessions) and takes 2,000 handshakes a second before cookies.
+
+- registration_ms: coordinator time per daemon registering through the real
+  handshake (request, response, the daemon's confirming PING answered with a
+  PONG and ``registered``, the daemon's ack), bursts of 64 datagrams (what
+  p2pd.io.udp drains per wake-up), 1,000 registrations per virtual second;
+- updates_per_s: presence reports per second on one core through
+  ``receive_datagram`` (decrypt, frames, reliable channel, parse, index,
+  candidates and introductions queued) for every datagram of a burst of 64
+  and ``datagrams_to_send`` (every session flushed: replies sealed, acks)
+  after it; best of several rounds, each a tenth of the daemons with their
+  reports among the stream's first 100,000 (times at 50,000 reports per
+  virtual second). Before each burst, outside the clock, the daemons take the
+  coordinator's answers, acknowledge them ``ack_delay`` later as their timers
+  would, and seal their next reports (fresh AEAD counters, in order): a
+  closed loop, so that the coordinator retransmits nothing an open loop would
+  never acknowledge. Before the rounds every daemon reported its position
+  three times. Also printed: receive_datagram alone, the cost of the scans
+  of every session a driver makes per burst, and a cProfile of one more round;
+- bytes_per_daemon: tracemalloc of everything the coordinator holds
+  (sessions, keypairs, channel state, store, index, caches) after the
+  registrations and the three reports of every daemon, divided by 10,000,
+  with the top lines; ``bytes_per_daemon_registered`` before the reports.
+  The registration and warm-up are recorded and replayed, datagram for
+  datagram, into the same coordinator alone in a fresh process (the answers'
+  digest must match), so that no daemon allocates beside it. The resident
+  figure (RSS growth less tracemalloc's own) adds what tracemalloc cannot
+  see: OpenSSL's cipher contexts, allocator overhead.
+
+Goals from the issue: 50,000 updates per second per core for the whole path,
+at most 2 KB per daemon for the whole coordinator (a few hundred bytes for the
+index). The index's own figures stay under index_updates_per_s and
+index_bytes_per_daemon. Takes about two and a half minutes; ends with one
+JSON line.
 """
 
 from __future__ import annotations
 
+import cProfile
 import gc
 import json
+import linecache
+import os
+import pickle
 import random
 import struct
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import CodeType
+
+from _coordinator_world import ACK_DELAY, CoordinatorWorld, Datagrams, Replay, Report
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from p2pd.coordinator.presence import PresenceIndex
 from p2pd.mesh.policy import MeshSettings
+from p2pd.session.config import SessionConfig
 
 DAEMONS = 10_000
 UPDATES = 200_000
@@ -217,15 +263,347 @@ def measure_index_memory(world: World) -> float:
     return held / DAEMONS
 
 
-# Each measurement of the updates-per-second kind, by the name of its figure.
-# The whole coordinator path joins here once its protocol exists.
+# Each measurement of the index's updates-per-second kind, by the name of its figure.
 THROUGHPUT: dict[str, Callable[[World, list[tuple[int, str, int, int]]],
                                tuple[float, float]]] = {
     "index": measure_index,
 }
 
 
+# -- the whole coordinator path --------------------------------------------------
+
+BURST = 64  # datagrams per burst: what p2pd.io.udp drains per wake-up (MAX_BURST)
+CAPACITY = DAEMONS + 64  # the coordinator's max_sessions
+REGISTRATION_RATE = 1000  # registrations per virtual second
+HANDSHAKE_LIMIT = 2 * REGISTRATION_RATE  # handshake requests per second before cookies
+REGISTRATION_STEP = 2000  # daemons between progress lines
+REPORT_RATE = 50_000.0  # the stream's reports per virtual second: the goal's load
+WARMUP_PASSES = 3  # presence reports of every daemon before the memory figure and the rounds
+WARMUP_BURST = 1000  # datagrams; not timed: large bursts, few flushes
+PASS_INTERVAL = 2.0  # virtual seconds between warm-up passes, and between rounds
+SUBSETS = 10  # round k takes the daemons d with d % SUBSETS == k
+WHOLE_ROUNDS = 3  # timed rounds; then one more, profiled
+ROUND_STREAM = UPDATES // 2  # a round's reports: its daemons' among the stream's first ones
+SCAN_REPEAT = 5  # calls of each per-burst scan of every session, fastest taken
+PROFILE_TOP = 12
+GOAL_UPDATES = 50_000
+GOAL_BYTES = 2048
+_STARTED = time.perf_counter()
+PROFILE_STREAM = ROUND_STREAM // 2  # the profiled round's reports: among these
+# cumulative times in the profile: (label, file, function), by the coordinator call they are in
+RECEIVE_PARTS = [
+    ("Coordinator.receive_datagram", "coordinator/core.py", "receive_datagram"),
+    ("  Endpoint.receive_datagram", "session/endpoint.py", "receive_datagram"),
+    ("    Session.receive_transport: AEAD, allowance, frames", "session/session.py",
+     "receive_transport"),
+    ("      Keypair.open_untrusted (AES-GCM, replay window)", "crypto/transport.py",
+     "open_untrusted"),
+    ("      ChannelLink.on_frame (reliable receive, deliver)", "channels/link.py", "on_frame"),
+    ("  Coordinator._process: coordinator logic", "coordinator/core.py", "_process"),
+    ("    decode_control_untrusted", "coordinator/messages.py", "decode_control_untrusted"),
+    ("    Coordinator._on_presence", "coordinator/core.py", "_on_presence"),
+    ("      PresenceIndex.update", "coordinator/presence.py", "update"),
+    ("      PresenceIndex.nearest", "coordinator/presence.py", "nearest"),
+    ("      Coordinator._entry (peer entries)", "coordinator/core.py", "_entry"),
+    ("      encode_control (candidates, introductions)", "coordinator/messages.py",
+     "encode_control"),
+    ("      Endpoint.send (queue replies)", "session/endpoint.py", "send"),
+]
+SEND_PARTS = [
+    ("Coordinator.datagrams_to_send", "coordinator/core.py", "datagrams_to_send"),
+    ("  Endpoint.flush: every session", "session/endpoint.py", "flush"),
+    ("    Session.pump", "session/session.py", "pump"),
+    ("      ChannelLink.has_data", "channels/link.py", "has_data"),
+    ("      ChannelLink.acks_pending", "channels/link.py", "acks_pending"),
+    ("      ChannelLink.build (frames of replies and acks)", "channels/link.py", "build"),
+    ("      Session._transmit_frames (compress or pad, seal)", "session/session.py",
+     "_transmit_frames"),
+]
+
+
+def progress(message: str) -> None:
+    print(f"[{time.perf_counter() - _STARTED:6.1f} s] {message}", flush=True)
+
+
+@dataclass
+class WholePath:
+    updates_per_s: float  # best round: receive_datagram and datagrams_to_send
+    receive_updates_per_s: float  # the same round, receive_datagram alone
+    rounds: list[float]
+    round_reports: int
+    bursts: int  # per round
+    datagrams_in: float  # per report (acks of the coordinator's messages included)
+    datagrams_out: float  # per report
+    messages_out: float  # per report: candidates and introductions the daemons received
+    bytes_out: float  # per report
+    registration_ms: float
+    registration_receive_ms: float  # of it, receive_datagram
+    registration_bursts: int
+    flush_ms: float  # datagrams_to_send with nothing to send, every session registered
+    get_timer_ms: float
+    handle_timer_ms: float  # nothing due
+    retransmissions: int  # by the coordinator, over everything
+    drops: dict[str, int]  # datagrams the coordinator dropped, by reason, over everything
+    bad_messages: int
+    profile: list[str]
+    recording: list[tuple[Datagrams, float]]
+    split: int  # recording[:split] registered the daemons
+    digest: str
+
+
+def round_reports(stream: list[tuple[int, str, int, int]], subset: int,
+                  start: float) -> list[Report]:
+    """Subset ``subset``'s reports in ``stream``, at their times in it from ``start``."""
+    return [(start + j / REPORT_RATE, daemon, map_name, x, y)
+            for j, (daemon, map_name, x, y) in enumerate(stream)
+            if daemon % SUBSETS == subset]
+
+
+def measure_whole_path(world: World, stream: list[tuple[int, str, int, int]]) -> WholePath:
+    """Registration, warm-up (recorded for the memory replay), then the timed rounds."""
+    cw = CoordinatorWorld(CAPACITY, SEED, handshakes_per_second=HANDSHAKE_LIMIT)
+    coordinator = cw.coordinator
+    cw.recording = []
+    for first in range(0, DAEMONS, REGISTRATION_STEP):
+        cw.register(min(REGISTRATION_STEP, DAEMONS - first), BURST, BURST / REGISTRATION_RATE)
+        progress(f"registered {len(coordinator.store):,} daemons through handshakes")
+    if len(coordinator.store) != DAEMONS or coordinator.refused:
+        raise RuntimeError(f"registration failed: {len(coordinator.store)} registered,"
+                           f" refused {dict(coordinator.refused)}")
+    registration_s = cw.receive_s + cw.send_s
+    registration_receive_s = cw.receive_s
+    registration_bursts = cw.bursts
+    split = len(cw.recording)
+    start = cw.now + PASS_INTERVAL
+    for n in range(WARMUP_PASSES):
+        begin = start + n * PASS_INTERVAL
+        cw.run([(begin + i / REPORT_RATE, i, fresh(p.map), p.x, p.y)
+                for i, p in enumerate(world.players)], WARMUP_BURST)
+    if coordinator.messages["presence"] != WARMUP_PASSES * DAEMONS or coordinator.bad_messages:
+        raise RuntimeError(f"warm-up: {dict(coordinator.messages)},"
+                           f" {coordinator.bad_messages} bad")
+    buckets = coordinator.presence.statistics().buckets
+    progress(f"every daemon reported {WARMUP_PASSES} times ({buckets} buckets in use);"
+             f" {len(cw.recording)} bursts recorded for the memory replay")
+    recording, cw.recording = cw.recording, None
+    # each timed round: rate, receive_datagram's rate, reports, bursts, and per report:
+    # datagrams in, datagrams out, bytes out, messages out
+    rounds: list[tuple[float, float, int, int, tuple[float, float, float, float]]] = []
+    start = cw.now + PASS_INTERVAL
+    profile: list[str] = []
+    for subset in range(WHOLE_ROUNDS + 1):
+        profiled = subset == WHOLE_ROUNDS
+        length = PROFILE_STREAM if profiled else ROUND_STREAM
+        batch = round_reports(stream[:length], subset, start)
+        start += length / REPORT_RATE + PASS_INTERVAL
+        gc.collect()
+        cw.reset_counters()
+        if profiled:
+            cw.profilers = (cProfile.Profile(), cProfile.Profile())
+            count = cw.run(batch, BURST)
+            profile = profile_lines(cw.profilers, count)
+            cw.profilers = None
+            progress(f"profiled round: {count:,} reports,"
+                     f" {cw.receive_s + cw.send_s:.1f} s under cProfile")
+            continue
+        count = cw.run(batch, BURST)
+        busy = cw.receive_s + cw.send_s
+        rounds.append((count / busy, count / cw.receive_s, count, cw.bursts,
+                       (cw.datagrams_in / count, cw.datagrams_out / count,
+                        cw.bytes_out / count, cw.messages_out / count)))
+        progress(f"round {subset + 1}/{WHOLE_ROUNDS}: {count:,} reports (of the stream's first"
+                 f" {ROUND_STREAM:,}) from {DAEMONS // SUBSETS:,} daemons in {cw.bursts} bursts:"
+                 f" {busy:.2f} s"
+                 f" ({count / busy:,.0f}/s; receive_datagram {cw.receive_s:.2f} s,"
+                 f" datagrams_to_send {cw.send_s:.2f} s)")
+    now = cw.now + ACK_DELAY
+    cw.deliver(cw.feed(cw.due_acks(now), now), now)
+    endpoint = coordinator.endpoint
+    retransmissions = sum(endpoint.session_statistics(peer).channels["retransmissions"]
+                          for peer in endpoint.peers())
+    flush_ms = scan_ms(lambda: coordinator.datagrams_to_send(now))
+    get_timer_ms = scan_ms(coordinator.get_timer)
+    later = now + SessionConfig().ping_interval + 1.0
+    coordinator.handle_timer(later)  # the pings due by then: not timed
+    coordinator.datagrams_to_send(later)
+    handle_timer_ms = scan_ms(lambda: coordinator.handle_timer(later))
+    best, receive_rate, reports, bursts, per_report = max(rounds)
+    return WholePath(
+        updates_per_s=best, receive_updates_per_s=receive_rate,
+        rounds=[rate for rate, *_ in rounds], round_reports=reports, bursts=bursts,
+        datagrams_in=per_report[0], datagrams_out=per_report[1], bytes_out=per_report[2],
+        messages_out=per_report[3],
+        registration_ms=registration_s / DAEMONS * 1e3,
+        registration_receive_ms=registration_receive_s / DAEMONS * 1e3,
+        registration_bursts=registration_bursts, flush_ms=flush_ms, get_timer_ms=get_timer_ms,
+        handle_timer_ms=handle_timer_ms, retransmissions=retransmissions,
+        drops=endpoint.statistics().drops, bad_messages=coordinator.bad_messages, profile=profile,
+        recording=recording, split=split, digest=cw.digest.hexdigest())
+
+
+def scan_ms(call: Callable[[], object]) -> float:
+    """Milliseconds of the fastest of SCAN_REPEAT calls."""
+    best = float("inf")
+    for _ in range(SCAN_REPEAT):
+        begin = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - begin)
+    return best * 1e3
+
+
+def short_path(filename: str) -> str:
+    """A source file's name from the project's root (p2pd/..., bench/...), else its base name."""
+    name = filename.replace("\\", "/")
+    for root in ("/p2pd/", "/bench/"):
+        if root in name:
+            return root[1:] + name.split(root, 1)[1]
+    return name.rsplit("/", 1)[-1]
+
+
+def _where(code: CodeType | str) -> tuple[str, str]:
+    """(file:line, or "" for a builtin; function name)."""
+    if isinstance(code, str):
+        return "", code
+    return f"{short_path(code.co_filename)}:{code.co_firstlineno}", code.co_name
+
+
+def profile_lines(profilers: tuple[cProfile.Profile, cProfile.Profile],
+                  reports: int) -> list[str]:
+    """Where the coordinator's time went, per report: cumulative times of the main
+    steps, then the functions with the most time of their own, for each call."""
+    receive, send = profilers[0].getstats(), profilers[1].getstats()
+    total = sum(entry.inlinetime for entry in receive + send) or 1.0
+    lines = [f"  cProfile of one more round ({reports:,} reports; cProfile inflates call-heavy"
+             " Python code): us per report and share of the profiled time"]
+    for entries, parts, top in ((receive, RECEIVE_PARTS, PROFILE_TOP), (send, SEND_PARTS, 6)):
+        cumulative: dict[tuple[str, str], float] = {}
+        for entry in entries:
+            if not isinstance(entry.code, str):  # builtins count in their callers' time
+                key = (short_path(entry.code.co_filename), entry.code.co_name)
+                cumulative[key] = cumulative.get(key, 0.0) + entry.totaltime
+        for label, path, function in parts:
+            spent = cumulative.get((f"p2pd/{path}", function), 0.0)
+            lines.append(f"    {spent / reports * 1e6:8.1f} us {spent / total:6.1%}  {label}")
+        lines.append(f"      its top {top} functions by own time (us per report, share,"
+                     " calls per report):")
+        for entry in sorted(entries, key=lambda e: -e.inlinetime)[:top]:
+            path, function = _where(entry.code)
+            where = f"{function} ({path})" if path else function
+            lines.append(f"      {entry.inlinetime / reports * 1e6:8.1f} us"
+                         f" {entry.inlinetime / total:6.1%} {entry.callcount / reports:7.1f}"
+                         f"  {where[:80]}")
+    return lines
+
+
+# -- memory of the whole coordinator (a replay in a fresh process) -----------------------
+
+
+def resident_bytes() -> int:
+    """Resident set size of this process (Linux), 0 where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def aesgcm_outside_python() -> tuple[float, list[AESGCM]]:
+    """Resident bytes one AESGCM object holds beyond what tracemalloc sees (OpenSSL's
+    cipher context), and the objects measured: keep them, or the next allocations
+    reuse their memory unseen."""
+    keys = [bytes([i % 256, i // 256]) * 16 for i in range(4000)]
+    gc.collect()
+    tracemalloc.start()
+    before, traced = resident_bytes(), tracemalloc.get_traced_memory()[0]
+    ciphers = [AESGCM(key) for key in keys]
+    grown = resident_bytes() - before
+    seen = tracemalloc.get_traced_memory()[0] - traced
+    tracemalloc.stop()
+    return (grown - seen) / len(ciphers), ciphers
+
+
+def replay_memory(path: Path) -> None:
+    """In a fresh process: the coordinator alone, replayed from the recording, traced."""
+    recording, split, digest = pickle.loads(path.read_bytes())
+    aesgcm_outside, ciphers = aesgcm_outside_python()
+    gc.collect()
+    resident_start = resident_bytes()
+    tracemalloc.start()
+    overhead_start = tracemalloc.get_tracemalloc_memory()
+
+    def checkpoint() -> tuple[float, float]:
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0]
+        overhead = tracemalloc.get_tracemalloc_memory() - overhead_start
+        resident = resident_bytes() - resident_start - overhead
+        return traced / DAEMONS, resident / DAEMONS
+
+    replay = Replay(SEED, CAPACITY, HANDSHAKE_LIMIT)
+    registered = (0.0, 0.0)
+    for i, (datagrams, now) in enumerate(recording):
+        if i == split:
+            registered = checkpoint()
+        replay.feed(datagrams, now)
+    reported = checkpoint()
+    snapshot = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    if replay.digest.hexdigest() != digest:
+        raise RuntimeError("the replayed coordinator answered differently from the recorded one")
+    coordinator = replay.coordinator
+    sessions = list(coordinator.endpoint._sessions.values())
+    keypairs = sum((s.current is not None) + (s._previous is not None) + len(s._unconfirmed)
+                   for s in sessions)
+    lines = []
+    for stat in snapshot.statistics("lineno")[:10]:
+        frame = stat.traceback[0]
+        path_name = short_path(frame.filename)
+        source = linecache.getline(frame.filename, frame.lineno).strip()
+        lines.append(f"    {stat.size / DAEMONS:7.0f} B {stat.count / DAEMONS:5.1f}"
+                     f"  {path_name}:{frame.lineno}  {source[:64]}")
+    files = []
+    for stat in snapshot.statistics("filename")[:6]:
+        files.append(f"{short_path(stat.traceback[0].filename)} {stat.size / DAEMONS:,.0f} B")
+    print(json.dumps({
+        "registered": registered, "reported": reported, "lines": lines, "files": files,
+        "sessions": len(sessions), "keypairs": keypairs,
+        "aesgcm_outside": aesgcm_outside,
+    }))
+    del ciphers
+
+
+@dataclass
+class WholeMemory:
+    registered: float  # tracemalloc, per daemon, after registration
+    reported: float  # ... after every daemon's warm-up reports
+    resident_registered: float  # resident bytes per daemon (tracemalloc's own excluded)
+    resident_reported: float
+    lines: list[str]  # the breakdown
+    files: list[str]
+    sessions: int
+    keypairs: int
+    aesgcm_outside: float  # resident bytes per AESGCM beyond tracemalloc's view
+
+
+def measure_whole_memory(whole: WholePath) -> WholeMemory:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "recording.pickle"
+        path.write_bytes(pickle.dumps((whole.recording, whole.split, whole.digest)))
+        done = subprocess.run([sys.executable, __file__, "--replay", str(path)],
+                              capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"the memory replay failed:\n{done.stderr}")
+    result = json.loads(done.stdout.splitlines()[-1])
+    return WholeMemory(
+        registered=result["registered"][0], reported=result["reported"][0],
+        resident_registered=result["registered"][1], resident_reported=result["reported"][1],
+        lines=result["lines"], files=result["files"], sessions=result["sessions"],
+        keypairs=result["keypairs"], aesgcm_outside=result["aesgcm_outside"])
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--replay":
+        replay_memory(Path(sys.argv[2]))
+        return
     rng = random.Random(SEED)
     world = build_world(rng)
     stream = build_stream(rng, world)
@@ -237,7 +615,7 @@ def main() -> None:
           f" {fields[0]}-{fields[-1]} each (median {fields[len(fields) // 2]});"
           f" {index.statistics().buckets} buckets of {index.view_range} x"
           f" {index.view_range} cells in use")
-    figures: dict[str, float] = {}
+    figures: dict[str, float | bool] = {}
     for name, measure in THROUGHPUT.items():
         rate, queried = measure(world, stream)
         figures[f"{name}_updates_per_s"] = round(rate)
@@ -254,12 +632,71 @@ def main() -> None:
     figures["index_bytes_per_daemon"] = round(per_daemon, 1)
     print(f"index memory: {per_daemon:.0f} bytes per registered daemon (tracemalloc,"
           f" {DAEMONS} daemons)")
-    figures["updates_per_s"] = figures["index_updates_per_s"]
-    figures["bytes_per_daemon"] = figures["index_bytes_per_daemon"]
-    print("note: updates_per_s and bytes_per_daemon are the index's alone for now; the whole"
-          " coordinator path (decrypt + parse + index + reply) is measured once the"
-          " coordinator's protocol exists. Goals: 50,000 updates/s per core, 2 KB per daemon"
-          " for the whole coordinator")
+    del index
+
+    progress("the whole path: one Coordinator, 10,000 daemon Endpoints, datagrams handed over"
+             " directly with a virtual clock")
+    whole = measure_whole_path(world, stream)
+    bursts_per_report = whole.bursts / whole.round_reports
+    print(f"registration: {whole.registration_ms:.2f} ms of coordinator time per daemon"
+          f" (receive_datagram {whole.registration_receive_ms:.2f} ms: handshake, token checks,"
+          f" certificate; the rest datagrams_to_send, {whole.registration_bursts} bursts of up"
+          f" to {BURST} datagrams)")
+    print(f"whole path: {whole.updates_per_s:,.0f} presence updates/s on one core, best of"
+          f" {WHOLE_ROUNDS} rounds ({', '.join(f'{r:,.0f}' for r in whole.rounds)}) of"
+          f" {whole.round_reports:,} reports in bursts of {BURST} datagrams: receive_datagram"
+          f" for each datagram, datagrams_to_send after each burst")
+    print(f"  per report: {whole.datagrams_in:.2f} datagrams in (acks included),"
+          f" {whole.datagrams_out:.2f} out ({whole.bytes_out:.0f} bytes) carrying"
+          f" {whole.messages_out:.2f} candidate lists and introductions (the others: acks alone);"
+          f" in all {whole.retransmissions} retransmissions by the coordinator, datagrams"
+          f" dropped {whole.drops or 'none'}, {whole.bad_messages} bad messages")
+    print(f"  receive_datagram alone (the same round): {whole.receive_updates_per_s:,.0f}"
+          " updates/s")
+    print(f"  scans of every session ({DAEMONS:,} registered): datagrams_to_send with nothing"
+          f" to send {whole.flush_ms:.1f} ms, get_timer {whole.get_timer_ms:.1f} ms,"
+          f" handle_timer with nothing due {whole.handle_timer_ms:.1f} ms")
+    flush_share = whole.flush_ms / 1e3 * bursts_per_report * whole.updates_per_s
+    with_timer = 1 / (1 / whole.updates_per_s + whole.get_timer_ms / 1e3 * bursts_per_report)
+    print(f"  the idle flush alone is {flush_share:.0%} of the whole path's time; the"
+          f" server's pump also calls get_timer after every burst: {with_timer:,.0f} updates/s"
+          " with it")
+    for line in whole.profile:
+        print(line)
+    figures["updates_per_s"] = round(whole.updates_per_s)
+    figures["receive_updates_per_s"] = round(whole.receive_updates_per_s)
+    figures["registration_ms"] = round(whole.registration_ms, 3)
+    figures["flush_ms"] = round(whole.flush_ms, 2)
+    figures["get_timer_ms"] = round(whole.get_timer_ms, 2)
+
+    progress("memory: the recorded registration and warm-up replayed into the coordinator alone"
+             " (a fresh process, tracemalloc)")
+    memory = measure_whole_memory(whole)
+    del whole
+    print(f"whole coordinator memory per registered daemon (tracemalloc, {DAEMONS:,} daemons,"
+          f" {memory.sessions:,} sessions, {memory.keypairs:,} keypairs):"
+          f" {memory.registered:,.0f} B registered, {memory.reported:,.0f} B after"
+          f" {WARMUP_PASSES} presence reports each")
+    print(f"  resident (RSS growth less tracemalloc's own): {memory.resident_registered:,.0f} B"
+          f" registered, {memory.resident_reported:,.0f} B after the reports; tracemalloc does"
+          f" not see OpenSSL's memory: {memory.aesgcm_outside:,.0f} B per AESGCM, two per keypair")
+    print("  by file: " + "; ".join(memory.files))
+    print("  top 10 lines (bytes and allocations per daemon):")
+    for line in memory.lines:
+        print(line)
+    figures["bytes_per_daemon"] = round(memory.reported, 1)
+    figures["bytes_per_daemon_registered"] = round(memory.registered, 1)
+    figures["resident_bytes_per_daemon"] = round(memory.resident_reported, 1)
+
+    updates_met = figures["updates_per_s"] >= GOAL_UPDATES
+    bytes_met = figures["bytes_per_daemon"] <= GOAL_BYTES
+    figures["goals_met"] = updates_met and bytes_met
+    print(f"goal: at least {GOAL_UPDATES:,} presence updates/s per core through the whole"
+          f" coordinator: {'met' if updates_met else 'MISSED'} ({figures['updates_per_s']:,}/s)")
+    print(f"goal: at most {GOAL_BYTES:,} B per registered daemon:"
+          f" {'met' if bytes_met else 'MISSED'} ({figures['bytes_per_daemon']:,.0f} B by"
+          f" tracemalloc, {figures['resident_bytes_per_daemon']:,.0f} B resident)")
+    progress("done")
     print(json.dumps(figures))
 
 
