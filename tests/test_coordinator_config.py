@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from p2pd.config import ConfigError, CoordinatorServerSettings, load_coordinator_config
+from p2pd.io.coordinator_server import coordinator_session_config
 from tests.test_systemd_unit import _last, _parse_unit, systemd_analyze  # noqa: F401
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -113,3 +114,10 @@ def test_systemd_analyze_verifies_the_unit(systemd_analyze: str,  # noqa: F811
         pytest.skip(f"systemd-analyze cannot run here: {output}")
     about = [line for line in output.splitlines() if UNIT.name in line]
     assert result.returncode == 0 and about == [], output
+
+
+def test_the_coordinator_server_sizes_its_sessions_for_max_daemons() -> None:
+    config = coordinator_session_config(10_000)
+    assert config.max_sessions >= 10_000
+    # 10,000 daemons rekeying every 120 s is about 83 handshakes a second
+    assert config.handshake_load_limit >= 10_000 / 120

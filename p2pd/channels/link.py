@@ -314,6 +314,8 @@ class ChannelLink:
             channel, next_seq, bits = parse_ack_untrusted(body)
             for sample in self.senders[channel].on_ack(next_seq, bits, now):
                 self._rtt_sample(sample)
+            if self._reliable_busy and all(s.idle for s in self._sender_list):
+                self._reliable_busy = False  # the last ack in: idle links skip the channels
         elif frame_type == _POSITION_ACK:
             self.positions_out.on_ack(parse_position_ack_untrusted(body))
         elif frame_type == _FRAGMENT:

@@ -33,6 +33,7 @@ from p2pd.crypto.identity import load_or_create_identity
 from p2pd.io import sdnotify
 from p2pd.io.udp import UdpSocket
 from p2pd.logs import flush_logging, get_logger
+from p2pd.session.config import SessionConfig
 
 log = get_logger("p2pd.coordinator")
 UDP_RECEIVE_BUFFER = 4 << 20  # many daemons: absorb bursts
@@ -107,7 +108,18 @@ def build_coordinator(config: CoordinatorConfig, epoch: float) -> Coordinator:
     settings = CoordinatorSettings(view_range=server.view_range,
                                    certificate_lifetime=server.certificate_lifetime,
                                    max_daemons=server.max_daemons)
-    return Coordinator(identity, signing, issuers, settings, epoch=epoch)
+    return Coordinator(identity, signing, issuers, settings,
+                       session_config=coordinator_session_config(server.max_daemons), epoch=epoch)
+
+
+def coordinator_session_config(max_daemons: int) -> SessionConfig:
+    """Sessions for many daemons: one per daemon (and room for handshakes in
+    flight), and enough handshakes per second before cookies for everyone's
+    rekeys (at level high every 120 s) plus arrivals."""
+    return SessionConfig(
+        max_sessions=max_daemons + 64,
+        handshake_load_limit=max(64, max_daemons // 30),
+    )
 
 
 async def run_coordinator(config: CoordinatorConfig, info_file: Path | None = None) -> int:
