@@ -632,3 +632,26 @@ def test_flush_and_control_messages_send_the_batch_at_once() -> None:
     assert pair.b.endpoint.next_event() == MessageReceived(pair.a_key, PacketType.CHAT_MESSAGE,
                                                            b"bye")
     assert pair.b.endpoint.next_event() == SessionClosed(pair.a_key, CloseReason.PEER_DISCONNECT)
+
+
+def test_flush_visits_only_the_sessions_given_data() -> None:
+    pair = make_pair()
+    handshake(pair)
+    a = pair.a.endpoint
+    session = a._sessions[pair.b_key]
+    calls: list[float] = []
+    original = session.flush
+
+    def counting_flush(now: float) -> None:
+        calls.append(now)
+        original(now)
+
+    session.flush = counting_flush  # type: ignore[method-assign]
+    now = pair.sim.now
+    a.flush(now)
+    assert calls == []  # nothing queued: not visited
+    a.send(pair.b_key, PacketType.VISUAL_EFFECT, b"x", now)
+    a.flush(now)
+    a.flush(now)
+    assert calls == [now]  # once for the data, not again
+    assert len(a.datagrams_to_send(now)) == 1

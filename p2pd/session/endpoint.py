@@ -116,6 +116,8 @@ class Endpoint:
             if self.config.total_send_rate is not None else None
         )
         self._sessions: dict[bytes, Session] = {}
+        self._dirty: set[Session] = set()  # sessions given data since the last flush()
+        self.mark_dirty = self._dirty.add  # for sessions: data was queued
         self._indexes: dict[int, Session] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
@@ -216,10 +218,16 @@ class Endpoint:
         return session
 
     def flush(self, now: float) -> None:
-        """Send what waits in every session now (a driver calls this after each
-        input burst); with a shared budget, in priority order."""
-        for session in self._by_priority(list(self._sessions.values())):
-            if session.established:
+        """Send the data queued since the last flush, now (a driver calls this after
+        each input burst); with a shared budget, in priority order. Only sessions
+        that were given data are visited: an endpoint with thousands of idle
+        sessions (a coordinator) pays nothing for them."""
+        if not self._dirty:
+            return
+        dirty = list(self._dirty)
+        self._dirty.clear()
+        for session in self._by_priority(dirty):
+            if session.established and not session.closed:
                 session.flush(now)
 
     def _by_priority(self, sessions: list[Session]) -> list[Session]:

@@ -136,6 +136,7 @@ class Session:
         self._rekey_after = config.rekey_after_messages
         self._output = endpoint.output
         self._emit = endpoint.emit
+        self._mark_dirty = endpoint.mark_dirty
         # channels (p2pd.channels): what waits to be sent, acks, retransmissions
         self._room = config.batch_budget - OVERHEAD  # plaintext bytes of one datagram
         self.link = ChannelLink(
@@ -427,6 +428,7 @@ class Session:
             link.queue(packet_type, payload, key, now)
         except ValueError as error:
             raise MessageTooLarge(str(error)) from None
+        self._mark_dirty(self)
         if not self._coalesce:
             self.pump(now)
             return
@@ -438,6 +440,7 @@ class Session:
     def send_position(self, state: PositionState, now: float) -> None:
         """Queue this side's newest position; an unsent older one is superseded."""
         self.link.queue_position(state)
+        self._mark_dirty(self)
         self._data_queued(now)
 
     def _data_queued(self, now: float) -> None:
