@@ -15,6 +15,8 @@ oversized message) raises :class:`SessionError` or :class:`MessageTooLarge`.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import struct
 from collections import OrderedDict, deque
@@ -118,6 +120,12 @@ class Endpoint:
         self._sessions: dict[bytes, Session] = {}
         self._dirty: set[Session] = set()  # sessions given data since the last flush()
         self.mark_dirty = self._dirty.add  # for sessions: data was queued
+        # Timers: a heap of (deadline, n, session), refreshed only for the sessions
+        # touched since (each call into a session may move its deadline); entries
+        # whose deadline is no longer the session's are stale and skipped.
+        self._touched: set[Session] = set()
+        self._timers: list[tuple[float, int, Session]] = []
+        self._timer_order = itertools.count()
         self._indexes: dict[int, Session] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
@@ -153,6 +161,7 @@ class Endpoint:
             if not session.established and not session.initiating:
                 session.address = address
                 session.start_handshake(now)
+                self._touched.add(session)
             return
         if len(self._sessions) >= self.config.max_sessions:
             raise SessionError(f"already holding max_sessions={self.config.max_sessions} sessions")
@@ -160,6 +169,7 @@ class Endpoint:
         session.known_to_app = True
         self._sessions[peer] = session
         session.start_handshake(now)
+        self._touched.add(session)
 
     def send(self, peer: bytes, packet_type: PacketType, payload: bytes, now: float,
              key: bytes | None = None) -> None:
@@ -181,6 +191,7 @@ class Endpoint:
         if session is None:
             raise SessionError(f"no session with peer {peer.hex()[:16]}")
         session.send_message(packet_type, payload, now, key)
+        self._touched.add(session)
 
     def check_send(self, peer: bytes, packet_type: PacketType, payload: bytes,
                    key: bytes | None = None) -> None:
@@ -197,7 +208,9 @@ class Endpoint:
     def send_position(self, peer: bytes, state: PositionState, now: float) -> None:
         """Queue this side's newest position for ``peer`` (unreliable, sequenced,
         delta-coded against the last position the peer acknowledged)."""
-        self._session(peer).send_position(state, now)
+        session = self._session(peer)
+        session.send_position(state, now)
+        self._touched.add(session)
 
     def set_priority(self, peer: bytes, weight: float) -> None:
         """How much ``peer`` matters when the shared budget is short (nearer
@@ -226,6 +239,7 @@ class Endpoint:
             return
         dirty = list(self._dirty)
         self._dirty.clear()
+        self._touched.update(dirty)
         for session in self._by_priority(dirty):
             if session.established and not session.closed:
                 session.flush(now)
@@ -242,10 +256,12 @@ class Endpoint:
         session = self._sessions.get(peer)
         if session is not None:
             session.close(CloseReason.LOCAL, now, notify_peer=True)
+            self._touched.add(session)
 
     def close_all(self, now: float) -> None:
         for session in list(self._sessions.values()):
             session.close(CloseReason.LOCAL, now, notify_peer=True)
+            self._touched.add(session)
 
     # -- the driver's calls --------------------------------------------------
 
@@ -261,6 +277,7 @@ class Endpoint:
                 session = self._indexes.get(index)
                 if session is None:
                     raise BadPacket(DropReason.UNKNOWN_SESSION, f"index {index}")
+                self._touched.add(session)
                 try:
                     session.receive_transport(index, data, flags, packet_type, address, now)
                 except BadPacket as error:
@@ -276,14 +293,44 @@ class Endpoint:
             self.count_drop(error.reason)
 
     def handle_timer(self, now: float) -> None:
-        due = [s for s in self._sessions.values()
-               if (deadline := s.deadline()) is not None and now >= deadline]
+        self._refresh_timers()
+        timers = self._timers
+        due: list[Session] = []
+        while timers and timers[0][0] <= now:
+            deadline, _, session = heapq.heappop(timers)
+            if session.timer_deadline == deadline and not session.closed and session not in due:
+                due.append(session)
         for session in self._by_priority(due):
             session.on_timer(now)
+        self._touched.update(due)
 
     def get_timer(self) -> float | None:
-        deadlines = [d for s in self._sessions.values() if (d := s.deadline()) is not None]
-        return min(deadlines) if deadlines else None
+        self._refresh_timers()
+        timers = self._timers
+        while timers:
+            deadline, _, session = timers[0]
+            if session.timer_deadline == deadline and not session.closed:
+                return deadline
+            heapq.heappop(timers)  # stale: the session's deadline moved or it closed
+        return None
+
+    def _refresh_timers(self) -> None:
+        touched = self._touched
+        if not touched:
+            return
+        timers = self._timers
+        order = self._timer_order
+        for session in touched:
+            deadline = None if session.closed else session.deadline()
+            if deadline != session.timer_deadline:
+                session.timer_deadline = deadline
+                if deadline is not None:
+                    heapq.heappush(timers, (deadline, next(order), session))
+        touched.clear()
+        if len(timers) > 4 * len(self._sessions) + 1024:  # too many stale entries: rebuild
+            self._timers = [(s.timer_deadline, next(order), s) for s in self._sessions.values()
+                            if s.timer_deadline is not None and not s.closed]
+            heapq.heapify(self._timers)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self._outgoing[:]
@@ -338,12 +385,14 @@ class Endpoint:
             self._collisions += 1
             return
         session.respond(handshake, framed.index, certificate, address, now)
+        self._touched.add(session)
 
     def _on_response(self, data: bytes, address: Address, now: float) -> None:
         framed = unframe_untrusted(data, self._mac1_key, RESPONSE_MIN_SIZE)
         session = self._indexes.get(framed.index)
         if session is None:
             raise BadPacket(DropReason.UNKNOWN_SESSION, f"response to index {framed.index}")
+        self._touched.add(session)
         try:
             session.on_response(framed, address, now)
         except BadPacket as error:
@@ -360,6 +409,7 @@ class Endpoint:
             raise BadPacket(DropReason.UNKNOWN_SESSION, f"cookie reply to index {index}")
         mac1 = request[-32:-16]
         session.on_cookie(open_cookie_reply_untrusted(data, mac1, session.peer), now)
+        self._touched.add(session)
 
     def _under_load(self, now: float) -> bool:
         second = int(now)

@@ -97,6 +97,7 @@ class Session:
         self.established = False
         self.closed = False
         self.known_to_app = False  # connect() was called or SessionEstablished sent
+        self.timer_deadline: float | None = None  # as the endpoint's timer heap holds it
         self.certificate: bytes | None = None
         self.counters = Counters()
         self.rtt = RttEstimator()  # PING to PONG: the link's latency, as reported
