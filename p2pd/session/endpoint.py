@@ -118,12 +118,14 @@ class Endpoint:
             if self.config.total_send_rate is not None else None
         )
         self._sessions: dict[bytes, Session] = {}
-        self._dirty: set[Session] = set()  # sessions given data since the last flush()
-        self.mark_dirty = self._dirty.add  # for sessions: data was queued
+        # Sessions given data since the last flush(), and sessions touched since the
+        # timers were last looked at: dicts, not sets, so that the order (and with
+        # it every run) does not depend on object addresses.
+        self._dirty: dict[Session, None] = {}
         # Timers: a heap of (deadline, n, session), refreshed only for the sessions
         # touched since (each call into a session may move its deadline); entries
         # whose deadline is no longer the session's are stale and skipped.
-        self._touched: set[Session] = set()
+        self._touched: dict[Session, None] = {}
         self._timers: list[tuple[float, int, Session]] = []
         self._timer_order = itertools.count()
         self._indexes: dict[int, Session] = {}
@@ -161,7 +163,7 @@ class Endpoint:
             if not session.established and not session.initiating:
                 session.address = address
                 session.start_handshake(now)
-                self._touched.add(session)
+                self._touched[session] = None
             return
         if len(self._sessions) >= self.config.max_sessions:
             raise SessionError(f"already holding max_sessions={self.config.max_sessions} sessions")
@@ -169,7 +171,7 @@ class Endpoint:
         session.known_to_app = True
         self._sessions[peer] = session
         session.start_handshake(now)
-        self._touched.add(session)
+        self._touched[session] = None
 
     def send(self, peer: bytes, packet_type: PacketType, payload: bytes, now: float,
              key: bytes | None = None) -> None:
@@ -191,7 +193,7 @@ class Endpoint:
         if session is None:
             raise SessionError(f"no session with peer {peer.hex()[:16]}")
         session.send_message(packet_type, payload, now, key)
-        self._touched.add(session)
+        self._touched[session] = None
 
     def check_send(self, peer: bytes, packet_type: PacketType, payload: bytes,
                    key: bytes | None = None) -> None:
@@ -210,7 +212,7 @@ class Endpoint:
         delta-coded against the last position the peer acknowledged)."""
         session = self._session(peer)
         session.send_position(state, now)
-        self._touched.add(session)
+        self._touched[session] = None
 
     def set_priority(self, peer: bytes, weight: float) -> None:
         """How much ``peer`` matters when the shared budget is short (nearer
@@ -230,6 +232,10 @@ class Endpoint:
             raise SessionError(f"no session with peer {peer.hex()[:16]}")
         return session
 
+    def mark_dirty(self, session: Session) -> None:
+        """For sessions: data was queued; the next flush() visits this session."""
+        self._dirty[session] = None
+
     def flush(self, now: float) -> None:
         """Send the data queued since the last flush, now (a driver calls this after
         each input burst); with a shared budget, in priority order. Only sessions
@@ -239,7 +245,7 @@ class Endpoint:
             return
         dirty = list(self._dirty)
         self._dirty.clear()
-        self._touched.update(dirty)
+        self._touched.update(dict.fromkeys(dirty))
         for session in self._by_priority(dirty):
             if session.established and not session.closed:
                 session.flush(now)
@@ -256,12 +262,12 @@ class Endpoint:
         session = self._sessions.get(peer)
         if session is not None:
             session.close(CloseReason.LOCAL, now, notify_peer=True)
-            self._touched.add(session)
+            self._touched[session] = None
 
     def close_all(self, now: float) -> None:
         for session in list(self._sessions.values()):
             session.close(CloseReason.LOCAL, now, notify_peer=True)
-            self._touched.add(session)
+            self._touched[session] = None
 
     # -- the driver's calls --------------------------------------------------
 
@@ -277,7 +283,7 @@ class Endpoint:
                 session = self._indexes.get(index)
                 if session is None:
                     raise BadPacket(DropReason.UNKNOWN_SESSION, f"index {index}")
-                self._touched.add(session)
+                self._touched[session] = None
                 try:
                     session.receive_transport(index, data, flags, packet_type, address, now)
                 except BadPacket as error:
@@ -302,7 +308,7 @@ class Endpoint:
                 due.append(session)
         for session in self._by_priority(due):
             session.on_timer(now)
-        self._touched.update(due)
+        self._touched.update(dict.fromkeys(due))
 
     def get_timer(self) -> float | None:
         self._refresh_timers()
@@ -385,14 +391,14 @@ class Endpoint:
             self._collisions += 1
             return
         session.respond(handshake, framed.index, certificate, address, now)
-        self._touched.add(session)
+        self._touched[session] = None
 
     def _on_response(self, data: bytes, address: Address, now: float) -> None:
         framed = unframe_untrusted(data, self._mac1_key, RESPONSE_MIN_SIZE)
         session = self._indexes.get(framed.index)
         if session is None:
             raise BadPacket(DropReason.UNKNOWN_SESSION, f"response to index {framed.index}")
-        self._touched.add(session)
+        self._touched[session] = None
         try:
             session.on_response(framed, address, now)
         except BadPacket as error:
@@ -409,7 +415,7 @@ class Endpoint:
             raise BadPacket(DropReason.UNKNOWN_SESSION, f"cookie reply to index {index}")
         mac1 = request[-32:-16]
         session.on_cookie(open_cookie_reply_untrusted(data, mac1, session.peer), now)
-        self._touched.add(session)
+        self._touched[session] = None
 
     def _under_load(self, now: float) -> bool:
         second = int(now)
