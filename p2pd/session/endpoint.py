@@ -121,7 +121,7 @@ class Endpoint:
         # Sessions given data since the last flush(), and sessions touched since the
         # timers were last looked at: dicts, not sets, so that the order (and with
         # it every run) does not depend on object addresses.
-        self._dirty: dict[Session, None] = {}
+        self.dirty_sessions: dict[Session, None] = {}  # sessions add themselves
         # Timers: a heap of (deadline, n, session), refreshed only for the sessions
         # touched since (each call into a session may move its deadline); entries
         # whose deadline is no longer the session's are stale and skipped.
@@ -232,19 +232,15 @@ class Endpoint:
             raise SessionError(f"no session with peer {peer.hex()[:16]}")
         return session
 
-    def mark_dirty(self, session: Session) -> None:
-        """For sessions: data was queued; the next flush() visits this session."""
-        self._dirty[session] = None
-
     def flush(self, now: float) -> None:
         """Send the data queued since the last flush, now (a driver calls this after
         each input burst); with a shared budget, in priority order. Only sessions
         that were given data are visited: an endpoint with thousands of idle
         sessions (a coordinator) pays nothing for them."""
-        if not self._dirty:
+        if not self.dirty_sessions:
             return
-        dirty = list(self._dirty)
-        self._dirty.clear()
+        dirty = list(self.dirty_sessions)
+        self.dirty_sessions.clear()
         self._touched.update(dict.fromkeys(dirty))
         for session in self._by_priority(dirty):
             if session.established and not session.closed:

@@ -137,7 +137,7 @@ class Session:
         self._rekey_after = config.rekey_after_messages
         self._output = endpoint.output
         self._emit = endpoint.emit
-        self._mark_dirty = endpoint.mark_dirty
+        self._dirty_sessions = endpoint.dirty_sessions  # this session joins it when given data
         # channels (p2pd.channels): what waits to be sent, acks, retransmissions
         self._room = config.batch_budget - OVERHEAD  # plaintext bytes of one datagram
         self.link = ChannelLink(
@@ -429,7 +429,7 @@ class Session:
             link.queue(packet_type, payload, key, now)
         except ValueError as error:
             raise MessageTooLarge(str(error)) from None
-        self._mark_dirty(self)
+        self._dirty_sessions[self] = None
         if not self._coalesce:
             self.pump(now)
             return
@@ -441,7 +441,7 @@ class Session:
     def send_position(self, state: PositionState, now: float) -> None:
         """Queue this side's newest position; an unsent older one is superseded."""
         self.link.queue_position(state)
-        self._mark_dirty(self)
+        self._dirty_sessions[self] = None
         self._data_queued(now)
 
     def _data_queued(self, now: float) -> None:
