@@ -86,3 +86,42 @@ def test_check_never_mutates() -> None:
 def test_window_size_has_a_floor() -> None:
     with pytest.raises(ValueError, match="1024"):
         ReplayWindow(512)
+
+
+def test_a_huge_jump_may_drop_new_counters_but_never_lets_a_replay_through() -> None:
+    """Slots keep 16-bit generations: after a jump of exactly 65535 generations an
+    old slot can look like the new counter's (a false drop, the documented price),
+    but no counter already accepted is ever accepted again."""
+    size = 1024
+    window, model = ReplayWindow(size), ModelWindow(size)
+    for counter in range(0, size // 2):  # half the slots written, half never
+        window.update(counter)
+        model.update(counter)
+    jump = 65535 * size  # same stored generation value as the first window's
+    false_drops = 0
+    rng = random.Random(1)
+    window.update(jump + size - 1)  # the newest first: the rest arrive out of order
+    model.update(jump + size - 1)
+    accepted: list[int] = []
+    for counter in range(jump, jump + size - 1):
+        if window.check(counter):
+            assert model.check(counter)
+            window.update(counter)
+            model.update(counter)
+            accepted.append(counter)
+        else:
+            false_drops += 1
+    assert false_drops == size // 2  # the slots written long ago: the aliasing is real
+    assert len(accepted) == size // 2 - 1
+    for counter in [*rng.sample(accepted, 200), jump + size - 1]:  # replays of what got in
+        assert not window.check(counter)
+    # after one more window of traffic every slot is current again: exact
+    for counter in range(jump + size, jump + 3 * size):
+        assert window.check(counter) == model.check(counter)
+        window.update(counter)
+        model.update(counter)
+
+
+def test_the_window_takes_two_bytes_a_slot() -> None:
+    window = ReplayWindow(2048)
+    assert window._slots.itemsize * len(window._slots) == 4096

@@ -2,12 +2,19 @@
 
 The window accepts a counter that is new and no more than ``size - 1`` below
 the highest counter accepted so far. Instead of RFC 6479's bitmap it keeps a
-ring of ``size`` slots in which slot ``c % size`` holds one more than the last
-counter recorded there (0: never used): a counter inside the window was seen
-exactly when its slot holds it plus one (a newer occupant of the slot would be
-``size`` or more above it, which puts it outside the window). In Python this
-is several times faster than shifting a 2048-bit integer, for 8 bytes a slot.
-The last 64-bit value, 2^64 - 1, is never accepted; senders stop far below.
+ring of ``size`` slots: slot ``c % size`` holds the *generation* ``c // size``
+of the last counter recorded there, as ``generation % 65535 + 1`` in 16 bits
+(0: never used). A counter inside the window was seen exactly when its slot
+holds its own generation: a newer occupant of the slot would be ``size`` or
+more above it, outside the window, and an older one is of an older
+generation. Two generations share a stored value only 65535 generations
+apart (134 million counters with the default size); a slot last written that
+long ago can make a new counter look seen (a false drop, never a replay let
+through), which only a sender that skips that many counters at once could
+cause, and p2pd senders renew their keys after 2^20. In Python this ring is
+several times faster than shifting a 2048-bit integer, at 2 bytes a slot
+(4 KiB for the default window). The last 64-bit value, 2^64 - 1, is never
+accepted; senders stop far below.
 
 ``check`` has no side effects, so a packet is tested before decryption and
 recorded with ``update`` only after it authenticates: a forged packet never
@@ -20,6 +27,7 @@ from array import array
 
 COUNTER_LIMIT = (1 << 64) - 1  # counters are unsigned 64-bit values below this
 DEFAULT_WINDOW = 2048
+_PERIOD = 65535  # generations stored as 1..65535 in a 16-bit slot
 
 
 class ReplayWindow:
@@ -29,7 +37,7 @@ class ReplayWindow:
         if size < 1024:
             raise ValueError(f"replay window size {size} is below the minimum of 1024")
         self._size = size
-        self._slots = array("Q", [0]) * size  # zeros: nothing seen yet
+        self._slots = array("H", [0]) * size  # zeros: nothing seen yet
         # Highest counter accepted so far, -1 before the first. Public so that a
         # caller can skip check() for the common in-order packet: a counter
         # above it is always new.
@@ -44,12 +52,14 @@ class ReplayWindow:
         top = self.highest
         if counter > top:
             return counter < COUNTER_LIMIT
-        if top - counter >= self._size:
+        size = self._size
+        if top - counter >= size:
             return False
-        return self._slots[counter % self._size] != counter + 1
+        return self._slots[counter % size] != counter // size % _PERIOD + 1
 
     def update(self, counter: int) -> None:
         """Record ``counter`` as accepted; call only after ``check`` and authentication."""
-        self._slots[counter % self._size] = counter + 1
+        size = self._size
+        self._slots[counter % size] = counter // size % _PERIOD + 1
         if counter > self.highest:  # noqa: PLR1730 (max() is a slower call here)
             self.highest = counter
