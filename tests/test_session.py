@@ -655,3 +655,23 @@ def test_flush_visits_only_the_sessions_given_data() -> None:
     a.flush(now)
     assert calls == [now]  # once for the data, not again
     assert len(a.datagrams_to_send(now)) == 1
+
+
+def test_a_timer_that_fires_without_changing_the_deadline_fires_again() -> None:
+    pair = make_pair()
+    handshake(pair)
+    a = pair.a.endpoint
+    session = a._sessions[pair.b_key]
+    deadline = a.get_timer()
+    assert deadline is not None
+    fired: list[float] = []
+
+    def on_timer(now: float) -> None:  # changes nothing
+        fired.append(now)
+
+    session.on_timer = on_timer  # type: ignore[method-assign]
+    a.handle_timer(deadline)
+    assert fired == [deadline]
+    assert a.get_timer() == deadline  # still due: not lost from the heap
+    a.handle_timer(deadline)
+    assert fired == [deadline, deadline]

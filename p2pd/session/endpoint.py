@@ -303,6 +303,7 @@ class Endpoint:
             if session.timer_deadline == deadline and not session.closed and session not in due:
                 due.append(session)
         for session in self._by_priority(due):
+            session.timer_deadline = None  # its entry is gone: the refresh pushes a new one
             session.on_timer(now)
         self._touched.update(dict.fromkeys(due))
 
