@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2pd.coordinator.core import (
     AdmissionRefused,
@@ -13,7 +13,11 @@ from p2pd.coordinator.core import (
     DaemonRegistered,
     ReportReceived,
 )
-from p2pd.coordinator.credentials import mint_token, verify_certificate_untrusted
+from p2pd.coordinator.credentials import (
+    certificate_policy,
+    mint_token,
+    verify_certificate_untrusted,
+)
 from p2pd.coordinator.messages import (
     Candidates,
     ControlMessage,
@@ -233,3 +237,39 @@ def test_reports_reach_the_operator() -> None:
     (report,) = [e for e in coord.events if isinstance(e, ReportReceived)]
     assert report.player_id == 42 and report.report.code == "auth_failures"
     assert len(w.coordinator.reports) == 1
+
+
+def test_certified_daemons_link_and_an_uncertified_one_is_refused() -> None:
+    """The whole credential flow: a token to the coordinator, a certificate back,
+    peers that admit only certificates from that coordinator."""
+    w, _ = world(7)
+    nodes = []
+    for player in (1, 2):
+        identity = Identity.from_private_bytes(w.rng.randbytes(32))
+        token = mint_token(w.issuer, account_id=player, player_id=player,
+                           daemon_key=identity.public_key, lifetime=600, now=w.wall())
+        node = EndpointNode((f"10.9.2.{player}", 7000),
+                            Endpoint(identity, random_bytes=w.rng.randbytes))
+        w.sim.add_node(node)
+        node.endpoint.connect(w.coordinator.public_key, COORD_ADDR, w.sim.now, credential=token)
+        nodes.append(node)
+    w.sim.run_until(1.0)
+    for node in nodes:
+        reply = registered(node)
+        assert reply is not None
+        node.endpoint.set_certificate(reply.certificate)
+        trusted = [Ed25519PublicKey.from_public_bytes(reply.signing_key)]
+        node.endpoint.set_peer_policy(certificate_policy(trusted, w.wall))
+    a, b = nodes
+    a.endpoint.connect(b.endpoint.identity.public_key, b.address, w.sim.now)
+    w.sim.run_until(2.0)
+    assert any(e.peer == b.endpoint.identity.public_key for e in a.events_of(SessionEstablished))
+    assert any(e.peer == a.endpoint.identity.public_key for e in b.events_of(SessionEstablished))
+    # a daemon without a certificate from this coordinator is refused by both
+    stranger = EndpointNode(("10.9.2.9", 7000), Endpoint(
+        Identity.from_private_bytes(w.rng.randbytes(32)), random_bytes=w.rng.randbytes))
+    w.sim.add_node(stranger)
+    stranger.endpoint.connect(a.endpoint.identity.public_key, a.address, w.sim.now)
+    w.sim.run_until(4.0)
+    assert stranger.events_of(SessionEstablished) == []
+    assert a.endpoint.statistics().drops.get("peer_refused", 0) > 0

@@ -151,8 +151,11 @@ class Endpoint:
 
     # -- the application's calls ---------------------------------------------
 
-    def connect(self, peer: bytes, address: Address, now: float) -> None:
-        """Open a session to ``peer`` (its static public key) at ``address``."""
+    def connect(self, peer: bytes, address: Address, now: float, *,
+                credential: bytes | None = None) -> None:
+        """Open a session to ``peer`` (its static public key) at ``address``.
+        ``credential``: what to present in this session's handshakes instead of the
+        endpoint's certificate (a connect token, to a coordinator)."""
         if len(peer) != 32:
             raise SessionError(f"a peer key has 32 bytes, got {len(peer)}")
         if peer == self.identity.public_key:
@@ -160,6 +163,8 @@ class Endpoint:
         session = self._sessions.get(peer)
         if session is not None:
             session.known_to_app = True
+            if credential is not None:
+                session.credential = credential
             if not session.established and not session.initiating:
                 session.address = address
                 session.start_handshake(now)
@@ -169,9 +174,20 @@ class Endpoint:
             raise SessionError(f"already holding max_sessions={self.config.max_sessions} sessions")
         session = Session(self, peer, address, now)
         session.known_to_app = True
+        session.credential = credential
         self._sessions[peer] = session
         session.start_handshake(now)
         self._touched[session] = None
+
+    def set_peer_policy(self, policy: PeerPolicy | None) -> None:
+        """Decide with ``policy`` which peers may hold a session from now on (a
+        daemon learns its coordinator's signing key only when it registers)."""
+        self._policy = policy
+
+    def set_certificate(self, certificate: bytes | None) -> None:
+        """Present ``certificate`` in every handshake from now on (a daemon's, once
+        its coordinator issued it; sessions that stand keep their keys)."""
+        self.identity = self.identity.with_certificate(certificate)
 
     def send(self, peer: bytes, packet_type: PacketType, payload: bytes, now: float,
              key: bytes | None = None) -> None:

@@ -98,7 +98,10 @@ class Session:
         self.closed = False
         self.known_to_app = False  # connect() was called or SessionEstablished sent
         self.timer_deadline: float | None = None  # as the endpoint's timer heap holds it
-        self.certificate: bytes | None = None
+        self.certificate: bytes | None = None  # what the peer presented
+        # what this side presents when it dials: None = the endpoint's certificate
+        # (a daemon presents its connect token to the coordinator instead)
+        self.credential: bytes | None = None
         self.counters = Counters()
         self.rtt = RttEstimator()  # PING to PONG: the link's latency, as reported
         # data to ack, including the peer's ack delay: what retransmission waits for
@@ -200,7 +203,8 @@ class Session:
             static_static=ep.static_static(self.peer),
         )
         noise = handshake.write_request(
-            encode_request_payload(ep.next_timestamp(now), ep.identity.certificate)
+            encode_request_payload(ep.next_timestamp(now), self.credential
+                                   if self.credential is not None else ep.identity.certificate)
         )
         request = frame_request(local_index, noise, self._peer_mac1_key, self._valid_cookie(now))
         self._initiations.append(_Initiation(local_index, handshake, request))
