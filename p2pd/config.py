@@ -252,6 +252,27 @@ class _OptionalPath(_Rule[Path | None]):
         return value
 
 
+class _OptionalHexKey(_Rule[bytes | None]):
+    """One 32-byte key as 64 hex digits, or nothing."""
+
+    expected = "a 32-byte key as 64 hex digits, or nothing for none"
+    empty_is_default = True
+
+    def parse(self, text: str) -> bytes | None:
+        text = text.strip()
+        if len(text) != 64:
+            raise _Invalid(self.expected)
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise _Invalid(self.expected) from None
+
+    def check(self, value: object) -> bytes | None:
+        if value is not None and not (isinstance(value, bytes) and len(value) == 32):
+            raise _Invalid(self.expected)
+        return value
+
+
 class _Host(_Rule[str]):
     expected = "a host name or IP address"
 
@@ -458,14 +479,28 @@ class LogSettings:
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorSettings:
-    """Section ``[coordinator]``: not used yet."""
+    """Section ``[coordinator]``: where this daemon registers and finds its peers.
+
+    With no ``address`` the daemon is linked by hand (``p2pctl connect``). With
+    one, ``public_key`` pins the coordinator's key and ``token_file`` holds the
+    connect token (hex) that the game (or ``p2pctl token``) wrote for this
+    daemon's key."""
 
     SECTION: ClassVar[str] = "coordinator"
 
     address: str | None = field(default=None, metadata=_allow(_OptionalAddress()))
+    public_key: bytes | None = field(default=None, metadata=_allow(_OptionalHexKey()))
+    token_file: Path | None = field(default=None, metadata=_allow(_OptionalPath()))
+    backups: int = field(default=1, metadata=_allow(_Int(0, 4)))  # warm links beyond max_peers
+    relay_only: bool = field(default=False, metadata=_allow(_Bool()))
 
     def __post_init__(self) -> None:
         _validate(self, self.SECTION)
+        if self.address is not None and (self.public_key is None or self.token_file is None):
+            raise ConfigError(
+                f"[{self.SECTION}] address = {self.address!r}: expected public_key and "
+                "token_file as well (the coordinator's key, and this daemon's connect token)"
+            )
 
 
 @dataclass(frozen=True, slots=True)

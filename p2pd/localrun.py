@@ -26,7 +26,8 @@ from p2pd.io.runtime import RUNTIME_FILE, RuntimeFileError, RuntimeInfo, read_ru
 
 def write_local_config(home: Path, *, port_low: int, port_high: int,
                        p2p: dict[str, str] | None = None,
-                       ipc: dict[str, str] | None = None) -> Path:
+                       ipc: dict[str, str] | None = None,
+                       coordinator: dict[str, str] | None = None) -> Path:
     """An ai_client.ini for a daemon living in ``home`` (IPC on a free TCP port)."""
     settings = {
         "enabled": "true", "port_range": f"{port_low}-{port_high}", "log_level": "debug",
@@ -36,7 +37,9 @@ def write_local_config(home: Path, *, port_low: int, port_high: int,
              "", "[identity]", "key_file=identity.key",
              "", "[ipc]", "tcp_host=127.0.0.1", "tcp_port=0", f"runtime_dir={home / 'run'}",
              *(f"{key}={value}" for key, value in (ipc or {}).items()),
-             "", "[log]", "file=logs/p2p.log", ""]
+             "", "[log]", "file=logs/p2p.log",
+             "", "[coordinator]", *(f"{key}={value}" for key, value in (coordinator or {}).items()),
+             ""]
     home.mkdir(parents=True, exist_ok=True)
     path = home / "ai_client.ini"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -32,6 +33,8 @@ from p2pd.ipc.outgoing import (
     peer_left_event,
 )
 from p2pd.ipc.peer_codec import decode_peer_event_untrusted, encode_peer_event
+from p2pd.mesh.manager import ManagerSettings, P2PManager
+from p2pd.mesh.policy import MeshSettings
 from p2pd.meters import RateMeter, TokenBucket
 from p2pd.session.endpoint import Endpoint, SendQueueFull, SessionError
 from p2pd.session.events import (
@@ -94,14 +97,39 @@ class Node:
         self.events_invalid = 0
         self.dropped_while_disabled = 0  # datagrams that arrived with enabled=false
         self.own_position: PositionState | None = None  # this player's, as the client sent it
+        self.mesh: P2PManager | None = None  # with a coordinator: who to link with
+        self._epoch = epoch
+        self._now = 0.0  # the driver's latest now, for the wall clock of certificate checks
 
     @property
     def enabled(self) -> bool:
         return self.p2p.enabled
 
+    def start_mesh(self, address: Address, token: bytes, now: float,
+                   rng: random.Random | None = None) -> None:
+        """Register with the coordinator at ``address`` (its key from the
+        configuration) and let the P2PManager choose the peers from now on."""
+        coordinator = self.config.coordinator
+        assert coordinator.public_key is not None
+        p2p = self.p2p
+        settings = ManagerSettings(
+            mesh=MeshSettings(max_peers=p2p.max_peers, backups=coordinator.backups,
+                              connect_radius=VIEW_RANGE),
+            discovery_interval=p2p.discovery_interval,
+            relay_only=coordinator.relay_only,
+        )
+        self._now = now
+        self.mesh = P2PManager(self.endpoint, coordinator.public_key, address, token, settings,
+                               rng=rng or random.Random(), clock=self._wall_clock)
+        self.mesh.start(now)
+
+    def _wall_clock(self) -> float:
+        return self._epoch + self._now
+
     # -- driver calls --------------------------------------------------------
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        self._now = now
         self.bytes_in.add(len(data), now)
         if self.enabled:
             self.endpoint.receive_datagram(data, address, now)
@@ -110,11 +138,19 @@ class Node:
             self.dropped_while_disabled += 1
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         self.endpoint.handle_timer(now)
         self._process_events(now)
+        mesh = self.mesh
+        if mesh is not None and (deadline := mesh.deadline()) is not None and now >= deadline:
+            mesh.handle_timer(now)
+            self._process_events(now)
 
     def get_timer(self) -> float | None:
-        return self.endpoint.get_timer()
+        deadline = self.endpoint.get_timer()
+        if self.mesh is not None and (mesh := self.mesh.deadline()) is not None:
+            return mesh if deadline is None else min(deadline, mesh)
+        return deadline
 
     def flush(self, now: float) -> None:
         """Send the messages waiting to be batched (end of an input burst)."""
@@ -166,6 +202,8 @@ class Node:
             state = PositionState(event.map, event.x, event.y, event.dir, event.speed,
                                   event.moving, event.tick)
             self._set_own_position(state)
+            if self.mesh is not None:
+                self.mesh.set_own_position(state.map, state.x, state.y, now)
             for key in chosen:
                 link = self._links[key]
                 if not self._position_allowed(link, state, now):
@@ -233,7 +271,10 @@ class Node:
 
     def _process_events(self, now: float) -> None:
         endpoint = self.endpoint
+        mesh = self.mesh
         while (event := endpoint.next_event()) is not None:
+            if mesh is not None and mesh.on_event(event, now):
+                continue  # the coordinator's: not a peer
             if isinstance(event, MessageReceived):
                 self._on_message(event, now)
             elif isinstance(event, PositionReceived):
@@ -284,6 +325,8 @@ class Node:
             return
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state
+        if self.mesh is not None:
+            self.mesh.on_peer_position(event.peer, state.map, state.x, state.y)
         if moved:
             self._prioritize(link)
         position = Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
@@ -292,9 +335,13 @@ class Node:
         self.events_received[Position.OP] += 1
         self._notify(game_event_to_message(position, event.peer.hex()))
 
+    def _max_links(self) -> int:
+        """max_peers, plus the warm backups when a coordinator chooses the peers."""
+        return self.p2p.max_peers + (self.config.coordinator.backups if self.mesh else 0)
+
     def _on_established(self, event: SessionEstablished, now: float) -> None:
         was_pending = self._pending.pop(event.peer, None) is not None
-        if event.peer not in self._links and len(self._links) >= self.p2p.max_peers:
+        if event.peer not in self._links and len(self._links) >= self._max_links():
             self.endpoint.close(event.peer, now)  # a link beyond max_peers
             if was_pending:
                 self._notify(link_event(event.peer.hex(), "failed", None,
@@ -372,6 +419,23 @@ class Node:
             "encryption_level": self.p2p.encryption_level.value,
             "max_peers": self.p2p.max_peers,
             "peers": self.peers(now),
+            "coordinator": self._coordinator_status(),
+        }
+
+    def _coordinator_status(self) -> dict[str, Any] | None:
+        mesh = self.mesh
+        if mesh is None:
+            return None
+        registered = mesh.registered
+        return {
+            "address": format_address(mesh.coordinator_address),
+            "state": ("registered" if mesh.coordinator_up and registered is not None
+                      else "connecting" if registered is None else "unreachable"),
+            "daemon_id": registered.daemon_id if registered is not None else None,
+            "seen_as": registered.address if registered is not None else None,
+            "candidates": len(mesh.candidates),
+            "active": len(mesh.active()),
+            "backups": len(mesh.backups()),
         }
 
     def stats(self, now: float) -> dict[str, Any]:

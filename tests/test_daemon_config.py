@@ -142,7 +142,8 @@ def test_values_and_key_names_are_read_leniently(tmp_path: Path) -> None:
         "[P2P]\nMAX_PEERS = 64\nEncryption_Level = Low\nlog_level = WARNING\n"
         "port_range = 7000 - 7000\nposition_update_rate = 0.5\neffect_update_rate = 60\n"
         "handshake_timeout = 2.5\ncompression_threshold = 0\n"
-        "[ipc]\ntcp_port = 0\n[coordinator]\naddress = coord.example.org:7400\n",
+        "[ipc]\ntcp_port = 0\n[coordinator]\naddress = coord.example.org:7400\n"
+        f"PUBLIC_KEY = {'Ab' * 32}\ntoken_file = token.hex\n",
     )
     config = load_config(path).config
     assert config.p2p.max_peers == 64
@@ -155,6 +156,14 @@ def test_values_and_key_names_are_read_leniently(tmp_path: Path) -> None:
     assert config.p2p.compression_threshold == 0
     assert config.ipc.tcp_port == 0
     assert config.coordinator.address == "coord.example.org:7400"
+    assert config.coordinator.public_key == bytes([0xAB] * 32)
+    assert config.coordinator.token_file == tmp_path / "token.hex"
+
+
+def test_a_coordinator_address_needs_its_key_and_a_token(tmp_path: Path) -> None:
+    path = write_ini(tmp_path, "[coordinator]\naddress = coord.example.org:7400\n")
+    with pytest.raises(ConfigError, match="expected public_key and token_file"):
+        load_config(path)
 
 
 def test_log_levels() -> None:

@@ -196,6 +196,8 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
             write_runtime_info(runtime_dir, info)
             nursery.start_soon(daemon.udp_loop)
             nursery.start_soon(daemon.timer_loop)
+            if config.coordinator.address is not None:
+                await _start_mesh(daemon)
             log.info("daemon_ready", udp_port=udp.address[1],
                      tcp=f"{info.tcp_host}:{info.tcp_port}", unix_socket=info.unix_socket)
             sdnotify.ready(f"UDP port {udp.address[1]}, IPC {info.tcp_host}:{info.tcp_port}")
@@ -211,6 +213,27 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
         log.info("daemon_stopped")
         flush_logging()
     return 0
+
+
+async def _start_mesh(daemon: Daemon) -> None:
+    """Register with the configured coordinator; on a problem, log it and go on
+    with hand-made links only."""
+    coordinator = daemon.config.coordinator
+    assert coordinator.address is not None and coordinator.token_file is not None
+    try:
+        token = bytes.fromhex(coordinator.token_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError) as error:
+        log.error("coordinator_token_unreadable", file=str(coordinator.token_file),
+                  error=str(error))
+        return
+    try:
+        address = await resolve_udp_address(coordinator.address)
+    except IpcError as error:
+        log.error("coordinator_unresolved", address=coordinator.address, error=error.message)
+        return
+    daemon.node.start_mesh(address, token, trio.current_time())
+    log.info("coordinator_registering", address=f"{address[0]}:{address[1]}")
+    daemon.pump()
 
 
 async def resolve_udp_address(text: str) -> tuple[str, int]:
