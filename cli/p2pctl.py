@@ -85,6 +85,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"  key       {result.get('public_key')}")
     click.echo(f"  level     {result.get('encryption_level')}, max_peers "
                f"{result.get('max_peers')}, IPC clients {result.get('ipc_clients')}")
+    coordinator = result.get("coordinator")
+    if coordinator:
+        click.echo(f"  mesh      coordinator {coordinator.get('address')} "
+                   f"{coordinator.get('state')}, {coordinator.get('candidates')} in view, "
+                   f"{coordinator.get('active')} linked + {coordinator.get('backups')} backup")
+    else:
+        click.echo("  mesh      no coordinator: peers linked by hand")
     _print_peers(result.get("peers", []))
 
 

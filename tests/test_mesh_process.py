@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +50,7 @@ async def test_daemons_near_each_other_link_by_themselves_and_far_ones_do_not(
             daemons.append(daemon_with_token(tmp_path, name, player_id, info, issuer))
         for daemon in daemons:
             daemon.wait_ready()
-        _, bob, carol = daemons
+        alice, bob, carol = daemons
         clients = [await open_client(d) for d in daemons]
         try:
             spots = {0: ("prontera", 150, 180), 1: ("prontera", 153, 182),
@@ -62,6 +64,10 @@ async def test_daemons_near_each_other_link_by_themselves_and_far_ones_do_not(
                     await trio.sleep(0.05)
             status = await clients[0].request("status")
             assert status["coordinator"]["state"] == "registered"
+            shown = subprocess.run(
+                [str(Path(sys.executable).parent / "p2pctl"), "--runtime-dir",
+                 str(alice.runtime_dir), "status"], capture_output=True, text=True, check=True)
+            assert "registered" in shown.stdout and "mesh" in shown.stdout
             await clients[0].request("chat", text="found you without an address")
             assert (await next_event_named(clients[1], "chat"))["text"] == (
                 "found you without an address")
