@@ -57,7 +57,6 @@ import heapq
 import hmac
 import math
 import os
-import stat
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +65,8 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from p2pd.crypto.keyfile import load_or_create_key
 
 __all__ = [
     "CERTIFICATE_CONTEXT",
@@ -185,41 +186,9 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     The file is laid out like the daemon's identity file: two lines,
     ``p2pd-signing-key-v1`` and the raw 32-byte private key in hex.
     """
-    try:
-        return _load_signing_key(path)
-    except FileNotFoundError:
-        pass
-    key = Ed25519PrivateKey.generate()
-    raw = key.private_bytes_raw()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its key
-        return _load_signing_key(path)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(f"{KEY_FILE_TAG}\n{raw.hex()}\n")
-    return key
-
-
-def _load_signing_key(path: Path) -> Ed25519PrivateKey:
-    if os.name == "posix":
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SigningKeyFileError(
-                f"{path} is accessible to other users (mode {stat.S_IMODE(mode):04o}); "
-                "run chmod 600 on it"
-            )
-    lines = path.read_text(encoding="ascii", errors="replace").split()
-    if len(lines) != 2 or lines[0] != KEY_FILE_TAG:
-        raise SigningKeyFileError(
-            f"{path} is not a p2pd signing key file (expected {KEY_FILE_TAG!r})"
-        )
-    try:
-        raw = bytes.fromhex(lines[1])
-    except ValueError:
-        raise SigningKeyFileError(f"{path}: the key is not hexadecimal") from None
-    if len(raw) != KEY_SIZE:
-        raise SigningKeyFileError(f"{path}: the key has {len(raw)} bytes, expected 32")
+    raw = load_or_create_key(
+        path, KEY_FILE_TAG, "signing key",
+        lambda: Ed25519PrivateKey.generate().private_bytes_raw(), SigningKeyFileError)
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
