@@ -34,7 +34,7 @@ from p2pd.ipc.outgoing import (
 )
 from p2pd.ipc.peer_codec import decode_peer_event_untrusted, encode_peer_event
 from p2pd.mesh.manager import ManagerSettings, P2PManager
-from p2pd.mesh.policy import MeshSettings
+from p2pd.mesh.policy import VIEW_RANGE, MeshSettings, chebyshev
 from p2pd.meters import RateMeter, TokenBucket
 from p2pd.session.endpoint import Endpoint, SendQueueFull, SessionError
 from p2pd.session.events import (
@@ -491,9 +491,6 @@ _NOT_DECODE = frozenset({"auth_failed", "bad_mac", "handshake_failed", "replayed
                          "handshake_replayed", "queue_full", "peer_refused"})
 
 
-VIEW_RANGE = 14  # cells each way the game shows a player (AREA_SIZE, DOMAIN.md)
-
-
 def proximity_weight(own: PositionState | None, peer: PositionState | None) -> float:
     """1 for a peer on this player's cell, 0.5 at the edge of view range, falling
     beyond; 0.05 on another map; 0.25 while either position is unknown."""
@@ -501,7 +498,7 @@ def proximity_weight(own: PositionState | None, peer: PositionState | None) -> f
         return 0.25
     if own.map != peer.map:
         return 0.05
-    distance = max(abs(own.x - peer.x), abs(own.y - peer.y))  # cells, as the game counts
+    distance = chebyshev((own.x, own.y), (peer.x, peer.y))  # cells, as the game counts
     return 1.0 / (1.0 + distance / VIEW_RANGE)
 
 

@@ -62,6 +62,7 @@ from p2pd.coordinator.messages import (
 from p2pd.coordinator.presence import PresenceIndex
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.fields import format_address
+from p2pd.mesh.policy import VIEW_RANGE
 from p2pd.session.config import SessionConfig
 from p2pd.session.endpoint import Endpoint
 from p2pd.session.events import (
@@ -78,7 +79,7 @@ _COORDINATOR = PacketType.COORDINATOR
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorSettings:
-    view_range: int = 14  # cells (DOMAIN.md AREA_SIZE): what a daemon may learn of
+    view_range: int = VIEW_RANGE  # cells: what a daemon may learn of
     certificate_lifetime: float = 3600.0
     refresh: float = 10.0  # seconds between candidate lists for a daemon that stays put
     max_daemons: int = 100_000

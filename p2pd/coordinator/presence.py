@@ -36,6 +36,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from p2pd.mesh.policy import VIEW_RANGE
+
 _AXIS = 16  # bits per axis in a bucket key; cells are 0..65535
 _CELL_MAX = (1 << _AXIS) - 1
 _VIEW_MAX = 255  # the game's is 14; nearest() keeps one list per distance up to it
@@ -83,7 +85,7 @@ class PresenceIndex:
     index unchanged).
     """
 
-    def __init__(self, view_range: int = 14) -> None:
+    def __init__(self, view_range: int = VIEW_RANGE) -> None:
         if not 1 <= view_range <= _VIEW_MAX:
             raise ValueError(f"view_range must be within 1..{_VIEW_MAX}, got {view_range}")
         self._view_range = view_range

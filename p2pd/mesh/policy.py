@@ -27,6 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+VIEW_RANGE = 14
+"""Cells each way the game shows a player (AREA_SIZE, DOMAIN.md): the square a
+player sees, the default connect radius, and what a daemon may learn of."""
+
 
 class Role(StrEnum):
     ACTIVE = "active"
@@ -37,7 +41,7 @@ class Role(StrEnum):
 class MeshSettings:
     max_peers: int = 10
     backups: int = 2
-    connect_radius: int = 14  # the game's view range (DOMAIN.md, AREA_SIZE)
+    connect_radius: int = VIEW_RANGE
     drop_margin: int = 4
     min_lifetime: float = 10.0  # seconds a link lives at least, unless its peer left the map
 
