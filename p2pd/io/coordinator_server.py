@@ -9,7 +9,6 @@ the files the configuration names (created on first start, mode 0600).
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from p2pd.coordinator.core import (
 from p2pd.coordinator.credentials import load_or_create_signing_key, public_key_bytes
 from p2pd.crypto.identity import load_or_create_identity
 from p2pd.io import sdnotify
+from p2pd.io.shell import Shell
 from p2pd.io.udp import UdpSocket
 from p2pd.logs import flush_logging, get_logger
 from p2pd.session.config import SessionConfig
@@ -40,12 +40,10 @@ UDP_RECEIVE_BUFFER = 4 << 20  # many daemons: absorb bursts
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between summaries of refused handshakes
 
 
-class CoordinatorServer:
+class CoordinatorServer(Shell):
     def __init__(self, coordinator: Coordinator, udp: UdpSocket) -> None:
+        super().__init__(coordinator, udp, log)
         self.coordinator = coordinator
-        self.udp = udp
-        self._timer_changed = trio.Event()
-        self._armed: float | None = None
         self._refusals_logged = 0.0
 
     def pump(self) -> None:
@@ -68,34 +66,7 @@ class CoordinatorServer:
                     REFUSAL_LOG_INTERVAL:  # counted always, logged as a summary at most this often
                 self._refusals_logged = now
                 log.warning("admissions_refused", counts=dict(self.coordinator.refused))
-        deadline, armed = self.coordinator.get_timer(), self._armed
-        if deadline is not None and (armed is None or deadline < armed):
-            self._timer_changed.set()
-
-    async def udp_loop(self) -> None:
-        while True:
-            burst = await self.udp.receive_burst()
-            now = trio.current_time()
-            for data, address in burst:
-                try:
-                    self.coordinator.receive_datagram(data, address, now)
-                except Exception:  # a bug of ours must not take the coordinator down
-                    log.exception("datagram_failed", source=f"{address[0]}:{address[1]}")
-            self.pump()
-
-    async def timer_loop(self) -> None:
-        while True:
-            deadline = self._armed = self.coordinator.get_timer()
-            self._timer_changed = trio.Event()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                await self._timer_changed.wait()
-            now = trio.current_time()
-            if deadline is not None and now >= deadline:
-                try:
-                    self.coordinator.handle_timer(now)
-                except Exception:
-                    log.exception("timer_failed")
-                self.pump()
+        self.rearm()
 
 
 def build_coordinator(config: CoordinatorConfig, epoch: float) -> Coordinator:

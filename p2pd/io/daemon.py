@@ -8,13 +8,11 @@ clients and re-arms the one timer.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
 import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from p2pd.io.runtime import (
     write_runtime_info,
     write_token,
 )
+from p2pd.io.shell import Shell
 from p2pd.io.udp import UdpSocket
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import format_address, split_address
@@ -47,21 +46,18 @@ UDP_RECEIVE_BUFFER = 1 << 20  # absorbs bursts while the daemon is busy elsewher
 _LINK_EVENTS = frozenset({"peer_joined", "peer_left", "link"})
 
 
-class Daemon:
+class Daemon(Shell):
     def __init__(self, config: DaemonConfig, node: Node, udp: UdpSocket, token: str,
                  runtime_dir: Path) -> None:
+        super().__init__(node, udp, log)
         self.config = config
         self.node = node
-        self.udp = udp
         self.token = token
         self.runtime_dir = runtime_dir
         self.clients: set[ClientConnection] = set()
-        self.counters: Counter[str] = Counter()
         self.started = trio.current_time()
         self.tcp_address: tuple[str, int] | None = None
         self.unix_socket: Path | None = None
-        self._timer_changed = trio.Event()
-        self._armed_deadline: float | None = None  # what timer_loop sleeps until
 
     # -- the pump ----------------------------------------------------------------
 
@@ -80,40 +76,7 @@ class Daemon:
                 frame = encode_message(message)
                 for client in list(self.clients):
                     client.push_event(name, frame)
-        # Wake the timer loop only for an earlier deadline: at a later one (an ack
-        # moved a retransmission on) it wakes as armed, finds nothing due, re-arms.
-        deadline, armed = self.node.get_timer(), self._armed_deadline
-        if deadline is not None and (armed is None or deadline < armed):
-            self._timer_changed.set()
-
-    async def udp_loop(self) -> None:
-        node, udp = self.node, self.udp
-        while True:
-            burst = await udp.receive_burst()
-            now = trio.current_time()
-            for data, address in burst:
-                try:
-                    node.receive_datagram(data, address, now)
-                except Exception:  # a bug of ours must not take the daemon down
-                    self.counters["internal_errors"] += 1
-                    log.exception("datagram_failed", source=f"{address[0]}:{address[1]}")
-            self.pump()
-
-    async def timer_loop(self) -> None:
-        node = self.node
-        while True:
-            deadline = self._armed_deadline = node.get_timer()
-            self._timer_changed = trio.Event()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                await self._timer_changed.wait()
-            now = trio.current_time()
-            if deadline is not None and now >= deadline:
-                try:
-                    node.handle_timer(now)
-                except Exception:  # a bug of ours must not take the daemon down
-                    self.counters["internal_errors"] += 1
-                    log.exception("timer_failed")
-                self.pump()
+        self.rearm()
 
     # -- requests from IPC clients -------------------------------------------------
 
