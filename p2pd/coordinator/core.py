@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -41,6 +41,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2pd.coordinator.credentials import (
+    ConnectToken,
     CredentialError,
     TokenReplayGuard,
     issue_certificate,
@@ -75,6 +76,7 @@ from p2pd.session.events import (
 from p2pd.wire.types import PacketType
 
 _COORDINATOR = PacketType.COORDINATOR
+_MAX_ADMITTED = 4096  # tokens admitted in handshakes whose sessions are not up yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +229,7 @@ class Coordinator:
         self.store: DaemonStore = store if store is not None else MemoryStore()
         self.presence = PresenceIndex(self.settings.view_range)
         self._guard = TokenReplayGuard(self.settings.token_replay_capacity)
+        self._admitted: OrderedDict[bytes, ConnectToken] = OrderedDict()  # key -> its token
         self._next_id = 1
         self._events: deque[CoordinatorEvent] = deque()
         self.reports: deque[ReportReceived] = deque(maxlen=self.settings.report_history)
@@ -279,6 +282,9 @@ class Coordinator:
         except CredentialError as error:
             self._refuse(peer, error.reason.value)
             return False
+        self._admitted[peer] = token  # _register reads it; no second signature check
+        if len(self._admitted) > _MAX_ADMITTED:
+            self._admitted.popitem(last=False)
         return True
 
     def _refuse(self, peer: bytes, reason: str) -> None:
@@ -291,12 +297,14 @@ class Coordinator:
         if event.certificate is None:  # the policy let no such request through
             self.endpoint.close(peer, now)
             return
-        try:  # admitted moments ago: this reads its fields (and sees it expire meanwhile)
-            token = verify_token_untrusted(event.certificate, self._issuers, wall)
-        except CredentialError as error:
-            self._refuse(peer, error.reason.value)
-            self.endpoint.close(peer, now)
-            return
+        token = self._admitted.pop(peer, None)
+        if token is None or token.expires_at <= wall:  # admitted too long ago: check again
+            try:
+                token = verify_token_untrusted(event.certificate, self._issuers, wall)
+            except CredentialError as error:
+                self._refuse(peer, error.reason.value)
+                self.endpoint.close(peer, now)
+                return
         old = self.store.by_key(peer)
         if old is not None:
             self._forget(old, "registered again")

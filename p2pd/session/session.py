@@ -495,10 +495,11 @@ class Session:
             data = ((budget is None or budget.balance(now) > 0)
                     and (shared is None or shared.balance(now) > 0)
                     and pacer.balance(now) > 0)
-            if not (data and link.has_data(now)) and not (
+            waiting = link.has_data(now)
+            if not (data and waiting) and not (
                     link.has_control() or link.trailer_pending or self._acks_due(now)):
                 # nothing to send now but acknowledgements, which can wait for company
-                if not data and link.has_data(now):
+                if waiting:
                     self._blocked(now)
                 break
             frames = link.build(now, data=data)
@@ -506,8 +507,8 @@ class Session:
                 self._transmit_frames(keypair, b"".join(frames), now)
                 if link.data_frames and shared is not None:
                     self.accumulated = 0.0
-            if not data:
-                if link.has_data(now):
+            if not data:  # control and acks went; the data waits for the budgets
+                if waiting:
                     self._blocked(now)
                 break
             if not link.data_frames or not self._keys_usable() or not link.has_data(now):
