@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from p2pd.session.endpoint import Endpoint
 from p2pd.session.events import Event
 
 Address = tuple[str, int]
 E = TypeVar("E")
+
+
+class Core(Protocol):
+    """What a simulated node drives: the sans-IO driver API."""
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+    def get_timer(self) -> float | None: ...
+
+
+C = TypeVar("C", bound=Core)
+
+
+class CoreNode(Generic[C]):
+    """Any sans-IO core with that API (a daemon's Node, a Coordinator) at an address."""
+
+    def __init__(self, address: Address, core: C) -> None:
+        self.address = address
+        self.core = core
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.core.receive_datagram(data, addr, now)
+
+    def handle_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return self.core.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        return self.core.get_timer()
 
 
 class EndpointNode:
