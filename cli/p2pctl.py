@@ -92,6 +92,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
                    f"{coordinator.get('active')} linked + {coordinator.get('backups')} backup")
     else:
         click.echo("  mesh      no coordinator: peers linked by hand")
+    embedded = result.get("embedded_coordinator")
+    if embedded and "error" in embedded:
+        click.echo(f"  embedded  coordinator failed: {embedded['error']}")
+    elif embedded:
+        click.echo(f"  embedded  coordinator on udp {embedded.get('udp_address')}, "
+                   f"{embedded.get('daemons')} daemons registered")
+        click.echo(f"            key {embedded.get('public_key')}")
+        click.echo(f"            token issuer {embedded.get('issuer_key')}")
     _print_peers(result.get("peers", []))
 
 
@@ -166,6 +174,9 @@ if __name__ == "__main__":
 @click.option("--coordinator-config", "config_path", type=click.Path(path_type=Path),
               default=Path("coordinator.ini"), show_default=True,
               help="the coordinator's configuration (names the issuer key file)")
+@click.option("--issuer-key", "issuer_key_file", type=click.Path(path_type=Path), default=None,
+              help="the issuer key file itself, instead of --coordinator-config (an embedded "
+                   "coordinator's: issuer.key next to its daemon's identity key)")
 @click.option("--player", "player_id", type=click.IntRange(0, 2**32 - 1), required=True,
               help="the character's id")
 @click.option("--account", "account_id", type=click.IntRange(0, 2**64 - 1), default=0,
@@ -174,8 +185,8 @@ if __name__ == "__main__":
               help="the daemon's public key (64 hex digits, as p2pctl status shows it)")
 @click.option("--lifetime", type=click.FloatRange(1, 3600), default=600.0, show_default=True,
               help="seconds the token stays valid")
-def token(config_path: Path, player_id: int, account_id: int, daemon_key: str,
-          lifetime: float) -> None:
+def token(config_path: Path, issuer_key_file: Path | None, player_id: int, account_id: int,
+          daemon_key: str, lifetime: float) -> None:
     """Mint a connect token with the coordinator's issuer key (tests, small servers).
 
     A game server mints its own with its key; this one is for operators."""
@@ -187,8 +198,13 @@ def token(config_path: Path, player_id: int, account_id: int, daemon_key: str,
         click.echo("p2pctl: --key must be 64 hex digits", err=True)
         sys.exit(EXIT_REFUSED)
     try:
-        config, _ = load_coordinator_config(config_path)
-        issuer = load_or_create_signing_key(config.server.issuer_key_file)
+        if issuer_key_file is not None:
+            if not issuer_key_file.exists():  # never mint with a key made up on the spot
+                raise SigningKeyFileError(f"{issuer_key_file}: no such issuer key file")
+        else:
+            config, _ = load_coordinator_config(config_path)
+            issuer_key_file = config.server.issuer_key_file
+        issuer = load_or_create_signing_key(issuer_key_file)
     except (ConfigError, SigningKeyFileError) as error:
         click.echo(f"p2pctl: {error}", err=True)
         sys.exit(EXIT_REFUSED)

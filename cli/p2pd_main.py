@@ -50,6 +50,10 @@ def run(config_path: Path) -> None:
         log.error("identity_file_refused", error=str(error))
         click.echo(f"p2pd: identity key: {error}", err=True)
         sys.exit(EXIT_CONFIG)
+    except SigningKeyFileError as error:  # the embedded coordinator's
+        log.error("key_file_refused", error=str(error))
+        click.echo(f"p2pd: key file: {error}", err=True)
+        sys.exit(EXIT_CONFIG)
     except OSError as error:
         log.error("daemon_failed", error=str(error))
         click.echo(f"p2pd: {error}", err=True)

@@ -285,6 +285,29 @@ class _Host(_Rule[str]):
         return value
 
 
+class _OptionalInt(_Rule[int | None]):
+    """An integer in ``[low, high]``, or nothing for none."""
+
+    empty_is_default = True
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+        self.expected = f"an integer from {low} to {high}, or nothing"
+
+    def parse(self, text: str) -> int | None:
+        if not _INTEGER.fullmatch(text.strip()):
+            raise _Invalid(self.expected)
+        return self.check(int(text))
+
+    def check(self, value: object) -> int | None:
+        if value is None:
+            return None
+        if (isinstance(value, bool) or not isinstance(value, int)
+                or not self.low <= value <= self.high):
+            raise _Invalid(self.expected)
+        return value
+
+
 class _OptionalAddress(_Rule[str | None]):
     expected = "an address without spaces, or nothing for none"
 
@@ -481,10 +504,13 @@ class LogSettings:
 class CoordinatorSettings:
     """Section ``[coordinator]``: where this daemon registers and finds its peers.
 
-    With no ``address`` the daemon is linked by hand (``p2pctl connect``). With
-    one, ``public_key`` pins the coordinator's key and ``token_file`` holds the
-    connect token (hex) that the game (or ``p2pctl token``) wrote for this
-    daemon's key."""
+    With an ``address``, ``public_key`` pins the coordinator's key and
+    ``token_file`` holds the connect token (hex) that the game (or ``p2pctl
+    token``) wrote for this daemon's key. With none, the daemon runs a
+    coordinator of its own (``embedded``, LAN play: :mod:`p2pd.io.embedded`) on
+    ``embedded_host:embedded_port``, with its keys next to the identity key,
+    and registers with it as ``player_id``; with ``embedded = false`` it is
+    linked by hand (``p2pctl connect``)."""
 
     SECTION: ClassVar[str] = "coordinator"
 
@@ -493,6 +519,11 @@ class CoordinatorSettings:
     token_file: Path | None = field(default=None, metadata=_allow(_OptionalPath()))
     backups: int = field(default=1, metadata=_allow(_Int(0, 4)))  # warm links beyond max_peers
     relay_only: bool = field(default=False, metadata=_allow(_Bool()))
+    embedded: bool = field(default=True, metadata=_allow(_Bool()))
+    embedded_host: str = field(default="0.0.0.0", metadata=_allow(_Host()))
+    embedded_port: int = field(default=7400, metadata=_allow(_Int(0, 65535)))  # 0: any free
+    # the embedded coordinator's token for this daemon; none: derived from the identity key
+    player_id: int | None = field(default=None, metadata=_allow(_OptionalInt(0, 2**32 - 1)))
 
     def __post_init__(self) -> None:
         _validate(self, self.SECTION)
@@ -501,6 +532,29 @@ class CoordinatorSettings:
                 f"[{self.SECTION}] address = {self.address!r}: expected public_key and "
                 "token_file as well (the coordinator's key, and this daemon's connect token)"
             )
+        try:
+            ipaddress.IPv4Address(self.embedded_host)
+        except ValueError:
+            raise ConfigError(
+                f"[{self.SECTION}] embedded_host = {self.embedded_host!r}: expected an IPv4 "
+                "address (0.0.0.0 for every interface; the daemon's sockets are IPv4)"
+            ) from None
+        if self.address is not None and self.player_id is not None:
+            raise ConfigError(
+                f"[{self.SECTION}] player_id = {self.player_id!r}: expected no player_id "
+                "with an address (the connect token in token_file names the player; "
+                "player_id is for the embedded coordinator only)"
+            )
+        if self.address is None and not self.embedded and self.player_id is not None:
+            raise ConfigError(
+                f"[{self.SECTION}] player_id = {self.player_id!r}: expected no player_id "
+                "with embedded = false (no coordinator to register with)"
+            )
+
+    @property
+    def runs_embedded(self) -> bool:
+        """No coordinator configured and the embedded one not turned off."""
+        return self.address is None and self.embedded
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,6 +597,15 @@ class DaemonConfig:
     ipc: IpcSettings = field(default_factory=IpcSettings)
     log: LogSettings = field(default_factory=LogSettings)
     coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
+
+    def __post_init__(self) -> None:
+        coordinator, (low, high) = self.coordinator, self.p2p.port_range
+        if coordinator.runs_embedded and low <= coordinator.embedded_port <= high:
+            raise ConfigError(
+                f"[{coordinator.SECTION}] embedded_port = {coordinator.embedded_port!r}: "
+                f"expected a port outside [{self.p2p.SECTION}] port_range = {low}-{high} "
+                "(the embedded coordinator needs a socket of its own), or 0 for any free port"
+            )
 
     def session_config(self) -> SessionConfig:
         """The session core's settings; those not in the ini keep their defaults."""
@@ -710,7 +773,11 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
                     "address: anyone who can reach it can control the daemon"
                 )
         built[attribute] = settings
-    return LoadedConfig(DaemonConfig(source=path.absolute(), **built), tuple(warnings))
+    try:
+        config = DaemonConfig(source=path.absolute(), **built)
+    except ConfigError as exc:  # a rule across sections
+        raise ConfigError(f"{path}: {exc}") from None
+    return LoadedConfig(config, tuple(warnings))
 
 
 _COORDINATOR_SECTIONS: Mapping[str, type[Any]] = {

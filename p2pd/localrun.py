@@ -28,7 +28,12 @@ def write_local_config(home: Path, *, port_low: int, port_high: int,
                        p2p: dict[str, str] | None = None,
                        ipc: dict[str, str] | None = None,
                        coordinator: dict[str, str] | None = None) -> Path:
-    """An ai_client.ini for a daemon living in ``home`` (IPC on a free TCP port)."""
+    """An ai_client.ini for a daemon living in ``home`` (IPC on a free TCP port).
+
+    Without an embedded coordinator unless ``coordinator`` asks for one
+    (``{"embedded": "true", "embedded_port": "0"}``): daemons on one machine
+    would otherwise each run their own, on the same port."""
+    coordinator = {"embedded": "false", **(coordinator or {})}
     settings = {
         "enabled": "true", "port_range": f"{port_low}-{port_high}", "log_level": "debug",
         **(p2p or {}),
@@ -38,7 +43,7 @@ def write_local_config(home: Path, *, port_low: int, port_high: int,
              "", "[ipc]", "tcp_host=127.0.0.1", "tcp_port=0", f"runtime_dir={home / 'run'}",
              *(f"{key}={value}" for key, value in (ipc or {}).items()),
              "", "[log]", "file=logs/p2p.log",
-             "", "[coordinator]", *(f"{key}={value}" for key, value in (coordinator or {}).items()),
+             "", "[coordinator]", *(f"{key}={value}" for key, value in coordinator.items()),
              ""]
     home.mkdir(parents=True, exist_ok=True)
     path = home / "ai_client.ini"

@@ -166,6 +166,55 @@ def test_a_coordinator_address_needs_its_key_and_a_token(tmp_path: Path) -> None
         load_config(path)
 
 
+def test_without_an_address_the_daemon_runs_an_embedded_coordinator_by_default(
+        tmp_path: Path) -> None:
+    coordinator = load_config(write_ini(tmp_path, "[coordinator]\n")).config.coordinator
+    assert coordinator.runs_embedded
+    assert (coordinator.embedded_host, coordinator.embedded_port) == ("0.0.0.0", 7400)
+    assert coordinator.player_id is None
+    path = write_ini(tmp_path, "[coordinator]\nembedded = off\n")
+    assert not load_config(path).config.coordinator.runs_embedded
+    path = write_ini(tmp_path, "[coordinator]\nembedded_host = 192.168.1.20\n"
+                               "embedded_port = 0\nplayer_id = 4294967295\n")
+    coordinator = load_config(path).config.coordinator
+    assert (coordinator.embedded_host, coordinator.embedded_port) == ("192.168.1.20", 0)
+    assert coordinator.player_id == 2**32 - 1
+
+
+def test_an_address_turns_the_embedded_coordinator_off_and_takes_no_player_id(
+        tmp_path: Path) -> None:
+    given = (f"[coordinator]\naddress = 10.0.0.1:7400\npublic_key = {'ab' * 32}\n"
+             "token_file = token.hex\n")
+    assert not load_config(write_ini(tmp_path, given)).config.coordinator.runs_embedded
+    path = write_ini(tmp_path, given + "player_id = 7\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: [coordinator] player_id = 7: expected no player_id with an address (the "
+        "connect token in token_file names the player; player_id is for the embedded "
+        "coordinator only)")
+
+
+def test_a_player_id_needs_the_embedded_coordinator(tmp_path: Path) -> None:
+    path = write_ini(tmp_path, "[coordinator]\nembedded = false\nplayer_id = 7\n")
+    with pytest.raises(ConfigError, match=r"player_id = 7: expected no player_id with "
+                                          r"embedded = false"):
+        load_config(path)
+
+
+def test_the_embedded_coordinator_port_stays_out_of_the_p2p_port_range(tmp_path: Path) -> None:
+    path = write_ini(tmp_path, "[P2P]\nport_range = 7000-7500\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: [coordinator] embedded_port = 7400: expected a port outside [P2P] "
+        "port_range = 7000-7500 (the embedded coordinator needs a socket of its own), "
+        "or 0 for any free port")
+    for fix in ("[coordinator]\nembedded_port = 0\n", "[coordinator]\nembedded = no\n",
+                "[coordinator]\nembedded_port = 7501\n"):
+        assert load_config(write_ini(tmp_path, "[P2P]\nport_range = 7000-7500\n" + fix))
+
+
 def test_log_levels() -> None:
     assert LogLevel("warning") is LogLevel.WARN
     assert LogLevel("ERROR") is LogLevel.ERROR
@@ -227,6 +276,14 @@ BAD_VALUES = [
     ("log", "backups", "-1", "an integer from 0 to 100"),
     ("log", "console", "sometimes", "true/false"),
     ("coordinator", "address", "two words", "an address without spaces"),
+    ("coordinator", "embedded", "perhaps", "true/false"),
+    ("coordinator", "embedded_host", "lan party", "a host name or IP address"),
+    ("coordinator", "embedded_host", "lan.local", "an IPv4 address"),
+    ("coordinator", "embedded_host", "::", "an IPv4 address"),
+    ("coordinator", "embedded_port", "65536", "an integer from 0 to 65535"),
+    ("coordinator", "player_id", "4294967296", "an integer from 0 to 4294967295, or nothing"),
+    ("coordinator", "player_id", "-1", "an integer from 0 to 4294967295, or nothing"),
+    ("coordinator", "player_id", "hero", "an integer from 0 to 4294967295, or nothing"),
 ]
 
 

@@ -3,7 +3,9 @@
 Tasks: the UDP drain loop, the timer loop, the IPC listeners (TCP on
 127.0.0.1, a Unix socket on Linux) and the signal watcher. After any input the
 daemon *pumps*: sends the node's datagrams, hands its notifications to the IPC
-clients and re-arms the one timer.
+clients and re-arms the one timer. Without ``[coordinator] address`` it also
+runs the embedded coordinator (:mod:`p2pd.io.embedded`: its own socket, drain
+and timer loops) and joins the mesh through it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from p2pd import __version__
 from p2pd.config import DaemonConfig, default_runtime_dir
 from p2pd.crypto.identity import load_or_create_identity
 from p2pd.io import sdnotify
+from p2pd.io.embedded import EmbeddedCoordinator, derived_player_id, open_embedded_coordinator
 from p2pd.io.ipc_server import ClientConnection, client_handler, handle_common_request
 from p2pd.io.runtime import (
     RuntimeInfo,
@@ -48,8 +51,11 @@ _LINK_EVENTS = frozenset({"peer_joined", "peer_left", "link"})
 
 class Daemon(Shell):
     def __init__(self, config: DaemonConfig, node: Node, udp: UdpSocket, token: str,
-                 runtime_dir: Path) -> None:
+                 runtime_dir: Path, embedded: EmbeddedCoordinator | None = None,
+                 embedded_error: str | None = None) -> None:
         super().__init__(node, udp, log)
+        self.embedded = embedded
+        self.embedded_error = embedded_error  # why the embedded coordinator could not start
         self.config = config
         self.node = node
         self.token = token
@@ -109,8 +115,16 @@ class Daemon(Shell):
             "uptime_s": round(now - self.started, 3),
             "config": str(self.config.source),
             "ipc_clients": len(self.clients),
+            "embedded_coordinator": self.embedded_status(),
         })
         return status
+
+    def embedded_status(self) -> dict[str, Any] | None:
+        if self.embedded is not None:
+            return self.embedded.status()
+        if self.embedded_error is not None:
+            return {"error": self.embedded_error}
+        return None
 
     def stats(self) -> dict[str, Any]:
         stats = self.node.stats(trio.current_time())
@@ -134,13 +148,26 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
     log.debug("configuration", p2p=repr(p2p), ipc=repr(ipc), log=repr(config.log))
     identity = load_or_create_identity(config.identity.key_file)
     epoch = time.time() - trio.current_time()
+    embedded: EmbeddedCoordinator | None = None
+    embedded_error: str | None = None
+    if config.coordinator.runs_embedded and p2p.enabled:
+        try:
+            embedded = open_embedded_coordinator(config, epoch)
+        except OSError as error:  # its port taken: the daemon goes on without a mesh
+            embedded_error = (f"cannot listen on {config.coordinator.embedded_host}:"
+                              f"{config.coordinator.embedded_port}: {error.strerror or error}")
+            log.error("embedded_coordinator_failed", error=embedded_error)
+            print(f"p2pd: embedded coordinator: {embedded_error} (set [coordinator] "
+                  "embedded_port, or address, or embedded = false)", file=sys.stderr)
+        else:
+            config = embedded.pin(config)
     node = Node(config, identity, epoch=epoch)
     udp = UdpSocket.bind_in_range(UDP_BIND_HOST, *p2p.port_range, UDP_RECEIVE_BUFFER)
     node.udp_address = udp.address
     runtime_dir = ipc.runtime_dir or default_runtime_dir()
     prepare_runtime_dir(runtime_dir)
     token = write_token(runtime_dir)
-    daemon = Daemon(config, node, udp, token, runtime_dir)
+    daemon = Daemon(config, node, udp, token, runtime_dir, embedded, embedded_error)
     log.info("daemon_starting", version=__version__, udp_port=udp.address[1],
              public_key=identity.public_key.hex(), p2p_enabled=p2p.enabled,
              config=str(config.source))
@@ -159,7 +186,11 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
             write_runtime_info(runtime_dir, info)
             nursery.start_soon(daemon.udp_loop)
             nursery.start_soon(daemon.timer_loop)
-            if config.coordinator.address is not None:
+            if embedded is not None:
+                nursery.start_soon(embedded.server.udp_loop)
+                nursery.start_soon(embedded.server.timer_loop)
+                _start_embedded_mesh(daemon, embedded)
+            elif config.coordinator.address is not None:
                 await _start_mesh(daemon)
             log.info("daemon_ready", udp_port=udp.address[1],
                      tcp=f"{info.tcp_host}:{info.tcp_port}", unix_socket=info.unix_socket)
@@ -173,6 +204,8 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
     finally:
         remove_runtime_files(runtime_dir, daemon.unix_socket)
         udp.close()
+        if embedded is not None:
+            embedded.server.udp.close()
         log.info("daemon_stopped")
         flush_logging()
     return 0
@@ -196,6 +229,21 @@ async def _start_mesh(daemon: Daemon) -> None:
         return
     daemon.node.start_mesh(address, token, trio.current_time())
     log.info("coordinator_registering", address=f"{address[0]}:{address[1]}")
+    daemon.pump()
+
+
+def _start_embedded_mesh(daemon: Daemon, embedded: EmbeddedCoordinator) -> None:
+    """Register with the embedded coordinator, with a token minted here."""
+    key = daemon.node.public_key
+    player_id = daemon.config.coordinator.player_id
+    if player_id is None:
+        player_id = derived_player_id(key)
+    token = embedded.mint_own_token(key, player_id)
+    address = embedded.own_address()
+    daemon.node.start_mesh(address, token, trio.current_time())
+    log.info("embedded_coordinator_started", udp=format_address(embedded.address),
+             public_key=embedded.public_key.hex(), issuer_key=embedded.issuer_key.hex(),
+             player_id=player_id)
     daemon.pump()
 
 
