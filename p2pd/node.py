@@ -47,6 +47,14 @@ from p2pd.session.events import (
 )
 from p2pd.session.rtt import percentile
 from p2pd.session.session import MessageTooLarge
+from p2pd.wire.errors import BadPacket, DropReason
+from p2pd.wire.relay import (
+    decode_relay_untrusted,
+    encode_relay,
+    is_relay,
+    is_relay_address,
+    relay_address,
+)
 from p2pd.wire.types import PacketType
 
 _MAP_NAME = re.compile(MAP_NAME_PATTERN)
@@ -95,6 +103,7 @@ class Node:
         self.events_received: Counter[str] = Counter()
         self.events_limited: Counter[str] = Counter()
         self.events_invalid = 0
+        self.positions_hidden = 0  # position updates not sent: the peer was out of view
         self.dropped_while_disabled = 0  # datagrams that arrived with enabled=false
         self.own_position: PositionState | None = None  # this player's, as the client sent it
         self.mesh: P2PManager | None = None  # with a coordinator: who to link with
@@ -131,11 +140,21 @@ class Node:
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
         self._now = now
         self.bytes_in.add(len(data), now)
-        if self.enabled:
-            self.endpoint.receive_datagram(data, address, now)
-            self._process_events(now)
-        else:
+        if not self.enabled:
             self.dropped_while_disabled += 1
+            return
+        if is_relay(data):  # a peer's datagram through the coordinator
+            mesh = self.mesh
+            try:
+                if mesh is None or address != mesh.coordinator_address:
+                    raise BadPacket(DropReason.UNEXPECTED, "RELAY not from the coordinator")
+                source, data = decode_relay_untrusted(data)
+            except BadPacket as error:
+                self.endpoint.count_drop(error.reason)
+                return
+            address = relay_address(source)
+        self.endpoint.receive_datagram(data, address, now)
+        self._process_events(now)
 
     def handle_timer(self, now: float) -> None:
         self._now = now
@@ -158,8 +177,18 @@ class Node:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self.endpoint.datagrams_to_send(now)
-        for data, _ in out:
-            self.bytes_out.add(len(data), now)
+        mesh = self.mesh
+        for i, (data, address) in enumerate(out):
+            if is_relay_address(address):  # wrapped for the coordinator to pass on
+                if mesh is None:
+                    continue  # no relay without a coordinator: filtered out below
+                wrapped = encode_relay(address[1], data)
+                out[i] = (wrapped, mesh.coordinator_address)
+                self.bytes_out.add(len(wrapped), now)
+            else:
+                self.bytes_out.add(len(data), now)
+        if mesh is None:
+            out = [item for item in out if not is_relay_address(item[1])]
         return out
 
     def take_notifications(self) -> list[dict[str, Any]]:
@@ -197,7 +226,7 @@ class Node:
                 raise IpcError("no_such_peer", f"no link with peer {key.hex()}", "to")
         kind = event.OP
         endpoint = self.endpoint
-        sent = limited = 0
+        sent = limited = hidden = 0
         if isinstance(event, Position):
             state = PositionState(event.map, event.x, event.y, event.dir, event.speed,
                                   event.moving, event.tick)
@@ -206,6 +235,9 @@ class Node:
                 self.mesh.set_own_position(state.map, state.x, state.y, now)
             for key in chosen:
                 link = self._links[key]
+                if not self._in_view(link, state):
+                    hidden += 1  # spec 5.2: not for a player who cannot see this one
+                    continue
                 if not self._position_allowed(link, state, now):
                     limited += 1
                     continue
@@ -235,7 +267,16 @@ class Node:
                 sent += 1
         self.events_sent[kind] += sent
         self.events_limited[kind] += limited
-        return {"sent": sent, "rate_limited": limited}
+        if hidden:
+            self.positions_hidden += hidden
+        return {"sent": sent, "rate_limited": limited, "out_of_view": hidden}
+
+    def _in_view(self, link: PeerLink, own: PositionState) -> bool:
+        if self.mesh is not None:
+            return self.mesh.in_view(link.key)
+        peer = link.position
+        return peer is None or (peer.map == own.map and chebyshev(
+            (own.x, own.y), (peer.x, peer.y)) <= VIEW_RANGE)
 
     def _adapt(self, link: PeerLink, now: float) -> float:
         """Apply the session's adaptive quality to the link's unreliable rates."""
@@ -278,7 +319,7 @@ class Node:
             if isinstance(event, MessageReceived):
                 self._on_message(event, now)
             elif isinstance(event, PositionReceived):
-                self._on_position(event)
+                self._on_position(event, now)
             elif isinstance(event, SessionEstablished):
                 self._on_established(event, now)
             elif isinstance(event, SessionClosed):
@@ -315,7 +356,7 @@ class Node:
         """Nearer peers first when the shared budget is short (spec 3.3)."""
         self.endpoint.set_priority(link.key, proximity_weight(self.own_position, link.position))
 
-    def _on_position(self, event: PositionReceived) -> None:
+    def _on_position(self, event: PositionReceived, now: float) -> None:
         link = self._links.get(event.peer)
         if link is None:
             return
@@ -326,7 +367,7 @@ class Node:
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state
         if self.mesh is not None:
-            self.mesh.on_peer_position(event.peer, state.map, state.x, state.y)
+            self.mesh.on_peer_position(event.peer, state.map, state.x, state.y, now)
         if moved:
             self._prioritize(link)
         position = Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
@@ -387,7 +428,7 @@ class Node:
             rows.append({
                 "peer": key.hex(),
                 "address": format_address(link.address),
-                "path": "direct",
+                "path": _path(link.address),
                 "state": "established",
                 "since_s": round(now - link.since, 3),
                 "rtt_ms": _ms(rtt.smoothed),
@@ -407,7 +448,7 @@ class Node:
             })
         for key, address in self._pending.items():
             rows.append({"peer": key.hex(), "address": format_address(address),
-                         "path": "direct", "state": "connecting"})
+                         "path": _path(address), "state": "connecting"})
         return rows
 
     def status(self, now: float) -> dict[str, Any]:
@@ -482,6 +523,7 @@ class Node:
                 "sent": dict(self.events_sent),
                 "received": dict(self.events_received),
                 "rate_limited": dict(self.events_limited),
+                "out_of_view": self.positions_hidden,
                 "notifications_dropped": self.notifications_dropped,
             },
         }
@@ -511,6 +553,10 @@ def _latest_value_key(event: GameEvent) -> bytes | None:
     else:
         return None
     return hashlib.blake2b(name.encode(), digest_size=16).digest()
+
+
+def _path(address: Address) -> str:
+    return "relay" if is_relay_address(address) else "direct"
 
 
 def _ms(seconds: float | None) -> float | None:

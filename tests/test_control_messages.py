@@ -21,9 +21,10 @@ from p2pd.coordinator.messages import (
     encode_control,
 )
 
-PEER = PeerEntry(key=bytes(range(32)), player_id=150001, certificate=bytes(125),
+PEER = PeerEntry(key=bytes(range(32)), player_id=150001, daemon_id=7, certificate=bytes(125),
                  address="203.0.113.5:7000", distance=3)
-HIDDEN = PeerEntry(key=bytes(32), player_id=2, certificate=b"c", address=None, distance=14)
+HIDDEN = PeerEntry(key=bytes(32), player_id=2, daemon_id=8, certificate=b"c", address=None,
+                   distance=14)
 MESSAGES: list[ControlMessage] = [
     Presence("prontera", 150, 180, 13, False),
     Presence("1@tower", 0, 1023, 1, True),
@@ -53,8 +54,10 @@ def test_every_message_round_trips(message: ControlMessage) -> None:
     ({"k": "report", "s": "info", "c": "x", "d": "", "p": b"short"}, "p must"),
     ({"k": "candidates", "m": "prontera", "p": [{"k": bytes(32)}]}, "missing"),
     ({"k": "candidates", "m": "prontera", "p": [None] * 65}, "at most 64"),
-    ({"k": "introduce", "p": {"k": bytes(32), "u": 1, "c": b"c", "a": "nowhere", "d": 1}},
-     "host:port"),
+    ({"k": "introduce", "p": {"k": bytes(32), "u": 1, "i": 1, "c": b"c", "a": "nowhere",
+                              "d": 1}}, "host:port"),
+    ({"k": "introduce", "p": {"k": bytes(32), "u": 1, "i": 0, "c": b"c", "a": None, "d": 1}},
+     "peer i must"),
     ({"k": "shout"}, "unknown message kind"),
     ({"x": 1}, "unknown message kind"),
 ])

@@ -18,6 +18,12 @@ Admission (spec §5.1):
 - The daemon then gets a certificate binding its player id to its key
   (``registered``), which its peers check in their handshakes.
 
+Relay (spec §10.1, fallback to server): two daemons that cannot reach each
+other directly send each other's datagrams through the coordinator in RELAY
+packets (``p2pd.wire.relay``): end-to-end protected, forwarded the same size,
+only from a registered daemon's address to a daemon it was introduced to, and
+at most ``relay_rate`` bytes per second per daemon.
+
 Presence: a daemon reports its map and cell (``presence``). When it enters
 another bucket of the index (about a view range), changes map, or every
 ``refresh`` seconds, it gets the nearest daemons within view range
@@ -64,6 +70,7 @@ from p2pd.coordinator.presence import PresenceIndex
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.fields import format_address
 from p2pd.mesh.policy import VIEW_RANGE
+from p2pd.meters import TokenBucket
 from p2pd.session.config import SessionConfig
 from p2pd.session.endpoint import Endpoint
 from p2pd.session.events import (
@@ -73,6 +80,8 @@ from p2pd.session.events import (
     SessionClosed,
     SessionEstablished,
 )
+from p2pd.wire.errors import BadPacket
+from p2pd.wire.relay import decode_relay_untrusted, is_relay, swap_daemon_id
 from p2pd.wire.types import PacketType
 
 _COORDINATOR = PacketType.COORDINATOR
@@ -88,12 +97,14 @@ class CoordinatorSettings:
     token_replay_capacity: int = 200_000
     report_history: int = 1000  # reports kept for the operator
     max_introduced: int = 256  # introductions remembered per daemon (then forgotten)
+    relay_rate: float = 64 * 1024.0  # bytes per second relayed for one daemon
+    relay_burst: float = 16 * 1024.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.view_range <= 255:
             raise ValueError(f"view_range must be within 1..255, got {self.view_range}")
         for name in ("certificate_lifetime", "refresh", "max_daemons", "token_replay_capacity",
-                     "report_history", "max_introduced"):
+                     "report_history", "max_introduced", "relay_rate", "relay_burst"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
@@ -148,6 +159,9 @@ class DaemonRecord:
     map: str | None = None
     candidates_at: float = float("-inf")
     introduced: set[bytes] = field(default_factory=set)
+    relay_allowance: TokenBucket | None = None  # made at its first relayed packet
+    relayed_packets: int = 0  # sent by it through the relay
+    relayed_bytes: int = 0
 
 
 class DaemonStore(Protocol):
@@ -236,10 +250,17 @@ class Coordinator:
         self.refused: Counter[str] = Counter()
         self.messages: Counter[str] = Counter()  # control messages received, by kind
         self.bad_messages = 0
+        self._by_address: dict[Address, DaemonRecord] = {}
+        self.relay_drops: Counter[str] = Counter()
+        self.relayed_packets = 0
+        self.relayed_bytes = 0
 
     # -- the driver's calls (as Endpoint's) --------------------------------------
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        if is_relay(data):
+            self._relay(data, address, now)
+            return
         self.endpoint.receive_datagram(data, address, now)
         self._process(now)
 
@@ -318,6 +339,7 @@ class Coordinator:
         record = DaemonRecord(self._next_id, token.player_id, peer, event.address, certificate)
         self._next_id += 1
         self.store.add(record)
+        self._by_address[event.address] = record
         self._send(record, Registered(
             daemon_id=record.daemon_id,
             certificate=certificate,
@@ -330,6 +352,8 @@ class Coordinator:
 
     def _forget(self, record: DaemonRecord, reason: str) -> None:
         self.store.remove(record.key)
+        if self._by_address.get(record.address) is record:
+            del self._by_address[record.address]
         self.presence.remove(record.daemon_id)
         self._events.append(DaemonLeft(record.daemon_id, record.player_id, record.key, reason))
 
@@ -358,7 +382,44 @@ class Coordinator:
             elif isinstance(event, PeerAddressChanged):
                 record = self.store.by_key(event.peer)
                 if record is not None:
+                    if self._by_address.get(record.address) is record:
+                        del self._by_address[record.address]
                     record.address = event.new
+                    self._by_address[event.new] = record
+
+    # -- relay -------------------------------------------------------------------
+
+    def _relay(self, data: bytes, address: Address, now: float) -> None:
+        """Forward one RELAY packet, or drop and count it: cheap checks first."""
+        source = self._by_address.get(address)
+        if source is None:
+            self.relay_drops["unknown_source"] += 1
+            return
+        try:
+            target_id, _ = decode_relay_untrusted(data)
+        except BadPacket as error:
+            self.relay_drops[error.reason.value] += 1
+            return
+        target = self.store.by_id(target_id)
+        if target is None or target is source:
+            self.relay_drops["unknown_target"] += 1
+            return
+        if target.key not in source.introduced and source.key not in target.introduced:
+            self.relay_drops["not_introduced"] += 1
+            return
+        allowance = source.relay_allowance
+        if allowance is None:
+            settings = self.settings
+            allowance = source.relay_allowance = TokenBucket(
+                settings.relay_rate, settings.relay_burst, now)
+        if not allowance.take(len(data), now):
+            self.relay_drops["rate_limited"] += 1
+            return
+        source.relayed_packets += 1
+        source.relayed_bytes += len(data)
+        self.relayed_packets += 1
+        self.relayed_bytes += len(data)
+        self.endpoint.transmit(swap_daemon_id(data, source.daemon_id), target.address)
 
     def _on_message(self, record: DaemonRecord, message: ControlMessage, now: float) -> None:
         if isinstance(message, Presence):
@@ -404,6 +465,7 @@ class Coordinator:
         return PeerEntry(
             key=record.key,
             player_id=record.player_id,
+            daemon_id=record.daemon_id,
             certificate=record.certificate,
             address=None if record.relay_only else format_address(record.address),
             distance=distance,
@@ -422,4 +484,6 @@ class Coordinator:
             "messages": dict(self.messages),
             "bad_messages": self.bad_messages,
             "reports": len(self.reports),
+            "relay": {"packets": self.relayed_packets, "bytes": self.relayed_bytes,
+                      "dropped": dict(self.relay_drops)},
         }

@@ -18,9 +18,10 @@ candidates    c -> d     m map, p list of peers (below), nearest first
 introduce     c -> d     p one peer (below): it is dialling this daemon now
 ============  =========  ===========================================================
 
-A peer entry is a map: k key (32 bytes, X25519 static), u player id, c its
-certificate, a its address ("host:port") or nil when it is relay-only, d
-distance in cells.
+A peer entry is a map: k key (32 bytes, X25519 static), u player id, i its
+daemon id at the coordinator (what RELAY packets name, docs/protocol.md §13B),
+c its certificate, a its address ("host:port") or nil when it is relay-only,
+d distance in cells.
 
 The decoder is a parser of untrusted bytes: it raises only
 :class:`ControlMessageError`, and refuses unknown kinds, unknown or missing
@@ -82,6 +83,7 @@ class Registered:
 class PeerEntry:
     key: bytes
     player_id: int
+    daemon_id: int
     certificate: bytes
     address: str | None
     distance: int
@@ -102,8 +104,8 @@ ControlMessage = Presence | Report | Registered | Candidates | Introduce
 
 
 def _entry(peer: PeerEntry) -> dict[str, Any]:
-    return {"k": peer.key, "u": peer.player_id, "c": peer.certificate, "a": peer.address,
-            "d": peer.distance}
+    return {"k": peer.key, "u": peer.player_id, "i": peer.daemon_id, "c": peer.certificate,
+            "a": peer.address, "d": peer.distance}
 
 
 def encode_control(message: ControlMessage) -> bytes:
@@ -175,11 +177,12 @@ def _address(value: Any, what: str) -> str:
 def _peer(value: Any) -> PeerEntry:
     if not isinstance(value, dict):
         raise ControlMessageError("a peer entry must be a map")
-    _fields(value, "peer", {"k", "u", "c", "a", "d"}, set(), kind_key=False)
+    _fields(value, "peer", {"k", "u", "i", "c", "a", "d"}, set(), kind_key=False)
     address = value["a"]
     return PeerEntry(
         key=_bytes(value["k"], 32, 32, "peer k"),
         player_id=_int(value["u"], 0, 0xFFFFFFFF, "peer u"),
+        daemon_id=_int(value["i"], 1, 0xFFFFFFFF, "peer i"),
         certificate=_bytes(value["c"], 1, MAX_CERTIFICATE, "peer c"),
         address=None if address is None else _address(address, "peer a"),
         distance=_int(value["d"], 0, MAX_CELL, "peer d"),

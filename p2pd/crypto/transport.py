@@ -46,6 +46,7 @@ class Keypair:
         "handshake_hash",
         "initiator",
         "local_index",
+        "newest",
         "opened",
         "remote_index",
         "send_counter",
@@ -74,6 +75,7 @@ class Keypair:
         self.send_counter = 0
         self.auth_failures = 0
         self.opened = 0  # packets that authenticated
+        self.newest = False  # whether the last one opened had the highest counter yet
 
     def seal(self, flags: int, packet_type: int, plaintext: bytes) -> bytes:
         """Protect ``plaintext`` as one datagram and consume one counter value."""
@@ -110,6 +112,7 @@ class Keypair:
         except InvalidTag:
             self.auth_failures += 1
             raise BadPacket(DropReason.AUTH_FAILED, f"counter {counter}") from None
+        self.newest = counter > replay.highest
         replay.update(counter)
         self.opened += 1
         return plaintext

@@ -9,8 +9,11 @@ keep backups warm, drop what went out of range. Without the coordinator it
 keeps the links it has (graceful degradation) and reconnects with jittered
 exponential backoff.
 
-Not here yet (issue 5): relayed paths for candidates without an address, and
-the node's use of it.
+Paths (spec §10.1, fallback to server): a candidate is dialled directly when
+it gave its address and this daemon is not relay-only, else through the
+coordinator's relay; a direct dial that times out is retried at once through
+the relay. Established links are watched by :class:`~p2pd.mesh.paths.PathMonitor`
+(relay fallback, return to direct, dead links closed so that a backup takes over).
 """
 
 from __future__ import annotations
@@ -33,15 +36,18 @@ from p2pd.coordinator.messages import (
     encode_control,
 )
 from p2pd.ipc.fields import split_address
-from p2pd.mesh.policy import Backoff, Link, MeshSettings, Role, chebyshev, plan
+from p2pd.mesh.paths import PathMonitor, PathSettings
+from p2pd.mesh.policy import VIEW_RANGE, Backoff, Link, MeshSettings, Role, chebyshev, plan
 from p2pd.session.endpoint import Endpoint, SessionError
 from p2pd.session.events import (
     Address,
+    CloseReason,
     Event,
     MessageReceived,
     SessionClosed,
     SessionEstablished,
 )
+from p2pd.wire.relay import relay_address
 from p2pd.wire.types import PacketType
 
 _COORDINATOR = PacketType.COORDINATOR
@@ -56,6 +62,10 @@ class ManagerSettings:
     relay_only: bool = False
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0
+    paths: PathSettings = field(default_factory=PathSettings)
+    direct_retry_after: float = 120.0  # a failed direct dial is tried again after this
+    redial_initial: float = 5.0  # a peer whose link died, or whose dial failed, rests
+    redial_max: float = 60.0  # this long (doubling per failure) unless introduced again
 
 
 class P2PManager:
@@ -78,11 +88,17 @@ class P2PManager:
         self._presence_sent_at = float("-inf")
         self._next_plan: float | None = None
         self.candidates: dict[bytes, PeerEntry] = {}
-        self._positions: dict[bytes, tuple[str, int, int]] = {}
+        self._positions: dict[bytes, tuple[str, int, int, float]] = {}  # the peer's, and when
+        self._candidate_at: dict[bytes, float] = {}  # when the coordinator last placed it
         self.links: dict[bytes, Link] = {}  # established, by role
-        self._dialing: dict[bytes, tuple[float, Role]] = {}
+        self._dialing: dict[bytes, tuple[float, Role, bool]] = {}  # since, role, relayed
+        self._direct_failed: dict[bytes, float] = {}  # peer -> when a direct dial failed
+        self._resting: dict[bytes, tuple[float, int]] = {}  # peer -> (until, failures)
+        self.paths = PathMonitor(endpoint, settings.paths)
+        self._next_path_check: float | None = None
         self.connects = 0
         self.drops = 0
+        self.dead_links = 0  # closed by the path monitor: silent on every path
 
     @property
     def degraded(self) -> bool:
@@ -104,8 +120,8 @@ class P2PManager:
             self.candidates.clear()  # the old area's links go at the next plan
             self._next_plan = now
 
-    def on_peer_position(self, peer: bytes, map_name: str, x: int, y: int) -> None:
-        self._positions[peer] = (map_name, x, y)
+    def on_peer_position(self, peer: bytes, map_name: str, x: int, y: int, now: float) -> None:
+        self._positions[peer] = (map_name, x, y, now)
 
     def on_event(self, event: Event, now: float) -> bool:
         """Take what concerns the mesh; True when the event was the coordinator's
@@ -124,11 +140,21 @@ class P2PManager:
                 self._on_control(event.payload, now)
             return True
         if isinstance(event, SessionEstablished) and peer is not None:
-            role = self._dialing.pop(peer, (now, Role.ACTIVE))[1]
+            self._resting.pop(peer, None)
+            role = self._dialing.pop(peer, (now, Role.ACTIVE, False))[1]
             self.links[peer] = Link(now, self._distance(peer), role)
             self._next_plan = now  # an inbound link may be one too many
+            if self._next_path_check is None:
+                self._next_path_check = now + self.settings.paths.check_interval
         elif isinstance(event, SessionClosed) and peer is not None:
-            self._dialing.pop(peer, None)
+            dial = self._dialing.pop(peer, None)
+            if dial is not None and event.reason is CloseReason.HANDSHAKE_TIMEOUT:
+                if not dial[2] and self.relay_address(peer) is not None:
+                    self._direct_failed[peer] = now  # next time, through the relay
+                else:
+                    self._rest(peer, now)
+                self._next_plan = now
+            self.paths.forget(peer)
             if self.links.pop(peer, None) is not None:
                 self._next_plan = now  # promote a backup at once
         return False
@@ -154,16 +180,19 @@ class P2PManager:
         elif isinstance(message, Candidates):
             if self._own is not None and message.map == self._own[0]:
                 self.candidates = {entry.key: entry for entry in message.peers}
+                self._candidate_at = dict.fromkeys(self.candidates, now)
                 self._next_plan = now
-        elif isinstance(message, Introduce):
+        elif isinstance(message, Introduce):  # it is dialling now: worth an answer
+            self._resting.pop(message.peer.key, None)
             self.candidates[message.peer.key] = message.peer
+            self._candidate_at[message.peer.key] = now
             self._next_plan = now
 
     # -- timers ----------------------------------------------------------------
 
     def deadline(self) -> float | None:
-        times = [t for t in (self._reconnect_at, self._next_plan, self._presence_deadline())
-                 if t is not None]
+        times = [t for t in (self._reconnect_at, self._next_plan, self._presence_deadline(),
+                             self._next_path_check) if t is not None]
         return min(times) if times else None
 
     def _presence_deadline(self) -> float | None:
@@ -182,9 +211,43 @@ class P2PManager:
         presence_at = self._presence_deadline()
         if presence_at is not None and now >= presence_at:
             self._send_presence(now)
+        if self._next_path_check is not None and now >= self._next_path_check:
+            self._check_paths(now)
         if self._next_plan is not None and now >= self._next_plan:
             self._carry_out(now)
             self._next_plan = now + self.settings.plan_interval
+
+    # -- paths -------------------------------------------------------------------
+
+    def direct_address(self, peer: bytes) -> Address | None:
+        """Where to reach the peer directly, if this daemon may and knows it."""
+        entry = self.candidates.get(peer)
+        if self.settings.relay_only or entry is None or entry.address is None:
+            return None
+        try:
+            return split_address(entry.address)
+        except ValueError:
+            return None
+
+    def relay_address(self, peer: bytes) -> Address | None:
+        """The peer's relay pseudo-address, while the coordinator is up."""
+        entry = self.candidates.get(peer)
+        if entry is None or not self.coordinator_up:
+            return None
+        return relay_address(entry.daemon_id)
+
+    def _check_paths(self, now: float) -> None:
+        endpoint = self.endpoint
+        for peer in list(self.links):
+            if not endpoint.established(peer):
+                continue
+            if not self.paths.check(peer, self.direct_address(peer), self.relay_address(peer),
+                                    now):
+                self.dead_links += 1
+                self._rest(peer, now)  # the coordinator may list it a while yet
+                endpoint.close(peer, now)  # SessionClosed follows: a backup steps in
+        self._next_path_check = (now + self.settings.paths.check_interval
+                                 if self.links else None)
 
     def _send_presence(self, now: float) -> None:
         assert self._own is not None
@@ -198,14 +261,31 @@ class P2PManager:
     # -- plans -------------------------------------------------------------------
 
     def _distance(self, peer: bytes) -> int | None:
+        """Cells to the peer by the freshest of what it said and what the
+        coordinator said; None when unknown or on another map."""
         own = self._own
         if own is None:
             return None
         seen = self._positions.get(peer)
-        if seen is not None:
-            return chebyshev((own[1], own[2]), (seen[1], seen[2])) if seen[0] == own[0] else None
         entry = self.candidates.get(peer)
+        if seen is not None and (entry is None or seen[3] >= self._candidate_at.get(peer, 0.0)):
+            return chebyshev((own[1], own[2]), (seen[1], seen[2])) if seen[0] == own[0] else None
         return entry.distance if entry is not None else None
+
+    def in_view(self, peer: bytes) -> bool:
+        """Whether the peer's player may see this one (spec §5.2: positions go
+        only to players within view range). Unknown counts as in view: the
+        coordinator only introduces players within range, and its fresh lists
+        (at least every ``refresh``) end a standoff where each side thinks
+        the other too far to tell it where it is."""
+        own = self._own
+        if own is None:
+            return True
+        seen = self._positions.get(peer)
+        if peer not in self.candidates and seen is None:
+            return True
+        distance = self._distance(peer)
+        return distance is not None and distance <= VIEW_RANGE
 
     def _guess(self, peer: bytes, since: float, now: float) -> int | None:
         """The peer's distance; for a young link to a peer this side knows nothing
@@ -219,10 +299,15 @@ class P2PManager:
     def _carry_out(self, now: float) -> None:
         links = {peer: Link(link.since, self._guess(peer, link.since, now), link.role)
                  for peer, link in self.links.items()}
-        for peer, (since, role) in self._dialing.items():  # dialling counts as linked
+        for peer, (since, role, _) in self._dialing.items():  # dialling counts as linked
             links[peer] = Link(since, self._guess(peer, since, now), role)
-        offers = {peer: distance for peer, entry in self.candidates.items()
-                  if entry.address is not None and (distance := self._distance(peer)) is not None}
+        self._resting = {p: r for p, r in self._resting.items()
+                         if now < r[0] or p in self.candidates}
+        offers = {peer: distance for peer in self.candidates
+                  if (distance := self._distance(peer)) is not None
+                  and now >= self._resting.get(peer, (0.0, 0))[0]}
+        retry = self.settings.direct_retry_after
+        self._direct_failed = {p: t for p, t in self._direct_failed.items() if now - t < retry}
         result = plan(links, offers, now, self.settings.mesh)
         endpoint = self.endpoint
         for peer in result.drop:
@@ -232,25 +317,45 @@ class P2PManager:
                 self.drops += 1
         for peer, role in [(p, Role.ACTIVE) for p in result.connect] + [
                 (p, Role.BACKUP) for p in result.connect_backup]:
-            address = self.candidates[peer].address
-            assert address is not None
-            try:
-                endpoint.connect(peer, split_address(address), now)
-            except (SessionError, ValueError):
+            address = self._dial_address(peer, now)
+            if address is None:
                 continue
-            self._dialing[peer] = (now, role)
+            try:
+                endpoint.connect(peer, address, now)
+            except SessionError:
+                continue
+            self._dialing[peer] = (now, role, address == self.relay_address(peer))
             self.connects += 1
         for peer in result.promote:
             self._set_role(peer, Role.ACTIVE)
         for peer in result.demote:
             self._set_role(peer, Role.BACKUP)
 
+    def _rest(self, peer: bytes, now: float) -> None:
+        failures = self._resting.get(peer, (0.0, 0))[1] + 1
+        settings = self.settings
+        delay = min(settings.redial_initial * 2 ** (failures - 1), settings.redial_max)
+        self._resting[peer] = (now + delay, failures)
+
+    def _dial_address(self, peer: bytes, now: float) -> Address | None:
+        """Direct when possible; through the relay for a relay-only side, or
+        after a direct dial to this peer timed out (for a while)."""
+        failed = self._direct_failed.get(peer)
+        if failed is not None and now - failed >= self.settings.direct_retry_after:
+            del self._direct_failed[peer]
+            failed = None
+        direct = self.direct_address(peer)
+        if direct is not None and failed is None:
+            return direct
+        return self.relay_address(peer)
+
     def _set_role(self, peer: bytes, role: Role) -> None:
         link = self.links.get(peer)
         if link is not None:
             self.links[peer] = Link(link.since, link.distance, role)
         elif peer in self._dialing:
-            self._dialing[peer] = (self._dialing[peer][0], role)
+            since, _, relayed = self._dialing[peer]
+            self._dialing[peer] = (since, role, relayed)
 
     def active(self) -> list[bytes]:
         return [p for p, link in self.links.items() if link.role is Role.ACTIVE]

@@ -65,6 +65,7 @@ _MESSAGE_TYPE_IDS = (frozenset(int(t) for t in DATA_TYPES | COORDINATOR_TYPES)
 _ENVIRONMENTAL = int(PacketType.ENVIRONMENTAL)
 _REQUEST = int(PacketType.HANDSHAKE_REQUEST)
 _RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)
+_COOKIE_REPLY = int(PacketType.COOKIE_REPLY)
 
 __all__ = ["Admission", "Endpoint", "MessageTooLarge", "PeerPolicy", "SendQueueFull",
            "SessionError"]
@@ -305,8 +306,10 @@ class Endpoint:
                 self._on_request(data, address, now)
             elif packet_type == _RESPONSE:
                 self._on_response(data, address, now)
-            else:
+            elif packet_type == _COOKIE_REPLY:
                 self._on_cookie_reply(data, now)
+            else:  # a RELAY: only the coordinator and the daemon's node take those
+                raise BadPacket(DropReason.UNEXPECTED, f"type 0x{packet_type:04x} here")
         except BadPacket as error:
             self.count_drop(error.reason)
 
@@ -487,6 +490,35 @@ class Endpoint:
 
     def peers(self) -> list[bytes]:
         return [peer for peer, s in self._sessions.items() if s.established]
+
+    # -- paths (the mesh's liveness checks and relay fallback) ----------------
+
+    def address_of(self, peer: bytes) -> Address:
+        return self._session(peer).address
+
+    def last_received(self, peer: bytes) -> float:
+        """When the peer's newest authenticated packet arrived."""
+        return self._session(peer).last_received
+
+    def established(self, peer: bytes) -> bool:
+        session = self._sessions.get(peer)
+        return session is not None and session.established
+
+    def move(self, peer: bytes, address: Address, now: float) -> None:
+        """Send to the peer at ``address`` from now on (say hello there at once)."""
+        session = self._session(peer)
+        session.move_to(address)
+        session.ping(now)
+        self._touched[session] = None
+
+    def ping(self, peer: bytes, now: float) -> None:
+        session = self._session(peer)
+        session.ping(now)
+        self._touched[session] = None
+
+    def probe(self, peer: bytes, address: Address, now: float) -> None:
+        """Check another path to the peer without leaving the current one."""
+        self._session(peer).probe(address, now)
 
     def session_statistics(self, peer: bytes) -> SessionStatistics:
         session = self._sessions.get(peer)

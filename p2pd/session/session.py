@@ -336,7 +336,9 @@ class Session:
         counters.packets_received += 1
         counters.bytes_received += len(data)
         self.last_received = now
-        if address != self.address:
+        if address != self.address and keypair.newest:
+            # roaming (and path changes: direct <-> relay) follow the newest packet
+            # only, so that a straggler on the old path cannot move the session back
             self._authenticated_from(address, now)
         if keypair is not self.current:
             self._confirm(keypair, now)
@@ -595,6 +597,32 @@ class Session:
             return config.rto_initial
         rto = rtt.smoothed + max(0.01, 4 * rtt.variance)
         return min(max(rto, config.rto_min), config.rto_max)
+
+    def move_to(self, address: Address) -> None:
+        """Send to ``address`` from now on (a path change decided by the mesh)."""
+        self._authenticated_from(address, 0.0)
+
+    def ping(self, now: float) -> None:
+        """A PING at once (liveness check); the PONG refreshes last_received."""
+        if self._keys_usable():
+            self._send_ping(now)
+
+    def probe(self, address: Address, now: float) -> None:
+        """A PING alone to another ``address`` than the session's (is that path
+        alive?). The peer answers on the path it then uses: the probed one, when the
+        probe is the newest packet it has, so that both sides move to it."""
+        keypair = self.current
+        if keypair is None or not self._keys_usable():
+            return
+        self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
+        self._pings[self._ping_id] = now
+        if len(self._pings) > MAX_PINGS:
+            del self._pings[next(iter(self._pings))]
+        body = FRAME_HEADER.pack(_PING_ID, _PING.size) + _PING.pack(self._ping_id)
+        datagram = keypair.seal(_SEALED_FLAGS, _SEALED, body)
+        self.counters.packets_sent += 1
+        self.counters.bytes_sent += len(datagram)
+        self._output((datagram, address))
 
     def _send_ping(self, now: float) -> None:
         self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF

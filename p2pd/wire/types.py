@@ -30,6 +30,7 @@ class PacketType(IntEnum):
     FRAGMENT = 0x0015  # frame: one part of a reliable message larger than a datagram
     # coordinator range 0x0020-0x003F
     COORDINATOR = 0x0020  # frame: a message between a daemon and its coordinator
+    RELAY = 0x0021  # a whole datagram forwarded by the coordinator (p2pd.wire.relay)
 
 
 class Flag(IntFlag):
@@ -37,10 +38,12 @@ class Flag(IntFlag):
     LZ4 = 0x0002  # plaintext is LZ4-block compressed
     ZSTD = 0x0004  # plaintext is Zstandard compressed
     BATCHED = 0x0008  # plaintext is a frame list (type, length, body)*
-    # 0x0010 FRAGMENT and 0x0020 RELAYED are reserved for later layers and are
-    # refused by this version, as is every other bit.
+    RELAYED = 0x0020  # the payload is a relay header and a whole datagram (RELAY only)
+    # 0x0010 FRAGMENT is reserved and refused by this version, as is every
+    # other bit.
 
 
+# the flags of protected packets (RELAYED belongs to RELAY alone)
 KNOWN_FLAGS = int(Flag.ENCRYPTED | Flag.LZ4 | Flag.ZSTD | Flag.BATCHED)
 COMPRESSION_FLAGS = int(Flag.LZ4 | Flag.ZSTD)
 
@@ -82,6 +85,7 @@ def _flag_rules() -> dict[int, tuple[int, int]]:
         int(Flag.ENCRYPTED | Flag.BATCHED),
         int(Flag.ENCRYPTED | Flag.BATCHED | COMPRESSION_FLAGS),
     )
+    rules[int(PacketType.RELAY)] = (int(Flag.RELAYED), int(Flag.RELAYED))
     return rules
 
 

@@ -292,7 +292,7 @@ def header_reject_vectors() -> list[dict[str, Any]]:
         ("CHAT_MESSAGE with LZ4 and ZSTD", _raw_header(flags=0x0007), "bad_flags"),
         ("CHAT_MESSAGE with BATCHED", _raw_header(flags=0x0009), "bad_flags"),
         ("CHAT_MESSAGE with 0x0010 FRAGMENT (reserved)", _raw_header(flags=0x0011), "bad_flags"),
-        ("CHAT_MESSAGE with 0x0020 RELAYED (reserved)", _raw_header(flags=0x0021), "bad_flags"),
+        ("CHAT_MESSAGE with 0x0020 RELAYED (RELAY only)", _raw_header(flags=0x0021), "bad_flags"),
         ("SEALED without BATCHED", _raw_header(packet_type=0x10, flags=0x0001), "bad_flags"),
         ("HANDSHAKE_REQUEST with ENCRYPTED", _raw_header(packet_type=1, flags=1), "bad_flags"),
         ("bad flags and bad length: flags are checked first",

@@ -1,0 +1,293 @@
+"""Fallback to server (spec §10.1): the coordinator relays what cannot go direct.
+
+Daemon nodes (p2pd.node.Node, with their P2PManager) and the real coordinator
+on the simulated network, in virtual time; plus the RELAY codec and the
+coordinator's forwarding rules on their own."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from p2pd.config import CoordinatorSettings, DaemonConfig, P2PSettings
+from p2pd.coordinator.credentials import mint_token
+from p2pd.coordinator.messages import Presence
+from p2pd.crypto.identity import Identity
+from p2pd.ipc.messages import Chat, Position
+from p2pd.node import Node
+from p2pd.sim.network import LinkProfile
+from p2pd.sim.nodes import CoreNode
+from p2pd.wire.errors import BadPacket, DropReason
+from p2pd.wire.header import HEADER_SIZE, encode_header, parse_header_untrusted
+from p2pd.wire.relay import (
+    MAX_RELAYED,
+    RELAY_OVERHEAD,
+    decode_relay_untrusted,
+    encode_relay,
+    swap_daemon_id,
+)
+from p2pd.wire.types import Flag, PacketType
+from tests.test_coordinator import COORD_ADDR, WALL, World, say, world
+
+INNER = encode_header(0x0009, PacketType.SEALED, 30) + bytes(30)  # any p2pd datagram
+
+
+# -- the codec ---------------------------------------------------------------------
+
+
+def test_a_relay_packet_round_trips_and_swapping_the_id_keeps_its_size() -> None:
+    packet = encode_relay(42, INNER)
+    assert len(packet) == RELAY_OVERHEAD + len(INNER)
+    assert decode_relay_untrusted(packet) == (42, INNER)
+    swapped = swap_daemon_id(packet, 7)
+    assert len(swapped) == len(packet) and decode_relay_untrusted(swapped) == (7, INNER)
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (encode_relay(1, INNER)[:HEADER_SIZE + 3], DropReason.TRUNCATED),
+    (encode_header(0x0020, PacketType.RELAY, 4 + len(INNER)) + bytes(4) + INNER,
+     DropReason.MALFORMED),  # daemon id 0
+    (encode_header(0x0020, PacketType.RELAY, 4 + 20) + b"\0\0\0\1" + bytes(20),
+     DropReason.BAD_MAGIC),
+    (encode_relay(1, encode_relay(2, INNER)), DropReason.UNEXPECTED),  # no relay loops
+    (encode_header(0, PacketType.RELAY, 4 + len(INNER)) + b"\0\0\0\1" + INNER,
+     DropReason.BAD_FLAGS),
+    (encode_header(0x0020, PacketType.RELAY, 4 + 4) + b"\0\0\0\1" + bytes(4),
+     DropReason.TRUNCATED),
+])
+def test_bad_relay_packets_are_refused_with_their_reason(data: bytes, reason: DropReason) -> None:
+    with pytest.raises(BadPacket) as caught:
+        decode_relay_untrusted(data)
+    assert caught.value.reason is reason
+
+
+def test_hostile_relay_bytes_raise_only_bad_packet() -> None:
+    rng = random.Random(5)
+    good = encode_relay(9, INNER)
+    for _ in range(3000):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        data = data[: rng.randint(0, len(data))] if rng.random() < 0.3 else data
+        with contextlib.suppress(BadPacket):  # anything else fails the test
+            decode_relay_untrusted(bytes(data))
+
+
+def test_encode_refuses_what_would_not_fit() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        encode_relay(1, bytes(MAX_RELAYED + 1))
+    with pytest.raises(ValueError, match="out of range"):
+        encode_relay(0, INNER)
+
+
+def test_the_relayed_flag_belongs_to_relay_packets_only() -> None:
+    assert parse_header_untrusted(encode_relay(3, INNER)) == (Flag.RELAYED, PacketType.RELAY)
+    for packet_type in (PacketType.SEALED, PacketType.CHAT_MESSAGE):
+        with pytest.raises(BadPacket) as caught:
+            parse_header_untrusted(encode_header(0x0029, packet_type, 0))
+        assert caught.value.reason is DropReason.BAD_FLAGS
+
+
+# -- the coordinator's forwarding rules --------------------------------------------
+
+
+def registered_pair(w: World) -> tuple[list[int], list[tuple[str, int]]]:
+    a, b = w.daemon(150001), w.daemon(150002)
+    w.sim.run_until(1.0)
+    for node, x in ((a, 100), (b, 103)):
+        say(w, node, Presence("prontera", x, 100, 4, False))
+    w.sim.run_until(2.0)
+    ids = [w.coordinator.store.by_key(n.endpoint.identity.public_key).daemon_id  # type: ignore[union-attr]
+           for n in (a, b)]
+    return ids, [a.address, b.address]
+
+
+def test_the_coordinator_forwards_between_introduced_daemons_only() -> None:
+    w, _ = world(21)
+    (id_a, id_b), (addr_a, addr_b) = registered_pair(w)
+    coordinator = w.coordinator
+    packet = encode_relay(id_b, INNER)
+    coordinator.receive_datagram(packet, addr_a, 3.0)
+    out = coordinator.datagrams_to_send(3.0)
+    assert out == [(swap_daemon_id(packet, id_a), addr_b)]  # same size, names the sender
+    # from an address that is no registered daemon: nothing
+    coordinator.receive_datagram(packet, ("198.51.100.9", 4000), 3.0)
+    # to a daemon it was never introduced to (far away)
+    far = w.daemon(150003)
+    w.sim.run_until(4.0)
+    say(w, far, Presence("prontera", 300, 300, 4, False))
+    w.sim.run_until(5.0)
+    far_id = coordinator.store.by_key(far.endpoint.identity.public_key).daemon_id  # type: ignore[union-attr]
+    coordinator.receive_datagram(encode_relay(far_id, INNER), addr_a, 5.0)
+    coordinator.receive_datagram(encode_relay(999, INNER), addr_a, 5.0)  # nobody
+    coordinator.receive_datagram(encode_relay(id_a, INNER), addr_a, 5.0)  # itself
+    assert [d for d in coordinator.datagrams_to_send(5.0) if d[0][8:10] == b"\0\x21"] == []
+    assert coordinator.relay_drops == Counter(unknown_source=1, not_introduced=1,
+                                              unknown_target=2)
+
+
+def test_relaying_is_rate_limited_per_daemon() -> None:
+    w, _ = world(22)
+    (_, id_b), (addr_a, _) = registered_pair(w)
+    coordinator = w.coordinator
+    big = encode_relay(id_b, encode_header(0x0009, PacketType.SEALED, 1000) + bytes(1000))
+    for _ in range(100):  # 100 KB at once: beyond the burst
+        coordinator.receive_datagram(big, addr_a, 10.0)
+    forwarded = len(coordinator.datagrams_to_send(10.0))
+    burst = coordinator.settings.relay_burst
+    assert forwarded == int(burst // len(big))
+    assert coordinator.relay_drops["rate_limited"] == 100 - forwarded
+    coordinator.receive_datagram(big, addr_a, 11.0)  # a second later: allowed again
+    assert len(coordinator.datagrams_to_send(11.0)) == 1
+
+
+# -- daemons falling back and coming back --------------------------------------------
+
+
+class Daemon(CoreNode[Node]):
+    """A Node at an address that remembers where its datagrams came from."""
+
+    def __init__(self, address: tuple[str, int], core: Node) -> None:
+        super().__init__(address, core)
+        self.sources: Counter[tuple[str, int]] = Counter()
+        self.chats: list[str] = []
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        self.sources[addr] += 1
+        super().receive_datagram(data, addr, now)
+        for note in self.core.take_notifications():
+            if note.get("event") == "chat":
+                self.chats.append(note["text"])
+
+    def path_to(self, other: Daemon) -> str | None:
+        for row in self.core.peers(0.0):
+            if row["peer"] == other.core.public_key.hex() and row["state"] == "established":
+                return str(row["path"])
+        return None
+
+
+def mesh_daemon(w: World, player: int, x: int, *, relay_only: bool = False,
+                max_peers: int = 2, backups: int = 0) -> Daemon:
+    identity = Identity.from_private_bytes(w.rng.randbytes(32))
+    config = DaemonConfig(
+        source=Path("test.ini"), p2p=P2PSettings(max_peers=max_peers),
+        coordinator=CoordinatorSettings(public_key=w.coordinator.public_key, backups=backups,
+                                        relay_only=relay_only, embedded=False))
+    node = Node(config, identity, epoch=WALL, random_bytes=random.Random(player).randbytes)
+    token = mint_token(w.issuer, account_id=player, player_id=player,
+                       daemon_key=identity.public_key, lifetime=3600, now=w.wall())
+    daemon = Daemon((f"10.9.5.{player % 250}", 7000), node)
+    w.sim.add_node(daemon)
+    node.start_mesh(COORD_ADDR, token, w.sim.now, rng=random.Random(player))
+    stand(w, daemon, x)
+    return daemon
+
+
+def stand(w: World, daemon: Daemon, x: int, y: int = 100) -> None:
+    daemon.core.send_event(Position(id=1, map="prontera", x=x, y=y, dir=0, tick=0), (),
+                           w.sim.now)
+
+
+def chat(w: World, sender: Daemon, receiver: Daemon, text: str) -> None:
+    sender.core.send_event(Chat(id=1, text=text), (receiver.core.public_key,), w.sim.now)
+
+
+def test_a_blocked_direct_path_falls_back_to_the_relay_and_returns_when_it_heals() -> None:
+    w, _ = world(23)
+    a, b = mesh_daemon(w, 1, 100), mesh_daemon(w, 2, 104)
+    assert w.sim.run_while(lambda: a.path_to(b) != "direct" or b.path_to(a) != "direct", 10.0)
+    blocked_at = w.sim.now
+    w.net.set_path(a.address, b.address, LinkProfile(
+        delay=0.005, blackholes=((blocked_at, blocked_at + 20.0),)))
+    for i in range(5):  # chat sent as the path dies
+        chat(w, a, b, f"line {i}")
+        w.sim.run_until(w.sim.now + 0.5)
+    assert w.sim.run_while(lambda: a.path_to(b) != "relay" or b.path_to(a) != "relay",
+                            w.sim.now + 10.0)
+    fell_back = w.sim.now - blocked_at
+    assert fell_back <= 6.0, f"relay fallback took {fell_back:.1f} s"
+    for i in range(5, 10):  # and through the relay
+        chat(w, a, b, f"line {i}")
+        w.sim.run_until(w.sim.now + 0.5)
+    w.sim.run_until(blocked_at + 19.0)
+    assert b.chats == [f"line {i}" for i in range(10)]  # each once, in order
+    assert w.coordinator.relayed_packets > 0
+    assert a.path_to(b) == b.path_to(a) == "relay"
+    assert w.sim.run_while(lambda: a.path_to(b) != "direct" or b.path_to(a) != "direct",
+                            w.sim.now + 15.0)
+    back = w.sim.now - (blocked_at + 20.0)
+    assert back <= 12.0, f"return to direct took {back:.1f} s after the path healed"
+    relayed = w.coordinator.relayed_packets
+    w.sim.run_until(w.sim.now + 5.0)
+    chat(w, b, a, "direct again")
+    w.sim.run_until(w.sim.now + 1.0)
+    assert a.chats == ["direct again"]
+    assert w.coordinator.relayed_packets - relayed <= 2  # stragglers at most
+    manager = a.core.mesh
+    assert manager is not None and manager.paths.fallbacks == 1 and manager.paths.recoveries == 1
+
+
+def test_a_direct_dial_that_cannot_get_through_is_made_through_the_relay() -> None:
+    w, _ = world(24)
+    a = mesh_daemon(w, 1, 100)
+    b_address = ("10.9.5.2", 7000)
+    w.net.set_path(a.address, b_address, LinkProfile(delay=0.005, blackholes=((0.0, 1e9),)))
+    b = mesh_daemon(w, 2, 104)
+    assert w.sim.run_while(lambda: a.path_to(b) is None or b.path_to(a) is None,
+                            w.sim.now + 15.0)
+    assert a.path_to(b) == b.path_to(a) == "relay"
+    assert w.sim.now <= 10.0  # one handshake timeout (5 s), then the relay
+    chat(w, a, b, "hello through the coordinator")
+    w.sim.run_until(w.sim.now + 1.0)
+    assert b.chats == ["hello through the coordinator"]
+
+
+def test_a_relay_only_daemon_never_shows_a_peer_its_address() -> None:
+    w, _ = world(25)
+    hidden = mesh_daemon(w, 1, 100, relay_only=True)
+    other = mesh_daemon(w, 2, 104)
+    assert w.sim.run_while(
+        lambda: hidden.path_to(other) is None or other.path_to(hidden) is None, 15.0)
+    chat(w, hidden, other, "you cannot see where I am")
+    chat(w, other, hidden, "indeed")
+    w.sim.run_until(w.sim.now + 20.0)  # long enough for any direct probe
+    assert other.chats == ["you cannot see where I am"] and hidden.chats == ["indeed"]
+    assert hidden.address not in other.sources  # never a datagram from its address
+    assert set(other.sources) == {COORD_ADDR}
+    assert other.path_to(hidden) == hidden.path_to(other) == "relay"
+    peers = other.core.peers(w.sim.now)
+    assert all(hidden.address[0] not in str(row) for row in peers)
+
+
+def test_a_relay_packet_from_anyone_but_the_coordinator_is_dropped() -> None:
+    w, _ = world(26)
+    a = mesh_daemon(w, 1, 100)
+    w.sim.run_until(2.0)
+    before = a.core.endpoint.statistics().drops.get("unexpected", 0)
+    a.core.receive_datagram(encode_relay(5, INNER), ("10.9.9.9", 7000), w.sim.now)
+    assert a.core.endpoint.statistics().drops["unexpected"] == before + 1
+
+
+def test_a_dead_peer_is_dropped_within_seconds_and_a_backup_takes_its_place() -> None:
+    w, _ = world(27)
+    a = mesh_daemon(w, 1, 100, max_peers=1, backups=1)
+    b, c = mesh_daemon(w, 2, 102), mesh_daemon(w, 3, 106)
+    manager = a.core.mesh
+    assert manager is not None
+    assert w.sim.run_while(lambda: len(manager.links) < 2, w.sim.now + 15.0)
+    active = manager.active()[0]
+    dead = b if active == b.core.public_key else c
+    other = c if dead is b else b
+    died = w.sim.now
+    for peer in (a, other):  # the daemon is gone: nothing reaches it, nothing comes from it
+        w.net.set_path(peer.address, dead.address,
+                       LinkProfile(delay=0.005, blackholes=((died, 1e9),)))
+    w.net.set_path(dead.address, COORD_ADDR, LinkProfile(delay=0.005, blackholes=((died, 1e9),)))
+    assert w.sim.run_while(lambda: manager.active() != [other.core.public_key],
+                            w.sim.now + 15.0)
+    assert w.sim.now - died <= 10.0
+    assert dead.core.public_key not in manager.links and manager.dead_links == 1
