@@ -1,5 +1,5 @@
-"""``p2pd``: run the daemon (``p2pd run``), the coordinator (``p2pd coordinator``) or the
-protocol-core demo (``p2pd demo``)."""
+"""``p2pd``: run the daemon (``p2pd run``), the coordinator (``p2pd coordinator``), the
+mesh demo (``p2pd demo``) or the protocol-core demo (``p2pd protocol-demo``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import trio
 
+from p2pd.client import ClientError
 from p2pd.config import ConfigError, load_config, load_coordinator_config
 from p2pd.coordinator.credentials import SigningKeyFileError
 from p2pd.crypto.identity import IdentityFileError
@@ -16,9 +17,11 @@ from p2pd.demo import run_demo
 from p2pd.io.coordinator_server import run_coordinator
 from p2pd.io.daemon import run_daemon
 from p2pd.logs import configure_logging, get_logger
+from p2pd.meshdemo import DemoOptions, run_mesh_demo
 from p2pd.session.config import EncryptionLevel
 
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
 
 
 @click.group()
@@ -94,12 +97,56 @@ def coordinator(config_path: Path, info_file: Path | None) -> None:
 
 
 @main.command()
+@click.option("--players", default=8, show_default=True, type=click.IntRange(2, 32),
+              help="daemons, one simulated player each")
+@click.option("--seconds", default=20.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="seconds of play")
+@click.option("--seed", default=1, show_default=True, help="the players' behaviour")
+@click.option("--max-peers", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="[P2P] max_peers of every daemon")
+@click.option("--backups", default=1, show_default=True, type=click.IntRange(0, 4),
+              help="[coordinator] backups: warm links beyond max_peers")
+@click.option("--json", "as_json", is_flag=True,
+              help="print only the report, as one JSON object (progress goes to stderr)")
+@click.option("--keep", is_flag=True, help="keep the daemons' directory (configs, logs)")
+def demo(players: int, seconds: float, seed: int, max_peers: int, backups: int,
+         as_json: bool, keep: bool) -> None:
+    """The main job: a coordinator and N daemons on loopback, with simulated players
+    walking, chatting and casting on one map; live progress, then a report."""
+    options = DemoOptions(players=players, seconds=seconds, seed=seed, max_peers=max_peers,
+                          backups=backups, as_json=as_json, keep=keep)
+    try:
+        trio.run(run_mesh_demo, options)
+    except BaseException as error:  # trio's tasks raise theirs in exception groups
+        leaves = _leaves(error)
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            click.echo("p2pd demo: interrupted; every daemon stopped, its directory removed",
+                       err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if all(isinstance(leaf, _DEMO_FAILURES) for leaf in leaves):
+            for leaf in leaves:
+                click.echo(f"p2pd demo: failed: {leaf}", err=True)
+            sys.exit(1)
+        raise
+
+
+_DEMO_FAILURES = (OSError, RuntimeError, ClientError, trio.BrokenResourceError)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+@main.command("protocol-demo")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--loss", default=0.2, show_default=True, type=click.FloatRange(0, 0.99))
 @click.option("--delay", default=0.04, show_default=True, help="one-way delay, seconds")
 @click.option("--duration", default=30.0, show_default=True, help="virtual seconds")
 @click.option("--level", type=click.Choice([e.value for e in EncryptionLevel]), default="high")
-def demo(seed: int, loss: float, delay: float, duration: float, level: str) -> None:
+def protocol_demo(seed: int, loss: float, delay: float, duration: float, level: str) -> None:
     """Two session endpoints over a simulated bad network, in virtual time."""
     run_demo(seed=seed, loss=loss, delay=delay, duration=duration, level=EncryptionLevel(level))
 
