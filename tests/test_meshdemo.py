@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from p2pd.demo import run_demo
 from p2pd.io.runtime import RUNTIME_FILE, read_runtime_info
 from p2pd.localrun import p2pd_command
 from p2pd.meshdemo.players import (
@@ -28,6 +31,7 @@ from p2pd.meshdemo.players import (
     write_scripts,
 )
 from p2pd.meshdemo.report import KINDS, Ledger, LinkBook, Sent, chat_text, parse_chat
+from p2pd.session.config import EncryptionLevel
 
 STARTED_IN = re.compile(r"on loopback in (\S+) \.\.\.")
 
@@ -199,3 +203,9 @@ def test_ctrl_c_stops_every_daemon_and_removes_the_directory(tmp_path: Path) -> 
     assert "interrupted" in stderr.read_text()
     assert not root.exists()
     assert all(_gone(pid) for pid in pids)
+
+
+def test_the_protocol_demo_still_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    run_demo(seed=1, loss=0.2, delay=0.04, duration=10, level=EncryptionLevel.HIGH)
+    out = capsys.readouterr().out
+    assert "session established" in out and "chat: 1 of 1 from bob" in out
