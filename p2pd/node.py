@@ -221,9 +221,14 @@ class Node:
         """Send ``event`` to ``targets`` (every linked peer when empty)."""
         self._require_enabled()
         chosen = list(targets) or list(self._links)
+        absent = []  # links down for now whose channels wait for the next (8.10)
         for key in chosen:
             if key not in self._links:
-                raise IpcError("no_such_peer", f"no link with peer {key.hex()}", "to")
+                if not self.endpoint.parked(key, now):
+                    raise IpcError("no_such_peer", f"no link with peer {key.hex()}", "to")
+                absent.append(key)
+        if absent:
+            chosen = [key for key in chosen if key in self._links]
         kind = event.OP
         endpoint = self.endpoint
         sent = limited = hidden = 0
@@ -250,7 +255,7 @@ class Node:
                 event, endpoint.config.max_message_size)
             value_key = _latest_value_key(event)
             effect = packet_type == PacketType.VISUAL_EFFECT
-            for key in chosen:  # all or nothing: every target must take it
+            for key in chosen + ([] if effect else absent):  # all or nothing
                 try:
                     endpoint.check_send(key, packet_type, payload, value_key)
                 except MessageTooLarge as error:
@@ -265,11 +270,15 @@ class Node:
                 endpoint.send(key, packet_type, payload, now, value_key)
                 link.sent[kind] += 1
                 sent += 1
+            if not effect:
+                for key in absent:  # delivered when the link is back
+                    endpoint.hold(key, packet_type, payload, now, value_key)
         self.events_sent[kind] += sent
         self.events_limited[kind] += limited
         if hidden:
             self.positions_hidden += hidden
-        return {"sent": sent, "rate_limited": limited, "out_of_view": hidden}
+        return {"sent": sent, "rate_limited": limited, "out_of_view": hidden,
+                "absent": len(absent)}
 
     def _in_view(self, link: PeerLink, own: PositionState) -> bool:
         if self.mesh is not None:
@@ -388,6 +397,8 @@ class Node:
                 self._notify(link_event(event.peer.hex(), "failed", None,
                                         reason="too_many_peers"))
             return
+        if event.peer in self._links:  # its daemon restarted: a new peer, on the same key
+            self._notify(peer_left_event(event.peer.hex(), "restarted"))
         p2p = self.p2p
         self._links[event.peer] = PeerLink(
             key=event.peer,

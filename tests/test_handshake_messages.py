@@ -21,13 +21,24 @@ from p2pd.crypto.handshake import (
 from p2pd.wire.errors import BadPacket, DropReason
 
 RESPONDER = bytes(range(32))
-NOISE_1 = bytes(96 + 10)  # stands in for a Noise message 1 with a 10-byte payload
+NOISE_1 = bytes(96 + 11)  # stands in for a Noise message 1 with an 11-byte payload
 
 
 def test_payloads_round_trip() -> None:
-    assert decode_request_payload_untrusted(encode_request_payload(123, b"cert")) == (123, b"cert")
-    assert decode_request_payload_untrusted(encode_request_payload(5, None)) == (5, None)
-    assert decode_response_payload_untrusted(encode_response_payload(7, b"c")) == (7, b"c")
+    assert decode_request_payload_untrusted(encode_request_payload(123, b"cert")) == (
+        123, b"cert", False)
+    assert decode_request_payload_untrusted(encode_request_payload(5, None, fresh=True)) == (
+        5, None, True)
+    assert decode_response_payload_untrusted(encode_response_payload(7, b"c", fresh=True)) == (
+        7, b"c", True)
+
+
+def test_unknown_state_flags_are_malformed() -> None:
+    payload = bytearray(encode_response_payload(7, None))
+    payload[4] = 0x02
+    with pytest.raises(BadPacket) as caught:
+        decode_response_payload_untrusted(bytes(payload))
+    assert caught.value.reason is DropReason.MALFORMED
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00" * 9, encode_request_payload(1, b"abc")[:-1],

@@ -109,7 +109,7 @@ def test_a_legend_record_larger_than_a_datagram_travels_in_fragments() -> None:
     dialogue = tuple((f"line{i}", rng.randbytes(1600).hex()) for i in range(8))
     legend = LegendData(id=3, ai_entity_id=77, kind="dialogue", data=dialogue, version=1)
     assert a.core.send_event(legend, (), sim.now) == {"sent": 1, "rate_limited": 0,
-                                                      "out_of_view": 0}
+                                                      "out_of_view": 0, "absent": 0}
     sim.run_until(sim.now + 5.0)
     (got,) = [m for m in b.core.take_notifications() if m.get("event") == "legend"]
     assert got["data"] == dict(dialogue) and got["ai_entity_id"] == 77

@@ -294,9 +294,9 @@ def test_handshake_inputs_derive_the_recorded_values() -> None:
     assert prologue == b"p2pd handshake v1" + INPUTS["initiator_index"].to_bytes(4, "big")
     assert prologue.hex() == DERIVED["prologue"]
     certificate = unhex(INPUTS["initiator_certificate"])
-    assert encode_request_payload(INPUTS["timestamp"], certificate).hex() == (
+    assert encode_request_payload(INPUTS["timestamp"], certificate, fresh=True).hex() == (
         DERIVED["request_payload"])
-    assert encode_response_payload(INPUTS["responder_index"], None).hex() == (
+    assert encode_response_payload(INPUTS["responder_index"], None, fresh=True).hex() == (
         DERIVED["response_payload"])
     assert mac1_key(public_bytes(r_s)).hex() == DERIVED["responder_mac1_key"]
     assert mac1_key(public_bytes(i_s)).hex() == DERIVED["initiator_mac1_key"]
@@ -325,7 +325,7 @@ def test_handshake_datagrams_are_reproduced_and_read_back() -> None:
         r_s, framed.noise_message, request_prologue(framed.index))
     assert responder.remote_static == i_pub
     assert decode_request_payload_untrusted(responder.payload) == (
-        INPUTS["timestamp"], unhex(INPUTS["initiator_certificate"]))
+        INPUTS["timestamp"], unhex(INPUTS["initiator_certificate"]), True)
     message2, responder_keys = responder.write_response(
         unhex(DERIVED["response_payload"]),
         ephemeral_private=private("responder_ephemeral_private"))
@@ -338,7 +338,7 @@ def test_handshake_datagrams_are_reproduced_and_read_back() -> None:
     framed2 = unframe_untrusted(response, mac1_key(i_pub), RESPONSE_MIN_SIZE)
     assert framed2.index == index
     payload, keys = initiator.read_response_untrusted(framed2.noise_message)
-    assert decode_response_payload_untrusted(payload) == (INPUTS["responder_index"], None)
+    assert decode_response_payload_untrusted(payload) == (INPUTS["responder_index"], None, True)
     assert keys == responder_keys
     assert keys.initiator_to_responder.hex() == KEYS["initiator_to_responder"]
     assert keys.responder_to_initiator.hex() == KEYS["responder_to_initiator"]
@@ -352,12 +352,12 @@ def test_handshake_datagrams_are_reproduced_and_read_back() -> None:
 def test_request_layout_offsets() -> None:
     request = unhex(HANDSHAKE["request"])
     certificate = unhex(INPUTS["initiator_certificate"])
-    assert len(request) == 156 + len(certificate)
+    assert len(request) == 157 + len(certificate)
     assert request[14:18] == INPUTS["initiator_index"].to_bytes(4, "big")
     assert request[18:50].hex() == DERIVED["initiator_ephemeral_public"]
     assert request[18:-32].hex() == DERIVED["noise_message1"]
     response = unhex(HANDSHAKE["response"])
-    assert len(response) == 104
+    assert len(response) == 105
     assert response[14:18] == INPUTS["initiator_index"].to_bytes(4, "big")
     assert response[18:50].hex() == DERIVED["responder_ephemeral_public"]
     assert response[-16:] == bytes(16)

@@ -291,3 +291,67 @@ def test_a_dead_peer_is_dropped_within_seconds_and_a_backup_takes_its_place() ->
                             w.sim.now + 15.0)
     assert w.sim.now - died <= 10.0
     assert dead.core.public_key not in manager.links and manager.dead_links == 1
+
+
+class Mortal(Daemon):
+    """A daemon process that can be killed (-9) and started again with its key."""
+
+    def __init__(self, address: tuple[str, int], core: Node) -> None:
+        super().__init__(address, core)
+        self.dead = False
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        if not self.dead:
+            super().receive_datagram(data, addr, now)
+
+    def handle_timer(self, now: float) -> None:
+        if not self.dead:
+            super().handle_timer(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out = super().datagrams_to_send(now)
+        return [] if self.dead else out
+
+    def get_timer(self) -> float | None:
+        return None if self.dead else super().get_timer()
+
+
+def test_a_killed_daemon_is_replaced_by_a_backup_and_gets_the_chat_of_its_outage_once(
+        ) -> None:
+    w, _ = world(28)
+    a = mesh_daemon(w, 1, 100, max_peers=1, backups=1)
+    c = mesh_daemon(w, 3, 106)
+    b_old = mesh_daemon(w, 2, 102)  # nearest to a: its active link
+    manager = a.core.mesh
+    assert manager is not None
+    assert w.sim.run_while(lambda: manager.active() != [b_old.core.public_key]
+                           or manager.backups() != [c.core.public_key], w.sim.now + 15.0)
+    chat(w, a, b_old, "before")
+    w.sim.run_until(w.sim.now + 1.0)
+    assert b_old.chats == ["before"]
+    # kill -9: its node stops, in and out; a mortal stand-in takes its address
+    w.sim._nodes[b_old.address] = b = Mortal(b_old.address, b_old.core)
+    b.dead = True
+    died = w.sim.now
+    chat(w, a, b_old, "outage 0")  # the link still stands: queued, never acknowledged
+    assert w.sim.run_while(lambda: manager.active() != [c.core.public_key], died + 12.0)
+    assert w.sim.now - died <= 10.0  # the backup stepped in
+    answer = a.core.send_event(Chat(id=2, text="outage 1"), (b_old.core.public_key,), w.sim.now)
+    assert answer["absent"] == 1 and answer["sent"] == 0  # held for the link to come back
+    chat(w, a, b_old, "outage 2")
+    w.sim.run_until(died + 13.0)
+    # it comes back: a new process with the same key, registering afresh
+    identity = b.core.endpoint.identity
+    node = Node(b.core.config, identity, epoch=WALL, random_bytes=random.Random(77).randbytes)
+    b.core, b.dead = node, False
+    token = mint_token(w.issuer, account_id=2, player_id=2, daemon_key=identity.public_key,
+                       lifetime=3600, now=w.wall())
+    node.start_mesh(COORD_ADDR, token, w.sim.now, rng=random.Random(78))
+    stand(w, b, 102)
+    back = w.sim.now
+    assert w.sim.run_while(lambda: b.path_to(a) is None, back + 15.0)
+    w.sim.run_until(w.sim.now + 3.0)
+    assert b_old.chats == ["before"]  # the process that died
+    assert b.chats == ["outage 0", "outage 1", "outage 2"]  # its successor: each once, in order
+    # linked again, as the backup now: c, 4 cells farther, is not replaced (hysteresis)
+    assert manager.backups() == [b.core.public_key] and manager.active() == [c.core.public_key]

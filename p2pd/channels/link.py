@@ -116,6 +116,24 @@ class ChannelLink:
         self.new_bytes = 0  # about pending_bytes(), kept up to date cheaply
         self._effect_room = room - ACK_RESERVE
 
+    def rebind(self, *, rto: Callable[[], float], deliver: DeliverMessage,
+               deliver_position: DeliverPosition, rtt_sample: Callable[[float], None]) -> None:
+        """Serve another session of the same peer (a link resumed after its
+        session closed): its callbacks from now on, everything else kept."""
+        self._deliver = deliver
+        self._deliver_position = deliver_position
+        self._rtt_sample = rtt_sample
+        for sender in self._sender_list:
+            sender.set_rto(rto)
+
+    def unacked_messages(self) -> list[tuple[int, bytes, bytes | None]]:
+        """(packet type, payload, key) of every reliable message not wholly
+        acknowledged, in order within each channel: what a restarted link sends
+        again. Effects and positions are not kept: they are stale by then."""
+        return [(int(TYPE_OF_CHANNEL[channel]), payload, key)
+                for channel, sender in self.senders.items()
+                for payload, key in sender.unacked()]
+
     # -- the sending side ----------------------------------------------------
 
     def queue(self, packet_type: int, payload: bytes, key: bytes | None, now: float) -> None:

@@ -60,11 +60,13 @@ class _Part:
     """One seq of a channel: a whole message or one fragment of it."""
 
     __slots__ = ("content", "count", "due", "first_sent", "index", "key", "last_sent",
-                 "missed", "sends", "seq")
+                 "message", "missed", "sends", "seq")
 
-    def __init__(self, seq: int, content: bytes, index: int, count: int, key: bytes | None) -> None:
+    def __init__(self, seq: int, content: bytes, index: int, count: int, key: bytes | None,
+                 message: bytes) -> None:
         self.seq = seq
         self.content = content
+        self.message = message  # the whole payload the part belongs to (shared, not copied)
         self.index = index
         self.count = count
         self.key = key
@@ -134,7 +136,7 @@ class ReliableSender:
         parts = []
         for index in range(count):
             part = _Part(self._next_seq, content[index * size:(index + 1) * size], index, count,
-                         key)
+                         key, payload)
             self._next_seq += 1
             parts.append(part)
         self._queue.extend(parts)
@@ -157,6 +159,22 @@ class ReliableSender:
                 dropped = True
         if dropped:
             self.superseded += 1
+
+    def unacked(self) -> list[tuple[bytes, bytes | None]]:
+        """Every message not yet wholly acknowledged, oldest first, as
+        (payload, key): what a successor of this channel must send again."""
+        seen: set[int] = set()
+        out = []
+        for part in (*self._flight.values(), *self._queue):
+            first = part.seq - part.index
+            if first not in seen:
+                seen.add(first)
+                out.append((first, part.message, part.key))
+        out.sort(key=lambda item: item[0])
+        return [(message, key) for _, message, key in out]
+
+    def set_rto(self, rto: Callable[[], float]) -> None:
+        self._rto = rto
 
     @property
     def queued_bytes(self) -> int:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -51,8 +52,11 @@ COOKIE_NONCE_SIZE = 12
 TIMESTAMP_SIZE = 8
 MAX_CERTIFICATE = 768
 _INDEX = struct.Struct(">I")
-_REQUEST_PAYLOAD = struct.Struct(">QH")
-_RESPONSE_PAYLOAD = struct.Struct(">IH")
+_REQUEST_PAYLOAD = struct.Struct(">QBH")  # timestamp, state flags, certificate length
+_RESPONSE_PAYLOAD = struct.Struct(">IBH")  # sender index, state flags, certificate length
+FRESH = 0x01
+"""State flag: the sender holds no channel state for this peer (a first contact,
+or it restarted): the other side starts its channels afresh too (section 8.10)."""
 # noise message 1 without payload: e(32) + enc s(32+16) + payload tag(16)
 _NOISE1_MIN = 32 + 48 + 16
 # noise message 2 without payload: e(32) + payload tag(16)
@@ -91,19 +95,22 @@ def _frame(packet_type: PacketType, index: int, noise_message: bytes,
     return body + (_mac(cookie, body) if cookie is not None else _ZERO_MAC)
 
 
-def _encode_payload(layout: struct.Struct, number: int, certificate: bytes | None) -> bytes:
+def _encode_payload(layout: struct.Struct, number: int, certificate: bytes | None,
+                    fresh: bool) -> bytes:
     cert = certificate or b""
     if len(cert) > MAX_CERTIFICATE:
         raise ValueError(f"certificate of {len(cert)} bytes exceeds {MAX_CERTIFICATE}")
-    return layout.pack(number, len(cert)) + cert
+    return layout.pack(number, FRESH if fresh else 0, len(cert)) + cert
 
 
-def encode_request_payload(timestamp: int, certificate: bytes | None) -> bytes:
-    return _encode_payload(_REQUEST_PAYLOAD, timestamp, certificate)
+def encode_request_payload(timestamp: int, certificate: bytes | None, *,
+                           fresh: bool = False) -> bytes:
+    return _encode_payload(_REQUEST_PAYLOAD, timestamp, certificate, fresh)
 
 
-def encode_response_payload(sender_index: int, certificate: bytes | None) -> bytes:
-    return _encode_payload(_RESPONSE_PAYLOAD, sender_index, certificate)
+def encode_response_payload(sender_index: int, certificate: bytes | None, *,
+                            fresh: bool = False) -> bytes:
+    return _encode_payload(_RESPONSE_PAYLOAD, sender_index, certificate, fresh)
 
 
 def frame_request(sender_index: int, noise_message: bytes, responder_mac1_key: bytes,
@@ -147,26 +154,34 @@ def unframe_untrusted(data: bytes, own_mac1_key: bytes, min_size: int) -> Framed
     return Framed(index, data[HEADER_SIZE + 4 : mac1_at], mac1, data[mac2_at:], data[:mac2_at])
 
 
+class HandshakePayload(NamedTuple):
+    number: int  # a request's timestamp, a response's sender index
+    certificate: bytes | None
+    fresh: bool = False  # the FRESH state flag
+
+
 def _decode_payload_untrusted(layout: struct.Struct, payload: bytes,
-                              what: str) -> tuple[int, bytes | None]:
-    """Split ``layout`` (a number, then the certificate length) and the certificate."""
+                              what: str) -> HandshakePayload:
+    """Split ``layout`` (a number, state flags, the certificate length) and the certificate."""
     if len(payload) < layout.size:
         raise BadPacket(DropReason.MALFORMED, f"{what} payload too short")
-    number, cert_len = layout.unpack_from(payload)
+    number, flags, cert_len = layout.unpack_from(payload)
+    if flags & ~FRESH:
+        raise BadPacket(DropReason.MALFORMED, f"{what} state flags 0x{flags:02x}")
     if cert_len > MAX_CERTIFICATE:
         raise BadPacket(DropReason.MALFORMED, f"{what} certificate of {cert_len} bytes")
     if len(payload) != layout.size + cert_len:
         raise BadPacket(DropReason.MALFORMED, f"{what} payload length")
-    return number, (payload[layout.size :] or None)
+    return HandshakePayload(number, payload[layout.size :] or None, bool(flags & FRESH))
 
 
-def decode_request_payload_untrusted(payload: bytes) -> tuple[int, bytes | None]:
-    """Return (timestamp, certificate or None)."""
+def decode_request_payload_untrusted(payload: bytes) -> HandshakePayload:
+    """(timestamp, certificate or None, fresh)."""
     return _decode_payload_untrusted(_REQUEST_PAYLOAD, payload, "request")
 
 
-def decode_response_payload_untrusted(payload: bytes) -> tuple[int, bytes | None]:
-    """Return (responder's sender index, certificate or None)."""
+def decode_response_payload_untrusted(payload: bytes) -> HandshakePayload:
+    """(responder's sender index, certificate or None, fresh)."""
     return _decode_payload_untrusted(_RESPONSE_PAYLOAD, payload, "response")
 
 

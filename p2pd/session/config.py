@@ -82,6 +82,9 @@ class SessionConfig:
     rto_min: float = 0.05
     rto_max: float = 2.0
     effect_max_wait: float = 0.5  # an effect not sent by then is dropped
+    # seconds the channels of a closed session wait for a successor with the same
+    # peer (0: never): reliable messages unacknowledged or queued are then sent in it
+    resume_window: float = 30.0
     # Bandwidth (spec 3.3): bytes per second on the wire to this peer (None:
     # unlimited), and to all peers together (the endpoint's cap).
     send_rate: float | None = None
@@ -121,6 +124,8 @@ class SessionConfig:
                     f"{name} must be at least {10 * self.batch_budget} bytes/s (ten"
                     f" datagrams of batch_budget), got {rate!r}"
                 )
+        if not 0 <= self.resume_window <= 3600:
+            raise ValueError(f"resume_window must be within 0..3600 s, got {self.resume_window!r}")
         if self.handshake_retry_max < self.handshake_retry_initial:
             raise ValueError(
                 f"handshake_retry_max ({self.handshake_retry_max}) is below "

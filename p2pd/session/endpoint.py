@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from p2pd.channels.link import ChannelLink
 from p2pd.channels.position_codec import PositionState
 from p2pd.crypto.handshake import (
     COOKIE_NONCE_SIZE,
@@ -66,6 +67,8 @@ _ENVIRONMENTAL = int(PacketType.ENVIRONMENTAL)
 _REQUEST = int(PacketType.HANDSHAKE_REQUEST)
 _RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)
 _COOKIE_REPLY = int(PacketType.COOKIE_REPLY)
+_EFFECT = int(PacketType.VISUAL_EFFECT)
+MAX_PARKED = 64  # closed sessions whose channels wait for a successor
 
 __all__ = ["Admission", "Endpoint", "MessageTooLarge", "PeerPolicy", "SendQueueFull",
            "SessionError"]
@@ -119,6 +122,9 @@ class Endpoint:
             if self.config.total_send_rate is not None else None
         )
         self._sessions: dict[bytes, Session] = {}
+        # peer -> (channels of its closed session, until when they wait for a successor)
+        self._parked: OrderedDict[bytes, tuple[ChannelLink, float]] = OrderedDict()
+        self.resumed = 0  # sessions that carried on an earlier one's channels
         # Sessions given data since the last flush(), and sessions touched since the
         # timers were last looked at: dicts, not sets, so that the order (and with
         # it every run) does not depend on object addresses.
@@ -177,6 +183,7 @@ class Endpoint:
         session.known_to_app = True
         session.credential = credential
         self._sessions[peer] = session
+        self._resume(session, now)
         session.start_handshake(now)
         self._touched[session] = None
 
@@ -212,13 +219,38 @@ class Endpoint:
         session.send_message(packet_type, payload, now, key)
         self._touched[session] = None
 
+    def hold(self, peer: bytes, packet_type: PacketType, payload: bytes, now: float,
+             key: bytes | None = None) -> None:
+        """Queue a reliable message for ``peer``, whose session closed lately, in
+        the channels kept for its successor (docs/protocol.md 8.10). Raises as
+        :meth:`send` does, and SessionError when none are kept (any more)."""
+        if packet_type not in _MESSAGE_TYPE_IDS or packet_type == _EFFECT:
+            raise SessionError(f"{packet_type!r} is not a reliable message type")
+        if (key is not None) != (packet_type == _ENVIRONMENTAL):
+            raise SessionError("ENVIRONMENTAL messages, and only they, need a key")
+        if not self.parked(peer, now):
+            raise SessionError(f"no channels kept for peer {peer.hex()[:16]}")
+        try:
+            self._parked[peer][0].queue(packet_type, payload, key, now)
+        except ValueError as error:
+            raise MessageTooLarge(str(error)) from None
+
     def check_send(self, peer: bytes, packet_type: PacketType, payload: bytes,
                    key: bytes | None = None) -> None:
-        """Raise what :meth:`send` would raise for this message, queueing nothing."""
+        """Raise what :meth:`send` (or :meth:`hold`, for a peer whose session closed
+        lately) would raise for this message, queueing nothing."""
         if packet_type not in _MESSAGE_TYPE_IDS:
             raise SessionError(f"{packet_type!r} is not an application message type")
+        session = self._sessions.get(peer)
+        parked = self._parked.get(peer)
+        if session is not None:
+            link = session.link
+        elif parked is not None and packet_type != _EFFECT:
+            link = parked[0]
+        else:
+            raise SessionError(f"no session with peer {peer.hex()[:16]}")
         try:
-            self._session(peer).link.check(packet_type, payload, key)
+            link.check(packet_type, payload, key)
         except SendQueueFull:
             raise
         except ValueError as error:
@@ -386,7 +418,7 @@ class Endpoint:
         peer = handshake.remote_static
         if peer == self.identity.public_key:
             raise BadPacket(DropReason.PEER_REFUSED, "request from our own key")
-        timestamp, certificate = decode_request_payload_untrusted(handshake.payload)
+        timestamp, certificate, peer_fresh = decode_request_payload_untrusted(handshake.payload)
         if not self.peer_allowed(peer, certificate) or (
                 self._admission is not None and not self._admission(peer, certificate, address)):
             raise BadPacket(DropReason.PEER_REFUSED, "initiator refused by policy")
@@ -401,12 +433,14 @@ class Endpoint:
                 raise BadPacket(DropReason.QUEUE_FULL, "max_sessions reached")
             session = Session(self, peer, address, now)
             self._sessions[peer] = session
+            self._resume(session, now)
         elif session.initiating and self.identity.public_key < peer:
             # Simultaneous open: the lower static key keeps the initiator role;
             # the peer will answer our request instead.
             self._collisions += 1
             return
-        session.respond(handshake, framed.index, certificate, address, now)
+        session.respond(handshake, framed.index, certificate, address, now,
+                        peer_fresh=peer_fresh)
         self._touched[session] = None
 
     def _on_response(self, data: bytes, address: Address, now: float) -> None:
@@ -479,9 +513,32 @@ class Endpoint:
     def transmit(self, datagram: bytes, address: Address) -> None:
         self._outgoing.append((datagram, address))
 
-    def forget(self, session: Session) -> None:
+    def forget(self, session: Session, now: float) -> None:
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
+            window = self.config.resume_window
+            if not session.fresh and window > 0:  # keep its channels for a successor
+                parked = self._parked
+                parked.pop(session.peer, None)
+                parked[session.peer] = (session.link, now + window)
+                while len(parked) > MAX_PARKED:
+                    parked.popitem(last=False)
+
+    def _resume(self, session: Session, now: float) -> None:
+        """A new session with a peer whose last one closed lately carries on its
+        channels: nothing queued or unacknowledged is lost, nothing delivered twice."""
+        entry = self._parked.pop(session.peer, None)
+        if entry is not None and now < entry[1]:
+            session.resume(entry[0])
+            self.resumed += 1
+
+    def parked(self, peer: bytes, now: float) -> bool:
+        """Whether the channels of a closed session with ``peer`` wait for a successor."""
+        entry = self._parked.get(peer)
+        if entry is not None and now >= entry[1]:
+            del self._parked[peer]
+            return False
+        return entry is not None
 
     def count_drop(self, reason: DropReason) -> None:
         self._drops[reason.value] = self._drops.get(reason.value, 0) + 1

@@ -21,6 +21,9 @@ class CloseReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SessionEstablished:
+    """Keys are in place with a new peer; again for a peer that restarted (its
+    channels started over, docs/protocol.md 8.10), never for a mere rekey."""
+
     peer: bytes  # the peer's static public key (32 bytes)
     address: Address
     initiator: bool  # True if this side's handshake request made the session

@@ -143,17 +143,12 @@ class Session:
         self._dirty_sessions = endpoint.dirty_sessions  # this session joins it when given data
         # channels (p2pd.channels): what waits to be sent, acks, retransmissions
         self._room = config.batch_budget - OVERHEAD  # plaintext bytes of one datagram
-        self.link = ChannelLink(
-            room=self._room,
-            max_message=config.max_message_size,
-            max_queued_bytes=config.max_queued_bytes,
-            effect_max_wait=config.effect_max_wait,
-            rto=self.rto,
-            rto_max=config.rto_max,
-            deliver=self._deliver,
-            deliver_position=self._deliver_position,
-            rtt_sample=self.ack_rtt.add_sample,
-        )
+        self.link = self._new_link()
+        # no channel state shared with the peer yet (docs/protocol.md 8.10): said in
+        # the handshake, so that a peer that restarted makes the other side start over
+        self.fresh = True
+        self.channel_restarts = 0
+        self._announce = False
         self._coalesce = config.coalesce_delay
         # a link must hear from its peer well within inactive_timeout
         self._ping_interval = min(config.ping_interval, config.inactive_timeout / 3)
@@ -180,6 +175,41 @@ class Session:
         self.priority = 1.0  # weight in the accumulator (nearer peers: higher)
         self.accumulated = 0.0  # priority accumulated while waiting for the shared budget
 
+    def _new_link(self) -> ChannelLink:
+        config = self._config
+        return ChannelLink(
+            room=self._room,
+            max_message=config.max_message_size,
+            max_queued_bytes=config.max_queued_bytes,
+            effect_max_wait=config.effect_max_wait,
+            rto=self.rto,
+            rto_max=config.rto_max,
+            deliver=self._deliver,
+            deliver_position=self._deliver_position,
+            rtt_sample=self.ack_rtt.add_sample,
+        )
+
+    def resume(self, link: ChannelLink) -> None:
+        """Carry on the channels of an earlier session with the same peer."""
+        link.rebind(rto=self.rto, deliver=self._deliver, deliver_position=self._deliver_position,
+                    rtt_sample=self.ack_rtt.add_sample)
+        self.link = link
+        self.fresh = False
+
+    def _restart_channels(self, now: float) -> None:
+        """The peer has no channel state (it restarted): start the channels over,
+        sending again, in order, every reliable message it did not acknowledge."""
+        unacked = self.link.unacked_messages()
+        self.link = self._new_link()
+        for packet_type, payload, key in unacked:
+            self.link.queue(packet_type, payload, key, now)
+        self.fresh = True
+        self.channel_restarts += 1
+        self._announce = True  # a new peer as far as the application is concerned
+        self._flush_at = self._ack_at = self._position_ack_at = self._wake_at = None
+        if unacked:  # sent once the new keys are in (the handshake pumps)
+            self._dirty_sessions[self] = None
+
     # -- handshake, initiator side -------------------------------------------
 
     @property
@@ -204,7 +234,8 @@ class Session:
         )
         noise = handshake.write_request(
             encode_request_payload(ep.next_timestamp(now), self.credential
-                                   if self.credential is not None else ep.identity.certificate)
+                                   if self.credential is not None else ep.identity.certificate,
+                                   fresh=self.fresh)
         )
         request = frame_request(local_index, noise, self._peer_mac1_key, self._valid_cookie(now))
         self._initiations.append(_Initiation(local_index, handshake, request))
@@ -242,9 +273,11 @@ class Session:
         if init is None:
             raise BadPacket(DropReason.UNEXPECTED, "response for a finished handshake")
         payload, keys = init.handshake.read_response_untrusted(framed.noise_message)
-        remote_index, certificate = decode_response_payload_untrusted(payload)
+        remote_index, certificate, peer_fresh = decode_response_payload_untrusted(payload)
         if not self._ep.peer_allowed(self.peer, certificate):
             raise BadPacket(DropReason.PEER_REFUSED, "responder certificate refused")
+        if peer_fresh and not self.fresh:
+            self._restart_channels(now)
         self._initiations.remove(init)
         self._abandon_initiations()
         keypair = Keypair(
@@ -267,13 +300,16 @@ class Session:
     # -- handshake, responder side -------------------------------------------
 
     def respond(self, handshake: ResponderHandshake, remote_index: int,
-                certificate: bytes | None, address: Address, now: float) -> None:
+                certificate: bytes | None, address: Address, now: float, *,
+                peer_fresh: bool = False) -> None:
         ep = self._ep
         if self._initiations:  # lost the simultaneous-open tie-break
             self._abandon_initiations()
+        if peer_fresh and not self.fresh:
+            self._restart_channels(now)
         local_index = ep.allocate_index(self)
         message, keys = handshake.write_response(
-            encode_response_payload(local_index, ep.identity.certificate),
+            encode_response_payload(local_index, ep.identity.certificate, fresh=self.fresh),
             ephemeral_private=ep.new_ephemeral(),
         )
         keypair = Keypair(
@@ -302,9 +338,12 @@ class Session:
             self.counters.rekeys += 1
         self.current = keypair
         self.counters.handshakes += 1
-        if not self.established:
+        self.fresh = False
+        if not self.established or self._announce:
+            # first keys, or the first of a restarted peer: SessionEstablished (again)
             self.established = True
             self.known_to_app = True
+            self._announce = False
             self._next_ping = now + self._ping_interval
             self._emit(SessionEstablished(self.peer, self.address, keypair.initiator,
                                              self.certificate))
@@ -747,7 +786,7 @@ class Session:
         for keypair in (self.current, self._previous, *self._unconfirmed):
             if keypair is not None:
                 self._ep.release_index(keypair.local_index)
-        self._ep.forget(self)
+        self._ep.forget(self, now)
         if self.known_to_app:
             self._emit(SessionClosed(self.peer, reason))
 

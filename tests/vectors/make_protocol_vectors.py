@@ -611,7 +611,7 @@ def _noise_trace(prologue: bytes) -> list[dict[str, str]]:
     record("EncryptAndHash(s_i: initiator static public)  s")
     state.mix_key(dh(i_s, public_bytes(r_s)))
     record("MixKey(DH(s_i, s_r))  ss")
-    state.encrypt_and_hash(encode_request_payload(TIMESTAMP, INITIATOR_CERTIFICATE))
+    state.encrypt_and_hash(encode_request_payload(TIMESTAMP, INITIATOR_CERTIFICATE, fresh=True))
     record("EncryptAndHash(request payload)")
     state.mix_hash(public_bytes(r_e))
     record("MixHash(e_r: responder ephemeral public)  <- e")
@@ -619,7 +619,8 @@ def _noise_trace(prologue: bytes) -> list[dict[str, str]]:
     record("MixKey(DH(e_i, e_r))  ee")
     state.mix_key(dh(i_s, public_bytes(r_e)))
     record("MixKey(DH(s_i, e_r))  se")
-    state.encrypt_and_hash(encode_response_payload(RESPONDER_INDEX, RESPONDER_CERTIFICATE))
+    state.encrypt_and_hash(
+        encode_response_payload(RESPONDER_INDEX, RESPONDER_CERTIFICATE, fresh=True))
     record("EncryptAndHash(response payload)")
     return steps
 
@@ -629,8 +630,8 @@ def handshake_vectors() -> dict[str, Any]:
     i_e, r_e = _x25519(INITIATOR_EPHEMERAL), _x25519(RESPONDER_EPHEMERAL)
     i_pub, r_pub = public_bytes(i_s), public_bytes(r_s)
     prologue = request_prologue(INITIATOR_INDEX)
-    request_payload = encode_request_payload(TIMESTAMP, INITIATOR_CERTIFICATE)
-    response_payload = encode_response_payload(RESPONDER_INDEX, RESPONDER_CERTIFICATE)
+    request_payload = encode_request_payload(TIMESTAMP, INITIATOR_CERTIFICATE, fresh=True)
+    response_payload = encode_response_payload(RESPONDER_INDEX, RESPONDER_CERTIFICATE, fresh=True)
 
     initiator = InitiatorHandshake(i_s, r_pub, prologue, ephemeral_private=i_e)
     message1 = initiator.write_request(request_payload)
