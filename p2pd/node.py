@@ -440,6 +440,7 @@ class Node:
                 "peer": key.hex(),
                 "address": format_address(link.address),
                 "path": _path(link.address),
+                "role": self._role(key),
                 "state": "established",
                 "since_s": round(now - link.since, 3),
                 "rtt_ms": _ms(rtt.smoothed),
@@ -461,6 +462,14 @@ class Node:
             rows.append({"peer": key.hex(), "address": format_address(address),
                          "path": _path(address), "state": "connecting"})
         return rows
+
+    def _role(self, peer: bytes) -> str:
+        """``active`` or ``backup`` as the mesh holds it; ``manual`` without one."""
+        mesh = self.mesh
+        if mesh is None:
+            return "manual"
+        link = mesh.links.get(peer)
+        return link.role.value if link is not None else "active"
 
     def status(self, now: float) -> dict[str, Any]:
         return {
