@@ -355,3 +355,20 @@ def test_a_killed_daemon_is_replaced_by_a_backup_and_gets_the_chat_of_its_outage
     assert b.chats == ["outage 0", "outage 1", "outage 2"]  # its successor: each once, in order
     # linked again, as the backup now: c, 4 cells farther, is not replaced (hysteresis)
     assert manager.backups() == [b.core.public_key] and manager.active() == [c.core.public_key]
+
+
+def test_a_peer_that_refuses_a_link_is_not_dialled_again_at_once() -> None:
+    w, _ = world(29)
+    full = mesh_daemon(w, 1, 100, max_peers=1, backups=0)
+    first = mesh_daemon(w, 2, 101, max_peers=2, backups=0)
+    manager = first.core.mesh
+    assert manager is not None
+    assert w.sim.run_while(lambda: full.path_to(first) is None, w.sim.now + 10.0)
+    late = mesh_daemon(w, 3, 102, max_peers=2, backups=0)
+    late_manager = late.core.mesh
+    assert late_manager is not None
+    w.sim.run_until(w.sim.now + 30.0)
+    assert full.path_to(first) == "direct"  # it kept the link it had
+    assert full.path_to(late) is None  # and refused the newcomer, which ...
+    dials = late_manager.connects  # first, full, then full after 5, 10 (+5) and 20 (+10) s
+    assert dials <= 2 + 3, f"{dials} dials in 30 s: it insists on a full peer"

@@ -140,7 +140,6 @@ class P2PManager:
                 self._on_control(event.payload, now)
             return True
         if isinstance(event, SessionEstablished) and peer is not None:
-            self._resting.pop(peer, None)
             role = self._dialing.pop(peer, (now, Role.ACTIVE, False))[1]
             self.links[peer] = Link(now, self._distance(peer), role)
             self._next_plan = now  # an inbound link may be one too many
@@ -155,7 +154,12 @@ class P2PManager:
                     self._rest(peer, now)
                 self._next_plan = now
             self.paths.forget(peer)
-            if self.links.pop(peer, None) is not None:
+            link = self.links.pop(peer, None)
+            if event.reason is CloseReason.PEER_DISCONNECT and (
+                    dial is not None or (link is not None
+                                         and now - link.since < self.settings.mesh.min_lifetime)):
+                self._rest(peer, now)  # it did not want this link (full): do not insist
+            if link is not None:
                 self._next_plan = now  # promote a backup at once
         return False
 
@@ -301,8 +305,10 @@ class P2PManager:
                  for peer, link in self.links.items()}
         for peer, (since, role, _) in self._dialing.items():  # dialling counts as linked
             links[peer] = Link(since, self._guess(peer, since, now), role)
-        self._resting = {p: r for p, r in self._resting.items()
-                         if now < r[0] or p in self.candidates}
+        lifetime = self.settings.mesh.min_lifetime
+        self._resting = {p: r for p, r in self._resting.items()  # a link that lasted: forgiven
+                         if (now < r[0] or p in self.candidates)
+                         and not (p in self.links and now - self.links[p].since >= lifetime)}
         offers = {peer: distance for peer in self.candidates
                   if (distance := self._distance(peer)) is not None
                   and now >= self._resting.get(peer, (0.0, 0))[0]}
