@@ -506,7 +506,8 @@ class CoordinatorSettings:
 
     With an ``address``, ``public_key`` pins the coordinator's key and
     ``token_file`` holds the connect token (hex) that the game (or ``p2pctl
-    token``) wrote for this daemon's key. With none, the daemon runs a
+    token``) wrote for this daemon's key, re-read when it changes; without a
+    token file the game hands tokens over IPC (``coordinator_token``). With none, the daemon runs a
     coordinator of its own (``embedded``, LAN play: :mod:`p2pd.io.embedded`) on
     ``embedded_host:embedded_port``, with its keys next to the identity key,
     and registers with it as ``player_id``; with ``embedded = false`` it is
@@ -527,10 +528,11 @@ class CoordinatorSettings:
 
     def __post_init__(self) -> None:
         _validate(self, self.SECTION)
-        if self.address is not None and (self.public_key is None or self.token_file is None):
+        if self.address is not None and self.public_key is None:
             raise ConfigError(
-                f"[{self.SECTION}] address = {self.address!r}: expected public_key and "
-                "token_file as well (the coordinator's key, and this daemon's connect token)"
+                f"[{self.SECTION}] address = {self.address!r}: expected public_key as well "
+                "(the coordinator's key; the connect token comes from token_file, or from "
+                "the game over IPC: coordinator_token)"
             )
         try:
             ipaddress.IPv4Address(self.embedded_host)

@@ -132,6 +132,21 @@ class Node:
                                rng=rng or random.Random(), clock=self._wall_clock)
         self.mesh.start(now)
 
+    def set_coordinator_token(self, token: bytes, address: Address | None,
+                              now: float) -> dict[str, Any]:
+        """A connect token from the game: registers with the configured coordinator
+        (at ``address``, resolved) or renews the token of the registration."""
+        if self.mesh is not None:
+            self.mesh.set_token(token, now)
+        elif address is not None and self.config.coordinator.public_key is not None:
+            self.start_mesh(address, token, now)
+        else:
+            raise IpcError("no_coordinator", "no coordinator is configured ([coordinator]"
+                           " address and public_key)")
+        status = self._coordinator_status()
+        assert status is not None
+        return status
+
     def _wall_clock(self) -> float:
         return self._epoch + self._now
 
@@ -486,7 +501,8 @@ class Node:
     def _coordinator_status(self) -> dict[str, Any] | None:
         mesh = self.mesh
         if mesh is None:
-            return None
+            address = self.config.coordinator.address
+            return None if address is None else {"address": address, "state": "no_token"}
         registered = mesh.registered
         return {
             "address": format_address(mesh.coordinator_address),

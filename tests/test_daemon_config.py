@@ -160,10 +160,15 @@ def test_values_and_key_names_are_read_leniently(tmp_path: Path) -> None:
     assert config.coordinator.token_file == tmp_path / "token.hex"
 
 
-def test_a_coordinator_address_needs_its_key_and_a_token(tmp_path: Path) -> None:
+def test_a_coordinator_address_needs_its_key_and_the_token_may_come_later(
+        tmp_path: Path) -> None:
     path = write_ini(tmp_path, "[coordinator]\naddress = coord.example.org:7400\n")
-    with pytest.raises(ConfigError, match="expected public_key and token_file"):
+    with pytest.raises(ConfigError, match="expected public_key as well"):
         load_config(path)
+    path = write_ini(tmp_path, "[coordinator]\naddress = coord.example.org:7400\n"
+                               f"public_key = {'ab' * 32}\n")
+    coordinator = load_config(path).config.coordinator
+    assert coordinator.token_file is None and not coordinator.runs_embedded
 
 
 def test_without_an_address_the_daemon_runs_an_embedded_coordinator_by_default(

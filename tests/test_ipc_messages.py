@@ -13,6 +13,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from p2pd.coordinator.credentials import TOKEN_SIZE
 from p2pd.ipc.errors import ERROR_CODES, EVENTS_DROPPED, IpcError
 from p2pd.ipc.fields import REQUIRED, ScalarMap, map_from_dict, map_to_dict, split_address
 from p2pd.ipc.framing import FrameDecoder, encode_message
@@ -21,9 +22,11 @@ from p2pd.ipc.messages import (
     GAME_EVENT_CLASSES,
     OPS,
     SCHEMAS,
+    TOKEN_HEX_DIGITS,
     AiInteraction,
     Chat,
     Connect,
+    CoordinatorToken,
     Disconnect,
     Environment,
     GameEvent,
@@ -71,6 +74,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "subscribe": {"op": "subscribe", "id": 5, "events": ["position", "chat"]},
     "connect": {"op": "connect", "id": 6, "address": "203.0.113.7:40000", "key": KEY},
     "disconnect": {"op": "disconnect", "id": 7, "peer": KEY},
+    "coordinator_token": {"op": "coordinator_token", "id": 7, "token": "0a" * 141},
     "set_log_level": {"op": "set_log_level", "id": 8, "level": "debug"},
     "position": {
         "op": "position",
@@ -131,6 +135,7 @@ EXPECTED: dict[str, Request] = {
     "subscribe": Subscribe(id=5, events=("chat", "position")),
     "connect": Connect(id=6, address="203.0.113.7:40000", key=KEY),
     "disconnect": Disconnect(id=7, peer=KEY),
+    "coordinator_token": CoordinatorToken(id=7, token="0a" * 141),
     "set_log_level": SetLogLevel(id=8, level="debug"),
     "position": Position(
         id=9, map="prontera", x=150, y=180, dir=4, speed=150, moving=True, tick=1_732_480_000_000
@@ -390,6 +395,10 @@ BAD_FIELDS: list[tuple[str, str, Any, str]] = [
     ("connect", "key", KEY + "0", "key"),
     # disconnect, set_log_level
     ("disconnect", "peer", "g" * 64, "peer"),
+    ("coordinator_token", "token", "0a" * 140, "token"),
+    ("coordinator_token", "token", "0a" * 142, "token"),
+    ("coordinator_token", "token", "zz" * 141, "token"),
+    ("coordinator_token", "token", bytes(141), "token"),
     ("disconnect", "peer", [KEY], "peer"),
     ("set_log_level", "level", "trace", "level"),
     ("set_log_level", "level", "INFO", "level"),
@@ -983,3 +992,7 @@ def test_docs_cover_every_op_event_and_code() -> None:
             assert f"`{f.name}`" in text, (cls.OP, f.name)
             if f.compact is not None:
                 assert f"`{f.compact}`" in text, (cls.OP, f.compact)
+
+
+def test_a_coordinator_token_has_the_size_of_a_connect_token() -> None:
+    assert TOKEN_HEX_DIGITS == 2 * TOKEN_SIZE

@@ -25,7 +25,12 @@ from p2pd import __version__
 from p2pd.config import DaemonConfig, default_runtime_dir
 from p2pd.crypto.identity import load_or_create_identity
 from p2pd.io import sdnotify
-from p2pd.io.embedded import EmbeddedCoordinator, derived_player_id, open_embedded_coordinator
+from p2pd.io.embedded import (
+    OWN_TOKEN_LIFETIME,
+    EmbeddedCoordinator,
+    derived_player_id,
+    open_embedded_coordinator,
+)
 from p2pd.io.ipc_server import ClientConnection, client_handler, handle_common_request
 from p2pd.io.runtime import (
     RuntimeInfo,
@@ -39,9 +44,10 @@ from p2pd.io.udp import UdpSocket
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import format_address, split_address
 from p2pd.ipc.framing import encode_message
-from p2pd.ipc.messages import Connect, GameEvent
+from p2pd.ipc.messages import Connect, CoordinatorToken, GameEvent
 from p2pd.logs import flush_logging, get_logger
 from p2pd.node import Node
+from p2pd.session.events import Address
 
 log = get_logger("p2pd.daemon")
 UDP_BIND_HOST = "0.0.0.0"
@@ -90,6 +96,10 @@ class Daemon(Shell):
                              request: object) -> dict[str, Any]:
         if isinstance(request, Connect):
             address = await resolve_udp_address(request.address)
+        coordinator: Address | None = None
+        if isinstance(request, CoordinatorToken) and self.node.mesh is None and (
+                self.config.coordinator.address is not None):
+            coordinator = await resolve_udp_address(self.config.coordinator.address)
         now = trio.current_time()
         result: dict[str, Any]
         if isinstance(request, GameEvent):
@@ -98,6 +108,10 @@ class Daemon(Shell):
             self.node.connect(address, bytes.fromhex(request.key), now)
             result = {"peer": request.key, "state": "connecting",
                       "address": format_address(address)}
+        elif isinstance(request, CoordinatorToken):
+            result = self.node.set_coordinator_token(bytes.fromhex(request.token), coordinator,
+                                                     now)
+            log.info("coordinator_token_received", state=result["state"])
         else:
             result = handle_common_request(self, client, request, now)
         return result  # the client connection pumps after its burst of requests
@@ -190,8 +204,11 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
                 nursery.start_soon(embedded.server.udp_loop)
                 nursery.start_soon(embedded.server.timer_loop)
                 _start_embedded_mesh(daemon, embedded)
+                nursery.start_soon(_renew_embedded_token, daemon, embedded)
             elif config.coordinator.address is not None:
                 await _start_mesh(daemon)
+                if config.coordinator.token_file is not None:
+                    nursery.start_soon(_watch_token_file, daemon, config.coordinator.token_file)
             log.info("daemon_ready", udp_port=udp.address[1],
                      tcp=f"{info.tcp_host}:{info.tcp_port}", unix_socket=info.unix_socket)
             sdnotify.ready(f"UDP port {udp.address[1]}, IPC {info.tcp_host}:{info.tcp_port}")
@@ -213,14 +230,15 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
 
 async def _start_mesh(daemon: Daemon) -> None:
     """Register with the configured coordinator; on a problem, log it and go on
-    with hand-made links only."""
+    with hand-made links only. Without a token file the game brings the token
+    over IPC (``coordinator_token``)."""
     coordinator = daemon.config.coordinator
-    assert coordinator.address is not None and coordinator.token_file is not None
-    try:
-        token = bytes.fromhex(coordinator.token_file.read_text(encoding="ascii").strip())
-    except (OSError, ValueError) as error:
-        log.error("coordinator_token_unreadable", file=str(coordinator.token_file),
-                  error=str(error))
+    assert coordinator.address is not None
+    if coordinator.token_file is None:
+        log.info("coordinator_waiting_for_token", address=coordinator.address)
+        return
+    token = _read_token(coordinator.token_file)
+    if token is None:
         return
     try:
         address = await resolve_udp_address(coordinator.address)
@@ -232,12 +250,68 @@ async def _start_mesh(daemon: Daemon) -> None:
     daemon.pump()
 
 
+def _read_token(path: Path) -> bytes | None:
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError) as error:
+        log.error("coordinator_token_unreadable", file=str(path), error=str(error))
+        return None
+
+
+async def _watch_token_file(daemon: Daemon, path: Path, interval: float = 5.0) -> None:
+    """Hand a token file the game rewrote (a fresh token) to the mesh."""
+    def stamp() -> tuple[int, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size)
+
+    seen = stamp()
+    while True:
+        await trio.sleep(interval)
+        now_stamp = stamp()
+        if now_stamp is None or now_stamp == seen:
+            continue
+        seen = now_stamp
+        token = _read_token(path)
+        if token is None:
+            continue
+        address = None
+        coordinator = daemon.config.coordinator.address
+        if daemon.node.mesh is None and coordinator is not None:  # unreadable at start
+            try:
+                address = await resolve_udp_address(coordinator)
+            except IpcError as error:
+                log.error("coordinator_unresolved", address=coordinator, error=error.message)
+                continue
+        daemon.node.set_coordinator_token(token, address, trio.current_time())
+        log.info("coordinator_token_read", file=str(path))
+        daemon.pump()
+
+
+async def _renew_embedded_token(daemon: Daemon, embedded: EmbeddedCoordinator) -> None:
+    """A fresh token for the own daemon at half its lifetime, so that a
+    re-registration or rekey never presents an expired one."""
+    while True:
+        await trio.sleep(OWN_TOKEN_LIFETIME / 2)
+        mesh = daemon.node.mesh
+        if mesh is not None:
+            mesh.set_token(embedded.mint_own_token(daemon.node.public_key,
+                                                   _own_player_id(daemon)),
+                           trio.current_time())
+            daemon.pump()
+
+
+def _own_player_id(daemon: Daemon) -> int:
+    player_id = daemon.config.coordinator.player_id
+    return derived_player_id(daemon.node.public_key) if player_id is None else player_id
+
+
 def _start_embedded_mesh(daemon: Daemon, embedded: EmbeddedCoordinator) -> None:
     """Register with the embedded coordinator, with a token minted here."""
     key = daemon.node.public_key
-    player_id = daemon.config.coordinator.player_id
-    if player_id is None:
-        player_id = derived_player_id(key)
+    player_id = _own_player_id(daemon)
     token = embedded.mint_own_token(key, player_id)
     address = embedded.own_address()
     daemon.node.start_mesh(address, token, trio.current_time())

@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     NO_SUCH_PEER = "no_such_peer"  # the named peer is not known
     TOO_MANY_PEERS = "too_many_peers"  # connect would exceed [P2P] max_peers
     BUSY = "busy"  # a peer's reliable send queue is full: retry later, slower
+    NO_COORDINATOR = "no_coordinator"  # a coordinator request, but none is configured
     INTERNAL = "internal"  # a bug in the daemon; the request may or may not have run
 
 

@@ -121,6 +121,15 @@ class Connect:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinatorToken:
+    """A connect token for the coordinator, from the game (its server mints them)."""
+
+    OP: ClassVar[str] = "coordinator_token"
+    id: int
+    token: str  # TOKEN_HEX_DIGITS hex digits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Disconnect:
     OP: ClassVar[str] = "disconnect"
     id: int
@@ -211,9 +220,13 @@ class LegendData:
 
 GameEvent: TypeAlias = Position | VisualEffect | Chat | AiInteraction | Environment | LegendData
 Request: TypeAlias = (
-    Hello | Status | Stats | Peers | Subscribe | Connect | Disconnect | SetLogLevel | GameEvent
+    Hello | Status | Stats | Peers | Subscribe | Connect | Disconnect | SetLogLevel
+    | CoordinatorToken | GameEvent
 )
 GAME_EVENT_CLASSES: Final = (Position, VisualEffect, Chat, AiInteraction, Environment, LegendData)
+
+# a connect token (p2pd.coordinator.credentials.TOKEN_SIZE bytes) in hex
+TOKEN_HEX_DIGITS: Final = 2 * 141
 
 # -- field tables -------------------------------------------------------------------------
 
@@ -278,6 +291,8 @@ SCHEMAS: Final[Mapping[type[Request], tuple[Field, ...]]] = {
     Subscribe: (Field("events", _check_events, to_wire=_list_wire),),
     Connect: (Field("address", check_address), Field("key", check_hex_key)),
     Disconnect: (Field("peer", check_hex_key),),
+    CoordinatorToken: (Field("token", check_str(TOKEN_HEX_DIGITS, TOKEN_HEX_DIGITS,
+                                                 pattern="[0-9a-fA-F]+")),),
     SetLogLevel: (Field("level", check_choice(*LOG_LEVELS)),),
     Position: (
         Field("map", _MAP_NAME, compact="m"),

@@ -107,6 +107,18 @@ class P2PManager:
 
     # -- inputs --------------------------------------------------------------
 
+    def set_token(self, token: bytes, now: float) -> None:
+        """A fresh connect token (the old one expires): presented from the next
+        handshake with the coordinator on, at once when it is not reachable now."""
+        self._token = token
+        if self.coordinator_up:
+            self.endpoint.connect(self.coordinator_key, self.coordinator_address, now,
+                                  credential=token)  # kept for the next rekey
+        else:
+            self._backoff.reset()
+            self._reconnect_at = None
+            self.start(now)
+
     def start(self, now: float) -> None:
         self.endpoint.connect(self.coordinator_key, self.coordinator_address, now,
                               credential=self._token)
