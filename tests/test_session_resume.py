@@ -139,6 +139,8 @@ def test_channels_kept_longer_than_the_resume_window_are_forgotten() -> None:
     pair = make_pair(4, LinkProfile(delay=0.01), config)
     pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
     pair.sim.run_until(1.0)
+    say(pair, "hello")
+    pair.sim.run_until(2.0)
     pair.a.endpoint.close(pair.b_key, pair.sim.now)
     pair.a.endpoint.hold(pair.b_key, CHAT, b"soon", pair.sim.now)
     pair.sim.run_until(pair.sim.now + 6.0)
@@ -151,6 +153,8 @@ def test_without_a_resume_window_nothing_is_kept() -> None:
     pair = make_pair(5, LinkProfile(delay=0.01), SessionConfig(resume_window=0.0))
     pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
     pair.sim.run_until(1.0)
+    say(pair, "hello")
+    pair.sim.run_until(2.0)
     pair.a.endpoint.close(pair.b_key, pair.sim.now)
     assert not pair.a.endpoint.parked(pair.b_key, pair.sim.now)
 
@@ -160,3 +164,25 @@ def test_effects_are_not_held() -> None:
     pair.a.endpoint.close(pair.b_key, pair.sim.now)
     with pytest.raises(SessionError, match="not a reliable"):
         pair.a.endpoint.hold(pair.b_key, PacketType.VISUAL_EFFECT, b"boom", pair.sim.now)
+
+
+def test_a_link_that_never_carried_anything_is_not_kept_and_not_started_over() -> None:
+    pair, _ = linked_pair(7)
+    pair.a.endpoint.close(pair.b_key, pair.sim.now)  # nothing was ever sent: nothing to keep
+    assert not pair.a.endpoint.parked(pair.b_key, pair.sim.now)
+
+
+def test_both_sides_dialling_at_once_do_not_start_each_other_over() -> None:
+    pair = make_pair(8, LinkProfile(delay=0.02))
+    pair.a.endpoint.connect(pair.b_key, B_ADDR, 0.0)
+    pair.sim.run_until(0.03)  # a's request is at b: b answers, then dials too
+    pair.b.endpoint.connect(pair.a_key, A_ADDR, pair.sim.now)
+    say(pair, "first")
+    pair.sim.run_until(2.0)
+    pair.b.endpoint.send(pair.a_key, CHAT, b"second", pair.sim.now)
+    pair.sim.run_until(3.0)
+    assert chats(pair.b) == [b"first"] and chats(pair.a) == [b"second"]
+    assert len(pair.a.events_of(SessionEstablished)) == 1
+    assert len(pair.b.events_of(SessionEstablished)) == 1
+    for node, peer in ((pair.a, pair.b_key), (pair.b, pair.a_key)):
+        assert node.endpoint._sessions[peer].channel_restarts == 0

@@ -114,6 +114,9 @@ class ChannelLink:
         self.data_frames = 0  # data frames the last build() took
         self._reliable_busy = False  # a reliable channel has something queued or in flight
         self.new_bytes = 0  # about pending_bytes(), kept up to date cheaply
+        # state shared with the peer exists (a seq sent or received, a position
+        # baseline): a peer that lost its own must make this link start over (8.10)
+        self.touched = False
         self._effect_room = room - ACK_RESERVE
 
     def rebind(self, *, rto: Callable[[], float], deliver: DeliverMessage,
@@ -277,6 +280,8 @@ class ChannelLink:
             if frame_or_none is not None:
                 out.append(frame_or_none)
                 used += len(frame_or_none)
+        if len(out) > controls:
+            self.touched = True  # seqs or a position baseline went out
         effects = self._effects
         if effects:
             times = self._effect_times
@@ -348,6 +353,8 @@ class ChannelLink:
                 return False
             seq, payload = parse_seq_untrusted(body)
             self._receive_reliable(ordered, seq, seq, payload, now)
+        if frame_type != _EFFECT:
+            self.touched = True
         return True
 
     def _receive_reliable(self, channel: Channel, seq: int, floor: int, item: bytes | Fragment,

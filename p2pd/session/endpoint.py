@@ -172,7 +172,7 @@ class Endpoint:
             session.known_to_app = True
             if credential is not None:
                 session.credential = credential
-            if not session.established and not session.initiating:
+            if not session.established and not session.initiating and not session.responding:
                 session.address = address
                 session.start_handshake(now)
                 self._touched[session] = None

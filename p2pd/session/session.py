@@ -144,9 +144,6 @@ class Session:
         # channels (p2pd.channels): what waits to be sent, acks, retransmissions
         self._room = config.batch_budget - OVERHEAD  # plaintext bytes of one datagram
         self.link = self._new_link()
-        # no channel state shared with the peer yet (docs/protocol.md 8.10): said in
-        # the handshake, so that a peer that restarted makes the other side start over
-        self.fresh = True
         self.channel_restarts = 0
         self._announce = False
         self._coalesce = config.coalesce_delay
@@ -189,12 +186,17 @@ class Session:
             rtt_sample=self.ack_rtt.add_sample,
         )
 
+    @property
+    def fresh(self) -> bool:
+        """No channel state shared with the peer (docs/protocol.md 8.10): said in
+        the handshake, so that a peer that restarted makes the other side start over."""
+        return not self.link.touched
+
     def resume(self, link: ChannelLink) -> None:
         """Carry on the channels of an earlier session with the same peer."""
         link.rebind(rto=self.rto, deliver=self._deliver, deliver_position=self._deliver_position,
                     rtt_sample=self.ack_rtt.add_sample)
         self.link = link
-        self.fresh = False
 
     def _restart_channels(self, now: float) -> None:
         """The peer has no channel state (it restarted): start the channels over,
@@ -203,7 +205,7 @@ class Session:
         self.link = self._new_link()
         for packet_type, payload, key in unacked:
             self.link.queue(packet_type, payload, key, now)
-        self.fresh = True
+        self.link.touched = False  # what it holds is new to the peer, not shared state
         self.channel_restarts += 1
         self._announce = True  # a new peer as far as the application is concerned
         self._flush_at = self._ack_at = self._position_ack_at = self._wake_at = None
@@ -215,6 +217,12 @@ class Session:
     @property
     def initiating(self) -> bool:
         return bool(self._initiations)
+
+    @property
+    def responding(self) -> bool:
+        """Answered the peer's request and waits for its first packet: a handshake
+        of our own now would cross it (and, with FRESH, start its channels over)."""
+        return bool(self._unconfirmed)
 
     def start_handshake(self, now: float) -> None:
         if self._round_started is None:
@@ -338,7 +346,6 @@ class Session:
             self.counters.rekeys += 1
         self.current = keypair
         self.counters.handshakes += 1
-        self.fresh = False
         if not self.established or self._announce:
             # first keys, or the first of a restarted peer: SessionEstablished (again)
             self.established = True
