@@ -252,7 +252,8 @@ class Node:
                                   event.moving, event.tick)
             self._set_own_position(state)
             if self.mesh is not None:
-                self.mesh.set_own_position(state.map, state.x, state.y, now)
+                self.mesh.set_own_position(state.map, state.x, state.y, now,
+                                           walking=state.moving)
             for key in chosen:
                 link = self._links[key]
                 if not self._in_view(link, state):
@@ -391,7 +392,8 @@ class Node:
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state
         if self.mesh is not None:
-            self.mesh.on_peer_position(event.peer, state.map, state.x, state.y, now)
+            self.mesh.on_peer_position(event.peer, state.map, state.x, state.y, now,
+                                       walking=state.moving)
         if moved:
             self._prioritize(link)
         position = Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
@@ -424,6 +426,17 @@ class Node:
         )
         self._prioritize(self._links[event.peer])
         self._notify(peer_joined_event(event.peer.hex(), format_address(event.address)))
+        self._introduce_position(self._links[event.peer], now)
+
+    def _introduce_position(self, link: PeerLink, now: float) -> None:
+        """A new link learns where this player stands at once: a player standing
+        still sends no position updates, and the mesh needs the distance."""
+        own = self.own_position
+        if own is None or not self._in_view(link, own):
+            return
+        self.endpoint.send_position(link.key, own, now)
+        link.last_position = own
+        link.sent[Position.OP] += 1
 
     def _on_closed(self, event: SessionClosed) -> None:
         if self._links.pop(event.peer, None) is not None:

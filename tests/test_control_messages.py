@@ -27,7 +27,7 @@ HIDDEN = PeerEntry(key=bytes(32), player_id=2, daemon_id=8, certificate=b"c", ad
                    distance=14)
 MESSAGES: list[ControlMessage] = [
     Presence("prontera", 150, 180, 13, False),
-    Presence("1@tower", 0, 1023, 1, True),
+    Presence("1@tower", 0, 1023, 1, True, True),
     Report("critical", "auth_failures", bytes(32), "peer failed authentication 5 times"),
     Report("info", "started"),
     Registered(7, bytes(125), bytes(32), "[2001:db8::1]:7000", 1_800_000_000),
@@ -42,22 +42,28 @@ def test_every_message_round_trips(message: ControlMessage) -> None:
     assert decode_control_untrusted(encode_control(message)) == message
 
 
+PRESENCE = {"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3, "r": False, "w": False}
+
+
 @pytest.mark.parametrize(("body", "why"), [
-    ({"k": "presence", "m": "Prontera", "x": 1, "y": 1, "n": 3, "r": False}, "map name"),
-    ({"k": "presence", "m": "prontera", "x": 1024, "y": 1, "n": 3, "r": False}, "x must"),
-    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 65, "r": False}, "n must"),
-    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3, "r": 1}, "r must"),
-    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3}, "missing r"),
-    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3, "r": False, "z": 0}, "unknown"),
+    ({**PRESENCE, "m": "Prontera"}, "map name"),
+    ({**PRESENCE, "x": 1024}, "x must"),
+    ({**PRESENCE, "n": 65}, "n must"),
+    ({**PRESENCE, "r": 1}, "must be booleans"),
+    ({**PRESENCE, "w": "yes"}, "must be booleans"),
+    ({"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3}, "missing r, w"),
+    ({**PRESENCE, "z": 0}, "unknown"),
     ({"k": "report", "s": "fatal", "c": "x", "d": ""}, "s must"),
     ({"k": "report", "s": "info", "c": "x" * 65, "d": ""}, "c must"),
     ({"k": "report", "s": "info", "c": "x", "d": "", "p": b"short"}, "p must"),
     ({"k": "candidates", "m": "prontera", "p": [{"k": bytes(32)}]}, "missing"),
     ({"k": "candidates", "m": "prontera", "p": [None] * 65}, "at most 64"),
     ({"k": "introduce", "p": {"k": bytes(32), "u": 1, "i": 1, "c": b"c", "a": "nowhere",
-                              "d": 1}}, "host:port"),
-    ({"k": "introduce", "p": {"k": bytes(32), "u": 1, "i": 0, "c": b"c", "a": None, "d": 1}},
-     "peer i must"),
+                              "d": 1, "w": False}}, "host:port"),
+    ({"k": "introduce", "p": {"k": bytes(32), "u": 1, "i": 0, "c": b"c", "a": None, "d": 1,
+                              "w": False}}, "peer i must"),
+    ({"k": "introduce", "p": {"k": bytes(32), "u": 1, "i": 1, "c": b"c", "a": None, "d": 1,
+                              "w": 0}}, "peer w must"),
     ({"k": "shout"}, "unknown message kind"),
     ({"x": 1}, "unknown message kind"),
 ])

@@ -93,6 +93,9 @@ class CoordinatorSettings:
     view_range: int = VIEW_RANGE  # cells: what a daemon may learn of
     certificate_lifetime: float = 3600.0
     refresh: float = 10.0  # seconds between candidate lists for a daemon that stays put
+    # cells a daemon moves (Chebyshev, since its last list) that earn it a new list at
+    # once, within its index bucket too: who is in view changes with every few steps
+    requery_cells: int = 3
     max_daemons: int = 100_000
     token_replay_capacity: int = 200_000
     report_history: int = 1000  # reports kept for the operator
@@ -104,7 +107,8 @@ class CoordinatorSettings:
         if not 1 <= self.view_range <= 255:
             raise ValueError(f"view_range must be within 1..255, got {self.view_range}")
         for name in ("certificate_lifetime", "refresh", "max_daemons", "token_replay_capacity",
-                     "report_history", "max_introduced", "relay_rate", "relay_burst"):
+                     "report_history", "max_introduced", "relay_rate", "relay_burst",
+                     "requery_cells"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
@@ -155,9 +159,12 @@ class DaemonRecord:
     address: Address
     certificate: bytes
     relay_only: bool = False
+    walking: bool = False
     want: int = 13
     map: str | None = None
     candidates_at: float = float("-inf")
+    candidates_x: int = -1  # where it stood at its last candidate list
+    candidates_y: int = -1
     introduced: set[bytes] = field(default_factory=set)
     relay_allowance: TokenBucket | None = None  # made at its first relayed packet
     relayed_packets: int = 0  # sent by it through the relay
@@ -435,15 +442,20 @@ class Coordinator:
 
     def _on_presence(self, record: DaemonRecord, presence: Presence, now: float) -> None:
         record.relay_only = presence.relay_only
+        record.walking = presence.walking
         record.want = presence.want
         map_changed = record.map != presence.map
         record.map = presence.map
         moved = self.presence.update(record.daemon_id, presence.map, presence.x, presence.y)
         if map_changed:
             record.introduced.clear()
-        if not (moved or map_changed or now - record.candidates_at >= self.settings.refresh):
+        stepped = max(abs(presence.x - record.candidates_x),
+                      abs(presence.y - record.candidates_y)) >= self.settings.requery_cells
+        if not (moved or map_changed or stepped
+                or now - record.candidates_at >= self.settings.refresh):
             return
         record.candidates_at = now
+        record.candidates_x, record.candidates_y = presence.x, presence.y
         nearest = self.presence.nearest(record.daemon_id, record.want)
         entries = []
         for other_id, distance in nearest:
@@ -469,6 +481,7 @@ class Coordinator:
             certificate=record.certificate,
             address=None if record.relay_only else format_address(record.address),
             distance=distance,
+            walking=record.walking,
         )
 
     def _send(self, record: DaemonRecord, message: ControlMessage, now: float) -> None:

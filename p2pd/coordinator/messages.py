@@ -8,7 +8,8 @@ msgpack map whose key ``k`` names its kind; other keys are short:
 kind          direction  keys
 ============  =========  ===========================================================
 presence      d -> c     m map, x, y (cells), n candidates wanted (1-64),
-                         r relay only (bool: never hand out this daemon's address)
+                         r relay only (bool: never hand out this daemon's address),
+                         w walking (bool)
 report        d -> c     s severity (info, warn, error, critical), c code,
                          p peer key (32 bytes, optional), d detail
 registered    c -> d     i daemon id, c certificate, s coordinator's signing key
@@ -21,7 +22,7 @@ introduce     c -> d     p one peer (below): it is dialling this daemon now
 A peer entry is a map: k key (32 bytes, X25519 static), u player id, i its
 daemon id at the coordinator (what RELAY packets name, docs/protocol.md §13B),
 c its certificate, a its address ("host:port") or nil when it is relay-only,
-d distance in cells.
+d distance in cells, w whether it was walking (its distance may grow).
 
 The decoder is a parser of untrusted bytes: it raises only
 :class:`ControlMessageError`, and refuses unknown kinds, unknown or missing
@@ -60,6 +61,7 @@ class Presence:
     y: int
     want: int = 13
     relay_only: bool = False
+    walking: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ class PeerEntry:
     certificate: bytes
     address: str | None
     distance: int
+    walking: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +108,14 @@ ControlMessage = Presence | Report | Registered | Candidates | Introduce
 
 def _entry(peer: PeerEntry) -> dict[str, Any]:
     return {"k": peer.key, "u": peer.player_id, "i": peer.daemon_id, "c": peer.certificate,
-            "a": peer.address, "d": peer.distance}
+            "a": peer.address, "d": peer.distance, "w": peer.walking}
 
 
 def encode_control(message: ControlMessage) -> bytes:
     body: dict[str, Any]
     if isinstance(message, Presence):
         body = {"k": "presence", "m": message.map, "x": message.x, "y": message.y,
-                "n": message.want, "r": message.relay_only}
+                "n": message.want, "r": message.relay_only, "w": message.walking}
     elif isinstance(message, Report):
         body = {"k": "report", "s": message.severity, "c": message.code, "d": message.detail}
         if message.peer is not None:
@@ -177,7 +180,9 @@ def _address(value: Any, what: str) -> str:
 def _peer(value: Any) -> PeerEntry:
     if not isinstance(value, dict):
         raise ControlMessageError("a peer entry must be a map")
-    _fields(value, "peer", {"k", "u", "i", "c", "a", "d"}, set(), kind_key=False)
+    _fields(value, "peer", {"k", "u", "i", "c", "a", "d", "w"}, set(), kind_key=False)
+    if type(value["w"]) is not bool:
+        raise ControlMessageError("peer w must be a boolean")
     address = value["a"]
     return PeerEntry(
         key=_bytes(value["k"], 32, 32, "peer k"),
@@ -186,6 +191,7 @@ def _peer(value: Any) -> PeerEntry:
         certificate=_bytes(value["c"], 1, MAX_CERTIFICATE, "peer c"),
         address=None if address is None else _address(address, "peer a"),
         distance=_int(value["d"], 0, MAX_CELL, "peer d"),
+        walking=value["w"],
     )
 
 
@@ -197,12 +203,12 @@ def decode_control_untrusted(payload: bytes) -> ControlMessage:
         raise ControlMessageError(f"not a msgpack map: {error.message}") from None
     kind = msg.get("k")
     if kind == "presence":
-        _fields(msg, kind, {"m", "x", "y", "n", "r"}, set())
-        if type(msg["r"]) is not bool:
-            raise ControlMessageError("r must be a boolean")
+        _fields(msg, kind, {"m", "x", "y", "n", "r", "w"}, set())
+        if type(msg["r"]) is not bool or type(msg["w"]) is not bool:
+            raise ControlMessageError("r and w must be booleans")
         return Presence(_map_name(msg["m"]), _int(msg["x"], 0, MAX_CELL, "x"),
                         _int(msg["y"], 0, MAX_CELL, "y"), _int(msg["n"], 1, MAX_CANDIDATES, "n"),
-                        msg["r"])
+                        msg["r"], msg["w"])
     if kind == "report":
         _fields(msg, kind, {"s", "c", "d"}, {"p"})
         severity = msg["s"]

@@ -66,6 +66,10 @@ class ManagerSettings:
     direct_retry_after: float = 120.0  # a failed direct dial is tried again after this
     redial_initial: float = 5.0  # a peer whose link died, or whose dial failed, rests
     redial_max: float = 60.0  # this long (doubling per failure) unless introduced again
+    # cells per second a player may have walked since the coordinator placed it:
+    # the default walk speed (150 ms per cell, DOMAIN.md); an offer is dialled only
+    # while even that far it would still be within the connect radius
+    walk_cells_per_s: float = 1000.0 / 150.0
 
 
 class P2PManager:
@@ -90,6 +94,8 @@ class P2PManager:
         self.candidates: dict[bytes, PeerEntry] = {}
         self._positions: dict[bytes, tuple[str, int, int, float]] = {}  # the peer's, and when
         self._candidate_at: dict[bytes, float] = {}  # when the coordinator last placed it
+        self._walking = False  # this player, as last reported
+        self._walkers: set[bytes] = set()  # peers whose last position said they walk
         self.links: dict[bytes, Link] = {}  # established, by role
         self._dialing: dict[bytes, tuple[float, Role, bool]] = {}  # since, role, relayed
         self._direct_failed: dict[bytes, float] = {}  # peer -> when a direct dial failed
@@ -123,17 +129,24 @@ class P2PManager:
         self.endpoint.connect(self.coordinator_key, self.coordinator_address, now,
                               credential=self._token)
 
-    def set_own_position(self, map_name: str, x: int, y: int, now: float) -> None:
+    def set_own_position(self, map_name: str, x: int, y: int, now: float, *,
+                         walking: bool = False) -> None:
         old = self._own
         self._own = (map_name, x, y)
-        if old is None or old != self._own:
-            self._presence_due = True
+        if old is None or old != self._own or walking != self._walking:
+            self._presence_due = True  # a stop counts: its distance no longer grows
+        self._walking = walking
         if old is not None and old[0] != map_name:
             self.candidates.clear()  # the old area's links go at the next plan
             self._next_plan = now
 
-    def on_peer_position(self, peer: bytes, map_name: str, x: int, y: int, now: float) -> None:
+    def on_peer_position(self, peer: bytes, map_name: str, x: int, y: int, now: float, *,
+                         walking: bool = False) -> None:
         self._positions[peer] = (map_name, x, y, now)
+        if walking:
+            self._walkers.add(peer)
+        else:
+            self._walkers.discard(peer)
 
     def on_event(self, event: Event, now: float) -> bool:
         """Take what concerns the mesh; True when the event was the coordinator's
@@ -269,7 +282,8 @@ class P2PManager:
         assert self._own is not None
         map_name, x, y = self._own
         want = self.settings.mesh.max_peers + self.settings.mesh.backups + 1
-        presence = Presence(map_name, x, y, min(want, 64), self.settings.relay_only)
+        presence = Presence(map_name, x, y, min(want, 64), self.settings.relay_only,
+                            self._walking)
         self.endpoint.send(self.coordinator_key, _COORDINATOR, encode_control(presence), now)
         self._presence_due = False
         self._presence_sent_at = now
@@ -287,6 +301,26 @@ class P2PManager:
         if seen is not None and (entry is None or seen[3] >= self._candidate_at.get(peer, 0.0)):
             return chebyshev((own[1], own[2]), (seen[1], seen[2])) if seen[0] == own[0] else None
         return entry.distance if entry is not None else None
+
+    def _offer_distance(self, peer: bytes, now: float) -> int | None:
+        """How far a candidate may be now, at worst: for a player that was walking
+        when last heard of (by the coordinator's word or its own position), that
+        distance grows by what a player walks since: a walker introduced in
+        passing is gone seconds later. A player standing still stays where it was
+        (it reports its next step)."""
+        distance = self._distance(peer)
+        if distance is None:
+            return None
+        seen = self._positions.get(peer)
+        given = self._candidate_at.get(peer, 0.0)
+        if seen is not None and seen[3] >= given:
+            heard, walking = seen[3], peer in self._walkers
+        else:
+            entry = self.candidates.get(peer)
+            heard, walking = given, entry is not None and entry.walking
+        if not walking:
+            return distance
+        return distance + int((now - heard) * self.settings.walk_cells_per_s)
 
     def in_view(self, peer: bytes) -> bool:
         """Whether the peer's player may see this one (spec §5.2: positions go
@@ -322,7 +356,7 @@ class P2PManager:
                          if (now < r[0] or p in self.candidates)
                          and not (p in self.links and now - self.links[p].since >= lifetime)}
         offers = {peer: distance for peer in self.candidates
-                  if (distance := self._distance(peer)) is not None
+                  if (distance := self._offer_distance(peer, now)) is not None
                   and now >= self._resting.get(peer, (0.0, 0))[0]}
         retry = self.settings.direct_retry_after
         self._direct_failed = {p: t for p, t in self._direct_failed.items() if now - t < retry}
@@ -330,6 +364,7 @@ class P2PManager:
         endpoint = self.endpoint
         for peer in result.drop:
             self._dialing.pop(peer, None)
+            self._walkers.discard(peer)
             if self.links.pop(peer, None) is not None or peer in links:
                 endpoint.close(peer, now)
                 self.drops += 1
