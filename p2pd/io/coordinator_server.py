@@ -86,10 +86,14 @@ def build_coordinator(config: CoordinatorConfig, epoch: float) -> Coordinator:
 def coordinator_session_config(max_daemons: int) -> SessionConfig:
     """Sessions for many daemons: one per daemon (and room for handshakes in
     flight), and enough handshakes per second before cookies for everyone's
-    rekeys (at level high every 120 s) plus arrivals."""
+    rekeys (at level high every 120 s) plus arrivals. A daemon pings every 5 s:
+    one silent for 20 s is gone (its peers stop being offered it), and its
+    channels are not kept (a daemon that comes back registers afresh)."""
     return SessionConfig(
         max_sessions=max_daemons + 64,
         handshake_load_limit=max(64, max_daemons // 30),
+        inactive_timeout=20.0,
+        resume_window=0.0,
     )
 
 
