@@ -106,15 +106,18 @@ def coordinator(config_path: Path, info_file: Path | None) -> None:
               help="[P2P] max_peers of every daemon")
 @click.option("--backups", default=1, show_default=True, type=click.IntRange(0, 4),
               help="[coordinator] backups: warm links beyond max_peers")
+@click.option("--relay-only", default=1, show_default=True, type=click.IntRange(0, 31),
+              help="players (the last ones) that are relay-only: their links go through "
+                   "the coordinator's relay")
 @click.option("--json", "as_json", is_flag=True,
               help="print only the report, as one JSON object (progress goes to stderr)")
 @click.option("--keep", is_flag=True, help="keep the daemons' directory (configs, logs)")
 def demo(players: int, seconds: float, seed: int, max_peers: int, backups: int,
-         as_json: bool, keep: bool) -> None:
+         relay_only: int, as_json: bool, keep: bool) -> None:
     """The main job: a coordinator and N daemons on loopback, with simulated players
     walking, chatting and casting on one map; live progress, then a report."""
     options = DemoOptions(players=players, seconds=seconds, seed=seed, max_peers=max_peers,
-                          backups=backups, as_json=as_json, keep=keep)
+                          backups=backups, relay_only=relay_only, as_json=as_json, keep=keep)
     try:
         trio.run(run_mesh_demo, options)
     except BaseException as error:  # trio's tasks raise theirs in exception groups

@@ -170,6 +170,11 @@ def test_the_demo_reports_one_json_object_and_leaves_nothing_behind() -> None:
     assert 0 < upstream["p50"] <= upstream["max"] and len(upstream["per_player"]) == 4
     assert report["links"]["formed"] >= 1
     assert set(report["links"]["paths"]) >= {"direct", "relay"}
+    # the last player is relay-only: every link it has goes through the relay
+    assert report["relay_only"] == 1
+    last = [link for link in report["links"]["per_link"] if 3 in link["players"]]
+    assert last and all(link["path"] == "relay" for link in last)
+    assert report["links"]["paths"]["relay"] == len(last)
     assert report["duplicates"] == 0
     assert re.search(r"^\s+\d+\.\d s  players 4  links", result.stderr, re.M)  # progress
     started = STARTED_IN.search(result.stderr)

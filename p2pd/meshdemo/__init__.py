@@ -49,7 +49,10 @@ What the figures mean, for each kind of event:
 ``latency_ms``
     From the send time embedded in the event to the moment the receiving
     player's client read it (all processes share this machine's clock): p50
-    and p99 per kind and over all deliveries.
+    and p99 per kind and over all deliveries. A daemon gives a new link the
+    sender's standing position at once; such a position, sent before the link
+    came up, is not a late delivery of that send: it is counted apart, as
+    ``positions_on_link``, outside ``delivered`` and the latencies.
 
 ``links_max`` is the most links any one daemon held at any time (its
 ``peer_joined`` less ``peer_left`` events, and the established entries of

@@ -31,6 +31,7 @@ class ClusterSettings:
     players: int
     max_peers: int
     backups: int
+    relay_only: int = 0  # the last this many players keep their address to themselves
     first_port: int = 43000  # where the search for free UDP port ranges starts
     log_level: str = "info"
     player_id_base: int = 150_000
@@ -77,9 +78,11 @@ class Cluster:
                                player_id=self.settings.player_id_base + index,
                                daemon_key=key, lifetime=TOKEN_LIFETIME, now=time.time())
             (home / "token.hex").write_text(token.hex() + "\n", encoding="ascii")
+            relay_only = index >= self.settings.players - self.settings.relay_only
             self._start(index, {"address": self.coordinator.udp_address,
                                 "public_key": self.coordinator.public_key,
-                                "token_file": "token.hex"})
+                                "token_file": "token.hex",
+                                "relay_only": "true" if relay_only else "false"})
         for daemon in self.daemons[1:]:
             daemon.wait_ready()
 

@@ -72,6 +72,9 @@ class Ledger:
         self.failures: Counter[str] = Counter()  # error code of refused sends
         self.duplicates = 0
         self.unmatched = 0  # deliveries of events the ledger never saw sent
+        # a sender's standing position given to a link made after it was sent
+        # (docs/protocol.md 13A): the state, not a late delivery of that send
+        self.positions_on_link = 0
         self.latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
 
     def will_send(self, key: tuple[int, str, int], record: Sent) -> None:
@@ -90,12 +93,15 @@ class Ledger:
         self.failures[code] += 1
 
     def delivered(self, key: tuple[int, str, int], receiver: int, sent_at: float,
-                  now: float) -> None:
+                  now: float, link_since: float | None = None) -> None:
         """``sent_at`` is the time embedded in the event; ``now`` when the receiver's
-        client read it."""
+        client read it; ``link_since`` when the link between the two came up."""
         record = self._sent.get(key)
         if record is None:
             self.unmatched += 1
+            return
+        if record.kind == "position" and link_since is not None and link_since > sent_at:
+            self.positions_on_link += 1
             return
         if receiver in record.receivers:
             self.duplicates += 1
@@ -192,6 +198,11 @@ class LinkBook:
         for peer, path in paths.items():
             self._pair(player, peer).path = path
 
+    def since(self, a: int, b: int) -> float | None:
+        """When the link between ``a`` and ``b`` came up, if it is up."""
+        record = self.pairs.get((min(a, b), max(a, b)))
+        return None if record is None else record.up_since
+
     def up_now(self) -> int:
         return sum(1 for record in self.pairs.values() if record.ends)
 
@@ -226,7 +237,7 @@ def _ms(values: list[float], fraction: float) -> float | None:
 
 
 def build_report(*, players: int, seconds: float, seed: int, max_peers: int, backups: int,
-                 coordinator: dict[str, str], ledger: Ledger, links: LinkBook,
+                 relay_only: int, coordinator: dict[str, str], ledger: Ledger, links: LinkBook,
                  bandwidth: Bandwidth) -> dict[str, Any]:
     tallies = ledger.tallies()
     events = {}
@@ -250,6 +261,7 @@ def build_report(*, players: int, seconds: float, seed: int, max_peers: int, bac
         "seed": seed,
         "max_peers": max_peers,
         "backups": backups,
+        "relay_only": relay_only,
         "coordinator": coordinator,
         "links_max": links.links_max,
         "links": {
@@ -275,6 +287,7 @@ def build_report(*, players: int, seconds: float, seed: int, max_peers: int, bac
         "send_errors": dict(ledger.failures),
         "duplicates": ledger.duplicates,
         "unmatched": ledger.unmatched,
+        "positions_on_link": ledger.positions_on_link,
     }
 
 

@@ -53,6 +53,7 @@ class DemoOptions:
     seed: int = 1
     max_peers: int = 4
     backups: int = 1
+    relay_only: int = 1  # players (the last ones) whose links all go through the relay
     as_json: bool = False
     keep: bool = False  # leave the daemons' directory behind
     drain: float = 1.0  # seconds to wait for events in flight after the last is sent
@@ -79,7 +80,8 @@ async def run_mesh_demo(options: DemoOptions, out: TextIO | None = None) -> dict
         print(line, file=progress, flush=True)
 
     scripts = write_scripts(options.players, options.seed, options.seconds)
-    cluster = Cluster.create(ClusterSettings(options.players, options.max_peers, options.backups),
+    cluster = Cluster.create(ClusterSettings(options.players, options.max_peers, options.backups,
+                                             min(options.relay_only, options.players - 1)),
                              keep=options.keep)
     try:
         say(f"starting {options.players} daemons on loopback in {cluster.root} ...")
@@ -135,6 +137,7 @@ async def _play(cluster: Cluster, scripts: list[Script], options: DemoOptions,
     return build_report(
         players=options.players, seconds=options.seconds, seed=options.seed,
         max_peers=options.max_peers, backups=options.backups,
+        relay_only=min(options.relay_only, options.players - 1),
         coordinator={"udp_address": cluster.coordinator.udp_address,
                      "public_key": cluster.coordinator.public_key, "embedded_in": "player 0"},
         ledger=ledger, links=links,
@@ -234,7 +237,8 @@ async def _listen(player: Player, index_of: dict[str, int], ledger: Ledger,
                 ledger.unmatched += 1
             else:
                 ident, sent_at = found
-                ledger.delivered((peer, str(name), ident), player.index, sent_at, now)
+                ledger.delivered((peer, str(name), ident), player.index, sent_at, now,
+                                 links.since(peer, player.index))
 
 
 def _identify(kind: str, sender: int, event: dict[str, Any]) -> tuple[int, float] | None:
