@@ -27,6 +27,7 @@ from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import format_address
 from p2pd.ipc.messages import MAP_NAME_PATTERN, Environment, GameEvent, LegendData, Position
 from p2pd.ipc.outgoing import (
+    coordinator_event,
     game_event_to_message,
     link_event,
     peer_joined_event,
@@ -59,6 +60,8 @@ from p2pd.wire.types import PacketType
 
 _MAP_NAME = re.compile(MAP_NAME_PATTERN)
 MAX_NOTIFICATIONS = 10_000  # pushed events waiting for the IPC layer to take them
+INVALID_REPORTED = 5  # a peer's invalid events that make a report (spec 5.1)
+AUTH_FAILURES_REPORTED = 20  # datagrams failing authentication that make one (8.1)
 
 
 @dataclass
@@ -75,6 +78,8 @@ class PeerLink:
     quality: float = 1.0  # adaptive quality factor of the position and effect rates
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
+    invalid: int = 0  # its events that did not decode or were impossible
+    invalid_reported: int = 0
 
 
 class Node:
@@ -109,6 +114,9 @@ class Node:
         self.mesh: P2PManager | None = None  # with a coordinator: who to link with
         self._epoch = epoch
         self._now = 0.0  # the driver's latest now, for the wall clock of certificate checks
+        self._next_watch = 0.0  # problems to report to the coordinator, once a second
+        self._coordinator_state: str | None = None  # as last told to the clients
+        self._auth_failures_reported = 0
 
     @property
     def enabled(self) -> bool:
@@ -179,6 +187,28 @@ class Node:
         if mesh is not None and (deadline := mesh.deadline()) is not None and now >= deadline:
             mesh.handle_timer(now)
             self._process_events(now)
+            if now >= self._next_watch:
+                self._next_watch = now + 1.0
+                self._report_problems(mesh, now)
+
+    def _report_problems(self, mesh: P2PManager, now: float) -> None:
+        """Spec 8.1 and 5.1: what the coordinator (the server) should know of."""
+        endpoint = self.endpoint
+        for key, link in self._links.items():
+            if endpoint.session_statistics(key).anomalous:
+                mesh.report("warn", "anomalous_peer",
+                            "sent beyond its allowance of packets or bytes per second", now, key)
+            if link.invalid - link.invalid_reported >= INVALID_REPORTED:
+                mesh.report("warn", "invalid_events",
+                            f"{link.invalid} events that do not decode or are impossible",
+                            now, key)
+                link.invalid_reported = link.invalid
+        drops = endpoint.statistics().drops
+        failures = sum(drops.get(r, 0) for r in ("auth_failed", "bad_mac", "handshake_failed"))
+        if failures - self._auth_failures_reported >= AUTH_FAILURES_REPORTED:
+            mesh.report("error", "auth_failures",
+                        f"{failures} datagrams failed authentication", now)
+            self._auth_failures_reported = failures
 
     def get_timer(self) -> float | None:
         deadline = self.endpoint.get_timer()
@@ -340,6 +370,7 @@ class Node:
         mesh = self.mesh
         while (event := endpoint.next_event()) is not None:
             if mesh is not None and mesh.on_event(event, now):
+                self._tell_coordinator_state()
                 continue  # the coordinator's: not a peer
             if isinstance(event, MessageReceived):
                 self._on_message(event, now)
@@ -357,6 +388,24 @@ class Node:
                                         self._smoothed_rtt_ms(event.peer),
                                         address=format_address(event.new)))
 
+    def _tell_coordinator_state(self) -> None:
+        """Graceful degradation, said to the clients: without the coordinator the
+        links that stand keep working, and no new ones are found."""
+        status = self._coordinator_status()
+        state = None if status is None else str(status["state"])
+        if state is None or state == self._coordinator_state:
+            return
+        first = self._coordinator_state is None
+        self._coordinator_state = state
+        if state == "unreachable":
+            self._notify(coordinator_event(
+                state, True, "the coordinator is unreachable: links that stand keep "
+                "working; no new peers are found and nothing is relayed until it is back"))
+        elif state == "registered" and not first:
+            self._notify(coordinator_event(state, False, "the coordinator is back"))
+        elif state == "registered":
+            self._notify(coordinator_event(state, False, "registered with the coordinator"))
+
     def _on_message(self, event: MessageReceived, now: float) -> None:
         link = self._links.get(event.peer)
         if link is None:
@@ -365,6 +414,7 @@ class Node:
             game_event = decode_peer_event_untrusted(event.type, event.payload)
         except IpcError:
             self.events_invalid += 1
+            link.invalid += 1
             return
         link.received[game_event.OP] += 1
         self.events_received[game_event.OP] += 1
@@ -388,6 +438,7 @@ class Node:
         state = event.state
         if not _MAP_NAME.fullmatch(state.map):  # what a client could not send either
             self.events_invalid += 1
+            link.invalid += 1
             return
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state

@@ -10,6 +10,7 @@ import contextlib
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,13 +156,22 @@ class Daemon(CoreNode[Node]):
         super().__init__(address, core)
         self.sources: Counter[tuple[str, int]] = Counter()
         self.chats: list[str] = []
+        self.notes: list[dict[str, Any]] = []  # every pushed event, in order
+
+    def _take(self) -> None:
+        for note in self.core.take_notifications():
+            self.notes.append(note)
+            if note.get("event") == "chat":
+                self.chats.append(note["text"])
 
     def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         self.sources[addr] += 1
         super().receive_datagram(data, addr, now)
-        for note in self.core.take_notifications():
-            if note.get("event") == "chat":
-                self.chats.append(note["text"])
+        self._take()
+
+    def handle_timer(self, now: float) -> None:
+        super().handle_timer(now)
+        self._take()
 
     def path_to(self, other: Daemon) -> str | None:
         for row in self.core.peers(0.0):
@@ -409,3 +419,55 @@ def test_the_coordinator_offers_anew_after_a_few_steps_within_its_bucket() -> No
     assert anchor.path_to(pacer) is None
     walk(w, pacer, range(130, 125, -1))  # 11 cells away now, a few steps within the bucket
     assert w.sim.run_while(lambda: anchor.path_to(pacer) is None, w.sim.now + 5.0)
+
+
+def test_daemons_report_a_peer_sending_garbage_and_relay_fallbacks_to_the_coordinator() -> None:
+    w, _ = world(33)
+    a, b = mesh_daemon(w, 1, 100), mesh_daemon(w, 2, 104)
+    assert w.sim.run_while(lambda: a.path_to(b) != "direct", w.sim.now + 10.0)
+    for _ in range(6):  # authentic, but not events: a broken or hostile peer
+        b.core.endpoint.send(a.core.public_key, PacketType.CHAT_MESSAGE, b"\xc1 not msgpack",
+                             w.sim.now)
+    w.sim.run_until(w.sim.now + 3.0)
+    reports = [(r.player_id, r.report.code, r.report.peer) for r in w.coordinator.reports]
+    assert (1, "invalid_events", b.core.public_key) in reports
+    assert reports.count((1, "invalid_events", b.core.public_key)) == 1  # not repeated
+    blocked_at = w.sim.now
+    w.net.set_path(a.address, b.address, LinkProfile(
+        delay=0.005, blackholes=((blocked_at, blocked_at + 10.0),)))
+    assert w.sim.run_while(lambda: a.path_to(b) != "relay", w.sim.now + 10.0)
+    w.sim.run_until(w.sim.now + 2.0)
+    codes = {(r.player_id, r.report.code) for r in w.coordinator.reports}
+    assert (1, "relay_fallback") in codes or (2, "relay_fallback") in codes
+
+
+def test_reports_are_rate_limited_and_wait_for_the_coordinator() -> None:
+    w, _ = world(34)
+    a = mesh_daemon(w, 1, 100)
+    manager = a.core.mesh
+    assert manager is not None and not manager.coordinator_up  # not registered yet
+    sent = [manager.report("warn", f"code{i}", "detail", 0.0) for i in range(7)]
+    assert sent == [True] * 5 + [False] * 2  # a burst of 5, then 1 per 5 s
+    assert not manager.report("warn", "code0", "again", 30.0)  # once a minute per (code, peer)
+    w.sim.run_until(2.0)  # registered: the five waiting ones go
+    assert sorted(r.report.code for r in w.coordinator.reports) == [f"code{i}" for i in range(5)]
+
+
+def test_the_client_is_told_when_the_coordinator_goes_and_comes_back() -> None:
+    w, _ = world(35)
+    a, b = mesh_daemon(w, 1, 100), mesh_daemon(w, 2, 104)
+    assert w.sim.run_while(lambda: a.path_to(b) != "direct", w.sim.now + 10.0)
+    gone = w.sim.now
+    for daemon in (a, b):
+        w.net.set_path(daemon.address, COORD_ADDR,
+                       LinkProfile(delay=0.005, blackholes=((gone, gone + 90.0),)))
+    w.sim.run_until(gone + 80.0)
+    states = [(n["state"], n["degraded"]) for n in a.notes if n["event"] == "coordinator"]
+    assert states == [("registered", False), ("unreachable", True)]
+    assert a.path_to(b) == "direct"  # the link stands
+    chat(w, a, b, "still here")
+    w.sim.run_until(w.sim.now + 1.0)
+    assert b.chats == ["still here"]
+    w.sim.run_until(gone + 150.0)
+    states = [(n["state"], n["degraded"]) for n in a.notes if n["event"] == "coordinator"]
+    assert states[-1] == ("registered", False) and len(states) == 3

@@ -69,6 +69,7 @@ EVENT_NAMES: Final = (
     "peer_joined",
     "peer_left",
     "link",
+    "coordinator",
     "error",
 )
 LOG_LEVELS: Final = ("debug", "info", "warn", "error")

@@ -68,6 +68,11 @@ def link_event(peer: str, state: str, rtt_ms: float | None, **extra: Any) -> dic
     return event_message("link", {"peer": peer, "state": state, "rtt_ms": rtt_ms, **extra})
 
 
+def coordinator_event(state: str, degraded: bool, detail: str) -> dict[str, Any]:
+    return event_message("coordinator", {"state": state, "degraded": degraded,
+                                         "detail": detail})
+
+
 def error_event(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return event_message("error", {"code": code, "message": message, **extra})
 

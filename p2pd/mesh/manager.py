@@ -19,6 +19,7 @@ the relay. Established links are watched by :class:`~p2pd.mesh.paths.PathMonitor
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,12 +33,14 @@ from p2pd.coordinator.messages import (
     PeerEntry,
     Presence,
     Registered,
+    Report,
     decode_control_untrusted,
     encode_control,
 )
 from p2pd.ipc.fields import split_address
 from p2pd.mesh.paths import PathMonitor, PathSettings
 from p2pd.mesh.policy import VIEW_RANGE, Backoff, Link, MeshSettings, Role, chebyshev, plan
+from p2pd.meters import TokenBucket
 from p2pd.session.endpoint import Endpoint, SessionError
 from p2pd.session.events import (
     Address,
@@ -51,6 +54,12 @@ from p2pd.wire.relay import relay_address
 from p2pd.wire.types import PacketType
 
 _COORDINATOR = PacketType.COORDINATOR
+REPORT_RATE = 0.2  # reports per second to the coordinator, after a burst of
+REPORT_BURST = 5.0
+REPORT_REPEAT = 60.0  # seconds before the same (code, peer) is reported again
+REPORTS_KEPT = 16  # while the coordinator is unreachable
+MAX_REPORT_CODE = 64
+MAX_REPORT_DETAIL = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,13 @@ class P2PManager:
         self.connects = 0
         self.drops = 0
         self.dead_links = 0  # closed by the path monitor: silent on every path
+        # reports to the coordinator (spec 8.1, 5.1): rate-limited, each (code, peer)
+        # at most once a minute, a few kept while the coordinator is away
+        self._reports_allowed = TokenBucket(REPORT_RATE, REPORT_BURST, 0.0)
+        self._reported: dict[tuple[str, bytes | None], float] = {}
+        self._reports_waiting: deque[Report] = deque(maxlen=REPORTS_KEPT)
+        self.reports_sent = 0
+        self.reports_dropped = 0
 
     @property
     def degraded(self) -> bool:
@@ -158,6 +174,8 @@ class P2PManager:
                 self._backoff.reset()
                 self._reconnect_at = None
                 self._presence_due = self._own is not None
+                while self._reports_waiting:
+                    self._send_report(self._reports_waiting.popleft(), now)
             elif isinstance(event, SessionClosed):
                 self.coordinator_up = False
                 self._reconnect_at = now + self._backoff.next_delay()
@@ -187,6 +205,31 @@ class P2PManager:
             if link is not None:
                 self._next_plan = now  # promote a backup at once
         return False
+
+    def report(self, severity: str, code: str, detail: str, now: float,
+               peer: bytes | None = None) -> bool:
+        """Tell the coordinator of a problem; False when the rate limit or the
+        once-a-minute rule for this (code, peer) held it back."""
+        last = self._reported.get((code, peer))
+        if last is not None and now - last < REPORT_REPEAT:
+            return False
+        if not self._reports_allowed.take(1, now):
+            self.reports_dropped += 1
+            return False
+        self._reported[(code, peer)] = now
+        if len(self._reported) > 4 * REPORTS_KEPT:
+            self._reported = {k: t for k, t in self._reported.items()
+                              if now - t < REPORT_REPEAT}
+        report = Report(severity, code[:MAX_REPORT_CODE], peer, detail[:MAX_REPORT_DETAIL])
+        if self.coordinator_up:
+            self._send_report(report, now)
+        else:
+            self._reports_waiting.append(report)
+        return True
+
+    def _send_report(self, report: Report, now: float) -> None:
+        self.endpoint.send(self.coordinator_key, _COORDINATOR, encode_control(report), now)
+        self.reports_sent += 1
 
     def _on_control(self, payload: bytes, now: float) -> None:
         try:
@@ -270,8 +313,15 @@ class P2PManager:
         for peer in list(self.links):
             if not endpoint.established(peer):
                 continue
-            if not self.paths.check(peer, self.direct_address(peer), self.relay_address(peer),
-                                    now):
+            state = self.paths.states.get(peer)
+            fallbacks = state.fallbacks if state is not None else 0
+            alive = self.paths.check(peer, self.direct_address(peer), self.relay_address(peer),
+                                     now)
+            state = self.paths.states.get(peer)
+            if state is not None and state.fallbacks > fallbacks and state.relayed:
+                self.report("info", "relay_fallback", "the direct path failed: relayed", now,
+                            peer)
+            if not alive:
                 self.dead_links += 1
                 self._rest(peer, now)  # the coordinator may list it a while yet
                 endpoint.close(peer, now)  # SessionClosed follows: a backup steps in
