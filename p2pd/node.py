@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pd.channels.position_codec import PositionState
+from p2pd.channels.positions import predict
 from p2pd.channels.quality import REDUCED_DETAIL
 from p2pd.config import DaemonConfig
 from p2pd.crypto.identity import Identity
@@ -34,7 +35,7 @@ from p2pd.ipc.outgoing import (
     peer_left_event,
 )
 from p2pd.ipc.peer_codec import decode_peer_event_untrusted, encode_peer_event
-from p2pd.mesh.manager import ManagerSettings, P2PManager
+from p2pd.mesh.manager import PREDICT_FOR, ManagerSettings, P2PManager
 from p2pd.mesh.policy import VIEW_RANGE, MeshSettings, chebyshev
 from p2pd.meters import RateMeter, TokenBucket
 from p2pd.session.endpoint import Endpoint, SendQueueFull, SessionError
@@ -75,6 +76,7 @@ class PeerLink:
     effects: TokenBucket
     last_position: PositionState | None = None  # the last one sent to this peer
     position: PositionState | None = None  # the peer's, as last received
+    position_at: float = 0.0  # when
     quality: float = 1.0  # adaptive quality factor of the position and effect rates
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
@@ -286,8 +288,10 @@ class Node:
                                            walking=state.moving)
             for key in chosen:
                 link = self._links[key]
-                if not self._in_view(link, state):
-                    hidden += 1  # spec 5.2: not for a player who cannot see this one
+                if not self._in_view(link, state, now):
+                    # spec 5.2: not for a player who cannot see this one (judged by
+                    # its dead-reckoned place: within a cell, see Node._in_view)
+                    hidden += 1
                     continue
                 if not self._position_allowed(link, state, now):
                     limited += 1
@@ -326,12 +330,20 @@ class Node:
         return {"sent": sent, "rate_limited": limited, "out_of_view": hidden,
                 "absent": len(absent)}
 
-    def _in_view(self, link: PeerLink, own: PositionState) -> bool:
+    def _in_view(self, link: PeerLink, own: PositionState, now: float) -> bool:
+        """Whether the peer's player is within view range of this one, by where
+        it is now as far as this side can tell: its last position walked on by
+        dead reckoning (its sender sends every step that prediction would miss
+        by more than a cell), so a peer that walks out of view stops getting
+        positions without having to say so."""
         if self.mesh is not None:
-            return self.mesh.in_view(link.key)
+            return self.mesh.in_view(link.key, now)
         peer = link.position
-        return peer is None or (peer.map == own.map and chebyshev(
-            (own.x, own.y), (peer.x, peer.y)) <= VIEW_RANGE)
+        if peer is None:
+            return True
+        ahead = min(max(now - link.position_at, 0.0), PREDICT_FOR)
+        x, y = predict(peer, peer.tick + int(ahead * 1000))
+        return peer.map == own.map and chebyshev((own.x, own.y), (x, y)) <= VIEW_RANGE
 
     def _adapt(self, link: PeerLink, now: float) -> float:
         """Apply the session's adaptive quality to the link's unreliable rates."""
@@ -442,9 +454,9 @@ class Node:
             return
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state
+        link.position_at = now
         if self.mesh is not None:
-            self.mesh.on_peer_position(event.peer, state.map, state.x, state.y, now,
-                                       walking=state.moving)
+            self.mesh.on_peer_position(event.peer, state, now)
         if moved:
             self._prioritize(link)
         position = Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
@@ -483,7 +495,7 @@ class Node:
         """A new link learns where this player stands at once: a player standing
         still sends no position updates, and the mesh needs the distance."""
         own = self.own_position
-        if own is None or not self._in_view(link, own):
+        if own is None or not self._in_view(link, own, now):
             return
         self.endpoint.send_position(link.key, own, now)
         link.last_position = own

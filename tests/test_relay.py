@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2pd.config import CoordinatorSettings, DaemonConfig, P2PSettings
-from p2pd.coordinator.credentials import mint_token
+from p2pd.coordinator.credentials import issue_certificate, mint_token
 from p2pd.coordinator.messages import Presence
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.messages import Chat, Position
 from p2pd.node import Node
+from p2pd.session.endpoint import Endpoint
+from p2pd.session.events import SessionEstablished
 from p2pd.sim.network import LinkProfile
-from p2pd.sim.nodes import CoreNode
+from p2pd.sim.nodes import CoreNode, EndpointNode
 from p2pd.wire.errors import BadPacket, DropReason
 from p2pd.wire.header import HEADER_SIZE, encode_header, parse_header_untrusted
 from p2pd.wire.relay import (
@@ -471,3 +474,56 @@ def test_the_client_is_told_when_the_coordinator_goes_and_comes_back() -> None:
     w.sim.run_until(gone + 150.0)
     states = [(n["state"], n["degraded"]) for n in a.notes if n["event"] == "coordinator"]
     assert states[-1] == ("registered", False) and len(states) == 3
+
+
+def test_a_peer_with_a_forged_or_borrowed_certificate_is_refused() -> None:
+    w, _ = world(36)
+    a = mesh_daemon(w, 1, 100)
+    honest = mesh_daemon(w, 2, 104)
+    assert w.sim.run_while(lambda: a.path_to(honest) is None, w.sim.now + 10.0)
+    manager = honest.core.mesh
+    assert manager is not None and manager.registered is not None
+    borrowed = manager.registered.certificate  # a real certificate, for honest's key
+    forger = Ed25519PrivateKey.generate()  # not the coordinator's signing key
+    for n, certificate in enumerate(("forged", "borrowed")):
+        identity = Identity.from_private_bytes(w.rng.randbytes(32))
+        cert = (issue_certificate(forger, player_id=9, identity_key=identity.public_key,
+                                  lifetime=600, now=w.wall())
+                if certificate == "forged" else borrowed)
+        intruder = EndpointNode((f"10.9.7.{n + 1}", 7000), Endpoint(
+            identity.with_certificate(cert), random_bytes=random.Random(n).randbytes))
+        w.sim.add_node(intruder)
+        before = a.core.endpoint.statistics().drops.get("peer_refused", 0)
+        intruder.endpoint.connect(a.core.public_key, a.address, w.sim.now)
+        w.sim.run_until(w.sim.now + 3.0)
+        assert intruder.events_of(SessionEstablished) == [], certificate
+        assert identity.public_key.hex() not in {p["peer"] for p in a.core.peers(w.sim.now)}
+        assert a.core.endpoint.statistics().drops["peer_refused"] > before, certificate
+
+
+def positions_from(daemon: Daemon, sender: Daemon) -> list[int]:
+    return [n["x"] for n in daemon.notes
+            if n["event"] == "position" and n.get("from") == sender.core.public_key.hex()]
+
+
+def test_positions_go_only_to_players_in_view() -> None:
+    w, _ = world(37)
+    a, b = mesh_daemon(w, 1, 100), mesh_daemon(w, 2, 104)
+    assert w.sim.run_while(lambda: a.path_to(b) != "direct", w.sim.now + 10.0)
+    walk(w, b, range(105, 118))  # to 17 cells from a: out of view, still linked (drop at 18)
+    w.sim.run_until(w.sim.now + 2.0)
+    assert a.path_to(b) == "direct"
+    # at most the step that left a's view (walks a can dead-reckon are not sent)
+    assert max(positions_from(a, b)) <= 115
+    before = len(positions_from(b, a))
+    for tick in range(5):  # a turns on the spot: nothing of it may reach b
+        answer = a.core.send_event(Position(id=1, map="prontera", x=100, y=100, dir=tick % 8,
+                                            tick=tick), (), w.sim.now)
+        assert answer["out_of_view"] == 1 and answer["sent"] == 0
+        w.sim.run_until(w.sim.now + 0.5)
+    assert len(positions_from(b, a)) == before
+    walk(w, b, range(116, 109, -1))  # back within 14 cells
+    a.core.send_event(Position(id=1, map="prontera", x=100, y=100, dir=3, tick=99), (),
+                      w.sim.now)
+    w.sim.run_until(w.sim.now + 1.0)
+    assert len(positions_from(b, a)) > before

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from p2pd.channels.position_codec import PositionState
+from p2pd.channels.positions import predict
 from p2pd.coordinator.credentials import certificate_policy
 from p2pd.coordinator.messages import (
     Candidates,
@@ -54,6 +56,7 @@ from p2pd.wire.relay import relay_address
 from p2pd.wire.types import PacketType
 
 _COORDINATOR = PacketType.COORDINATOR
+PREDICT_FOR = 2.0  # seconds a peer's last walking state is walked on (dead reckoning)
 REPORT_RATE = 0.2  # reports per second to the coordinator, after a burst of
 REPORT_BURST = 5.0
 REPORT_REPEAT = 60.0  # seconds before the same (code, peer) is reported again
@@ -101,7 +104,7 @@ class P2PManager:
         self._presence_sent_at = float("-inf")
         self._next_plan: float | None = None
         self.candidates: dict[bytes, PeerEntry] = {}
-        self._positions: dict[bytes, tuple[str, int, int, float]] = {}  # the peer's, and when
+        self._positions: dict[bytes, tuple[PositionState, float]] = {}  # the peer's, and when
         self._candidate_at: dict[bytes, float] = {}  # when the coordinator last placed it
         self._walking = False  # this player, as last reported
         self._walkers: set[bytes] = set()  # peers whose last position said they walk
@@ -156,13 +159,24 @@ class P2PManager:
             self.candidates.clear()  # the old area's links go at the next plan
             self._next_plan = now
 
-    def on_peer_position(self, peer: bytes, map_name: str, x: int, y: int, now: float, *,
-                         walking: bool = False) -> None:
-        self._positions[peer] = (map_name, x, y, now)
-        if walking:
+    def on_peer_position(self, peer: bytes, state: PositionState, now: float) -> None:
+        self._positions[peer] = (state, now)
+        if state.moving:
             self._walkers.add(peer)
         else:
             self._walkers.discard(peer)
+
+    def _seen(self, peer: bytes, now: float) -> tuple[str, int, int, float] | None:
+        """Where the peer is by its own word: (map, x, y, when heard), walked on by
+        dead reckoning for up to PREDICT_FOR seconds (its sender sends a step the
+        prediction misses by more than a cell, so this is within a cell)."""
+        entry = self._positions.get(peer)
+        if entry is None:
+            return None
+        state, heard = entry
+        ahead = min(max(now - heard, 0.0), PREDICT_FOR)
+        x, y = predict(state, state.tick + int(ahead * 1000))
+        return state.map, x, y, heard
 
     def on_event(self, event: Event, now: float) -> bool:
         """Take what concerns the mesh; True when the event was the coordinator's
@@ -184,7 +198,7 @@ class P2PManager:
             return True
         if isinstance(event, SessionEstablished) and peer is not None:
             role = self._dialing.pop(peer, (now, Role.ACTIVE, False))[1]
-            self.links[peer] = Link(now, self._distance(peer), role)
+            self.links[peer] = Link(now, self._distance(peer, now), role)
             self._next_plan = now  # an inbound link may be one too many
             if self._next_path_check is None:
                 self._next_path_check = now + self.settings.paths.check_interval
@@ -340,13 +354,13 @@ class P2PManager:
 
     # -- plans -------------------------------------------------------------------
 
-    def _distance(self, peer: bytes) -> int | None:
+    def _distance(self, peer: bytes, now: float) -> int | None:
         """Cells to the peer by the freshest of what it said and what the
         coordinator said; None when unknown or on another map."""
         own = self._own
         if own is None:
             return None
-        seen = self._positions.get(peer)
+        seen = self._seen(peer, now)
         entry = self.candidates.get(peer)
         if seen is not None and (entry is None or seen[3] >= self._candidate_at.get(peer, 0.0)):
             return chebyshev((own[1], own[2]), (seen[1], seen[2])) if seen[0] == own[0] else None
@@ -358,21 +372,21 @@ class P2PManager:
         distance grows by what a player walks since: a walker introduced in
         passing is gone seconds later. A player standing still stays where it was
         (it reports its next step)."""
-        distance = self._distance(peer)
+        distance = self._distance(peer, now)
         if distance is None:
             return None
         seen = self._positions.get(peer)
         given = self._candidate_at.get(peer, 0.0)
-        if seen is not None and seen[3] >= given:
-            heard, walking = seen[3], peer in self._walkers
+        if seen is not None and seen[1] >= given:  # predicted for PREDICT_FOR already
+            heard, walking = seen[1] + PREDICT_FOR, peer in self._walkers
         else:
             entry = self.candidates.get(peer)
             heard, walking = given, entry is not None and entry.walking
-        if not walking:
+        if not walking or now <= heard:
             return distance
         return distance + int((now - heard) * self.settings.walk_cells_per_s)
 
-    def in_view(self, peer: bytes) -> bool:
+    def in_view(self, peer: bytes, now: float) -> bool:
         """Whether the peer's player may see this one (spec §5.2: positions go
         only to players within view range). Unknown counts as in view: the
         coordinator only introduces players within range, and its fresh lists
@@ -381,16 +395,15 @@ class P2PManager:
         own = self._own
         if own is None:
             return True
-        seen = self._positions.get(peer)
-        if peer not in self.candidates and seen is None:
+        if peer not in self.candidates and peer not in self._positions:
             return True
-        distance = self._distance(peer)
+        distance = self._distance(peer, now)
         return distance is not None and distance <= VIEW_RANGE
 
     def _guess(self, peer: bytes, since: float, now: float) -> int | None:
         """The peer's distance; for a young link to a peer this side knows nothing
         of yet (its introduction may still be on the way), inside the radius."""
-        distance = self._distance(peer)
+        distance = self._distance(peer, now)
         if (distance is None and peer not in self._positions and peer not in self.candidates
                 and now - since < self.settings.mesh.min_lifetime):
             return self.settings.mesh.connect_radius
