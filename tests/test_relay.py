@@ -527,3 +527,13 @@ def test_positions_go_only_to_players_in_view() -> None:
                       w.sim.now)
     w.sim.run_until(w.sim.now + 1.0)
     assert len(positions_from(b, a)) > before
+
+
+def test_a_player_with_room_for_peers_is_offered_anew_at_every_step() -> None:
+    w, _ = world(38)
+    anchor = mesh_daemon(w, 1, 114)
+    pacer = mesh_daemon(w, 2, 130)  # 16 cells: out of range; each of them alone
+    w.sim.run_until(5.0)
+    assert anchor.path_to(pacer) is None
+    walk(w, pacer, range(129, 127, -1))  # two steps: 14 cells, then it stands
+    assert w.sim.run_while(lambda: anchor.path_to(pacer) is None, w.sim.now + 5.0)

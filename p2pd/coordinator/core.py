@@ -94,7 +94,8 @@ class CoordinatorSettings:
     certificate_lifetime: float = 3600.0
     refresh: float = 10.0  # seconds between candidate lists for a daemon that stays put
     # cells a daemon moves (Chebyshev, since its last list) that earn it a new list at
-    # once, within its index bucket too: who is in view changes with every few steps
+    # once, within its index bucket too, when its last list was full; one whose list
+    # was short (room for more peers, a sparse area: a cheap query) gets one per cell
     requery_cells: int = 3
     max_daemons: int = 100_000
     token_replay_capacity: int = 200_000
@@ -165,6 +166,7 @@ class DaemonRecord:
     candidates_at: float = float("-inf")
     candidates_x: int = -1  # where it stood at its last candidate list
     candidates_y: int = -1
+    candidates_short: bool = True  # that list had fewer than it wanted
     introduced: set[bytes] = field(default_factory=set)
     relay_allowance: TokenBucket | None = None  # made at its first relayed packet
     relayed_packets: int = 0  # sent by it through the relay
@@ -449,8 +451,9 @@ class Coordinator:
         moved = self.presence.update(record.daemon_id, presence.map, presence.x, presence.y)
         if map_changed:
             record.introduced.clear()
+        threshold = 1 if record.candidates_short else self.settings.requery_cells
         stepped = max(abs(presence.x - record.candidates_x),
-                      abs(presence.y - record.candidates_y)) >= self.settings.requery_cells
+                      abs(presence.y - record.candidates_y)) >= threshold
         if not (moved or map_changed or stepped
                 or now - record.candidates_at >= self.settings.refresh):
             return
@@ -469,6 +472,7 @@ class Coordinator:
                     other.introduced.clear()
                 other.introduced.add(record.key)
                 self._send(other, Introduce(self._entry(record, distance)), now)
+        record.candidates_short = len(entries) < record.want
         if len(record.introduced) > self.settings.max_introduced:
             record.introduced = {entry.key for entry in entries}
         self._send(record, Candidates(presence.map, tuple(entries)), now)
