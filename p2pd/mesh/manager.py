@@ -414,6 +414,11 @@ class P2PManager:
                  for peer, link in self.links.items()}
         for peer, (since, role, _) in self._dialing.items():  # dialling counts as linked
             links[peer] = Link(since, self._guess(peer, since, now), role)
+        if len(self._positions) > len(self.candidates) + len(self.links) + 64:
+            # what peers said of themselves, kept while they are linked or offered
+            self._positions = {p: v for p, v in self._positions.items()
+                               if p in self.candidates or p in self.links}
+            self._walkers &= set(self._positions)
         lifetime = self.settings.mesh.min_lifetime
         self._resting = {p: r for p, r in self._resting.items()  # a link that lasted: forgiven
                          if (now < r[0] or p in self.candidates)
