@@ -7,25 +7,31 @@ identity and a connect token, so registration runs the real handshake, token
 checks and certificate signing, and every presence report is a real sealed
 datagram.
 
-Only the calls into the coordinator (:meth:`CoordinatorWorld.feed`:
-``receive_datagram`` for each datagram of a burst, draining its events, then
-``datagrams_to_send`` once) are timed, into ``receive_s`` and ``send_s``. The
-daemons' side (building their datagrams, taking the coordinator's answers,
-acknowledging them ``ack_delay`` later as their timers would) runs between
-bursts, outside the clock, so that the coordinator sees a closed loop: each
-daemon's datagrams acknowledge what the coordinator sent it before, and the
-coordinator does not retransmit what an open loop would never acknowledge.
+Only the calls into the coordinator (:meth:`CoordinatorWorld.feed`: what
+its server does per burst of datagrams, ``handle_timer`` when its deadline
+has passed, ``receive_datagram`` for each datagram, draining its events,
+``datagrams_to_send`` once and ``get_timer`` to re-arm) are timed, in CPU
+seconds of this process (:data:`clock`), into ``receive_s`` and ``send_s``.
+The daemons' side runs between bursts, outside the clock: building their
+datagrams, taking the coordinator's answers, and running each daemon's own
+timer when its deadline comes (``handle_timer``: acknowledgements
+``ack_delay`` after data, retransmissions, PINGs), so that the coordinator
+sees what real daemons send: a closed loop in which nothing is retransmitted
+that real daemons would have acknowledged, and no acknowledgement is missing
+that real daemons would have sent.
 """
 
 from __future__ import annotations
 
 import cProfile
 import hashlib
+import heapq
+import itertools
 import random
 import socket
 import struct
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -43,6 +49,10 @@ from p2pd.wire.types import PacketType
 WALL = 1_800_000_000.0  # the virtual wall clock (tokens, certificates) at now = 0
 COORDINATOR_ADDRESS: Address = ("10.0.0.1", 7300)
 ACK_DELAY = SessionConfig().ack_delay  # a daemon acknowledges reliable data this much later
+TIMER_STEP = 0.005  # seconds between the coordinator's calls while only timers run (advance)
+# The coordinator's time is this process's CPU time: one core's work, which other
+# processes on the machine neither add to nor take from (as wall time would).
+clock = time.process_time
 TOKEN_LIFETIME = 3600.0
 _COORDINATOR = PacketType.COORDINATOR
 _FIRST_HOST = struct.unpack(">I", socket.inet_aton("10.1.0.0"))[0]
@@ -63,7 +73,7 @@ class Daemon:
     endpoint: Endpoint
     packed: bytes  # its IPv4 address, packed
     port: int
-    ack_due: float | None = None  # when its timer would send the acks it owes
+    timer: float | None = None  # its endpoint's deadline, as the world's timer heap holds it
 
 
 class VirtualClock:
@@ -105,7 +115,10 @@ class CoordinatorWorld:
         self.daemons: list[Daemon] = []
         self._by_address: dict[Address, Daemon] = {}
         self._daemon_random = random.Random(self._rng.random()).randbytes
-        self._acks: deque[tuple[float, Daemon]] = deque()  # in due order (now only grows)
+        # the daemons' timers: (deadline, n, daemon); an entry whose deadline is no
+        # longer its daemon's is stale and skipped
+        self._timers: list[tuple[float, int, Daemon]] = []
+        self._timer_order = itertools.count()
         self.receive_s = 0.0  # seconds in receive_datagram (and draining events)
         self.send_s = 0.0  # seconds in datagrams_to_send (the flush of every session)
         self.bursts = 0  # calls of feed()
@@ -139,19 +152,23 @@ class CoordinatorWorld:
         profilers = self.profilers
         if profilers is not None:
             profilers[0].enable()
-        start = time.perf_counter()
+        start = clock()
+        deadline = coordinator.get_timer()
+        if deadline is not None and deadline <= now:  # its server's timer loop
+            coordinator.handle_timer(now)
         for data, address in datagrams:
             receive(data, address, now)
         events = []
         while (event := next_event()) is not None:
             events.append(event)
-        middle = time.perf_counter()
+        middle = clock()
         if profilers is not None:
             profilers[0].disable()
             profilers[1].enable()
-            middle = time.perf_counter()
+            middle = clock()
         out = coordinator.datagrams_to_send(now)
-        end = time.perf_counter()
+        coordinator.get_timer()  # its server re-arms the timer after every burst
+        end = clock()
         if profilers is not None:
             profilers[1].disable()
         self.receive_s += middle - start
@@ -191,12 +208,22 @@ class CoordinatorWorld:
         return new
 
     def outgoing(self, daemon: Daemon, now: float) -> Datagrams:
-        """What ``daemon`` sends now, each datagram with a fresh source address."""
+        """What ``daemon`` sends now, each datagram with a fresh source address; its
+        timer re-armed (every call into its endpoint ends here or in deliver)."""
+        self._arm(daemon)
         return [(data, socket_address(daemon.packed, daemon.port))
                 for data, _ in daemon.endpoint.datagrams_to_send(now)]
 
+    def _arm(self, daemon: Daemon) -> None:
+        deadline = daemon.endpoint.get_timer()
+        if deadline != daemon.timer:
+            daemon.timer = deadline
+            if deadline is not None:
+                heapq.heappush(self._timers, (deadline, next(self._timer_order), daemon))
+
     def deliver(self, datagrams: Datagrams, now: float) -> None:
-        """The coordinator's datagrams into their daemons, who owe acks ACK_DELAY later."""
+        """The coordinator's datagrams into their daemons (whose timers then move:
+        an ack owed ``ack_delay`` later, a retransmission forgotten)."""
         by_address = self._by_address
         for data, address in datagrams:
             daemon = by_address[address]
@@ -205,20 +232,29 @@ class CoordinatorWorld:
             while (event := endpoint.next_event()) is not None:  # not used further
                 if isinstance(event, MessageReceived):
                     self.messages_out += 1
-            if daemon.ack_due is None:
-                daemon.ack_due = now + ACK_DELAY
-                self._acks.append((daemon.ack_due, daemon))
+            self._arm(daemon)
 
-    def due_acks(self, now: float) -> Datagrams:
-        """The acks the daemons' timers send by ``now`` (none if data carried them)."""
-        acks = self._acks
+    def due_timers(self, now: float) -> Datagrams:
+        """What the daemons' timers send by ``now``, each at its deadline: acks that
+        no data carried, retransmissions, PINGs (and PONGs answered on delivery)."""
+        timers = self._timers
         out: Datagrams = []
-        while acks and acks[0][0] <= now:
-            due, daemon = acks.popleft()
-            daemon.ack_due = None
-            daemon.endpoint.flush(due)
-            out += self.outgoing(daemon, due)
+        while timers and timers[0][0] <= now:
+            deadline, _, daemon = heapq.heappop(timers)
+            if daemon.timer != deadline:
+                continue  # stale: its deadline moved
+            daemon.timer = None
+            daemon.endpoint.handle_timer(deadline)
+            out += self.outgoing(daemon, deadline)
         return out
+
+    def advance(self, until: float) -> None:
+        """Only the timers run, daemons' and coordinator's, from ``self.now`` to ``until``."""
+        now = self.now
+        while now < until:
+            now = min(now + TIMER_STEP, until)
+            self.deliver(self.feed(self.due_timers(now), now), now)
+        self.now = until
 
     def presence(self, daemon: Daemon, map_name: str, x: int, y: int, now: float) -> Datagrams:
         endpoint = daemon.endpoint
@@ -231,35 +267,35 @@ class CoordinatorWorld:
     def register(self, count: int, burst: int, interval: float) -> None:
         """``count`` new daemons register, ``burst`` at a time every ``interval`` seconds:
         request, response, the daemon's confirming PING (PONG and ``registered``
-        back), and its ack of ``registered`` ACK_DELAY later."""
+        back), and its ack of ``registered`` ACK_DELAY later; the timers of
+        every daemon run meanwhile."""
         for first in range(0, count, burst):
             new = self.add_daemons(min(burst, count - first))
             now = self.now
-            requests: Datagrams = []
+            requests = self.due_timers(now)
             for daemon in new:
                 daemon.endpoint.connect(self.key, COORDINATOR_ADDRESS, now)
                 requests += self.outgoing(daemon, now)
             self.deliver(self.feed(requests, now), now)  # handshake responses
             pings = [datagram for daemon in new for datagram in self.outgoing(daemon, now)]
             self.deliver(self.feed(pings, now), now)  # PONGs and registered
-            now += ACK_DELAY
-            self.deliver(self.feed(self.due_acks(now), now), now)
-            self.now += interval
+            self.advance(now + interval)
 
     def run(self, reports: Iterable[Report], burst: int) -> int:
         """Feed a stream of presence reports in bursts of ``burst`` datagrams (reports
         and the daemons' acks alone); returns the reports.
 
         Before each burst (not timed) the daemons take the coordinator's
-        answers to the previous one, their due acks leave, and each report is
-        sealed by its daemon; then the coordinator takes the burst at the time
-        of its last datagram and answers once (timed)."""
+        answers to the previous one, what their timers send by then leaves
+        (acks, PINGs), and each report is sealed by its daemon; then the
+        coordinator takes the burst at the time of its last datagram and
+        answers once (timed)."""
         daemons = self.daemons
         chunk: Datagrams = []
         count = 0
         now = self.now
         for now, number, map_name, x, y in reports:
-            chunk += self.due_acks(now)
+            chunk += self.due_timers(now)
             chunk += self.presence(daemons[number], map_name, x, y, now)
             count += 1
             while len(chunk) >= burst:
@@ -290,9 +326,13 @@ class Replay:
         coordinator = self.coordinator
         receive = coordinator.receive_datagram
         aton, ntoa = socket.inet_aton, socket.inet_ntoa
+        deadline = coordinator.get_timer()
+        if deadline is not None and deadline <= now:
+            coordinator.handle_timer(now)
         for data, (host, port) in datagrams:
             receive(data, (ntoa(aton(host)), port), now)
         while coordinator.next_event() is not None:
             pass
         for data, _ in coordinator.datagrams_to_send(now):
             self.digest.update(data)
+        coordinator.get_timer()
