@@ -10,6 +10,12 @@ what fills each outgoing datagram, in this order (spec §3.3 prioritization):
 5. visual effects (an effect that waited longer than ``effect_max_wait`` is
    dropped: shown late it would be wrong).
 
+Each channel's state (a reliable sender or receiver, the position sender or
+receiver, the effect queue) is made when the channel is first used: a link
+with the coordinator uses the control channel only, and a coordinator holds
+thousands of links. A channel not made yet is in its initial state (nothing
+queued, in flight or received), so that making it later changes nothing.
+
 It never touches a socket or a clock.
 """
 
@@ -66,9 +72,42 @@ _EFFECT_HEADERS = [b""] * _FRAME_HEADER_SIZE + [
 
 DeliverMessage = Callable[[int, bytes], None]
 DeliverPosition = Callable[[PositionState], None]
+Receiver = OrderedReceiver | LatestValueReceiver
+# the order of the ACK frames of a datagram, by channel: ordered ones, then environment
+_ACK_RANK = {Channel.CHAT: 0, Channel.AI: 1, Channel.CONTROL: 2, Channel.ENVIRONMENT: 3}
 
 
 class ChannelLink:
+    __slots__ = (
+        "_control",
+        "_deliver",
+        "_deliver_position",
+        "_effect_max_wait",
+        "_effect_room",
+        "_effect_times",
+        "_effects",
+        "_max_queued_bytes",
+        "_part_size",
+        "_positions_in",
+        "_positions_out",
+        "_receiver_of",
+        "_receivers",
+        "_reliable_busy",
+        "_rto",
+        "_rto_max",
+        "_rtt_sample",
+        "_sender_list",
+        "_sender_of",
+        "_trailer",
+        "data_frames",
+        "effects_dropped",
+        "effects_expired",
+        "max_message",
+        "new_bytes",
+        "room",
+        "touched",
+    )
+
     def __init__(
         self,
         *,
@@ -84,25 +123,21 @@ class ChannelLink:
     ) -> None:
         """``room``: plaintext bytes of a datagram's frame list."""
         self.room = room
-        part_size = room - ACK_RESERVE - FRAME_HEADER.size - FRAGMENT_FLOOR.size
+        self._part_size = room - ACK_RESERVE - FRAME_HEADER.size - FRAGMENT_FLOOR.size
         self.max_message = max_message
-        self.senders = {
-            channel: ReliableSender(channel, part_size=part_size,
-                                    max_queued_bytes=max_queued_bytes, rto=rto, rto_max=rto_max)
-            for channel in Channel
-        }
-        self._sender_list = list(self.senders.values())
-        self.ordered_in = {channel: OrderedReceiver(channel, max_message)
-                           for channel in sorted(ORDERED_CHANNELS)}
-        self.chat_in = self.ordered_in[Channel.CHAT]
-        self.ai_in = self.ordered_in[Channel.AI]
-        self.environment_in = LatestValueReceiver(Channel.ENVIRONMENT, max_message)
-        self._receivers: tuple[OrderedReceiver | LatestValueReceiver, ...] = (
-            *self.ordered_in.values(), self.environment_in)
-        self.positions_out = PositionSender()
-        self.positions_in = PositionReceiver()
-        self._effects: deque[bytes] = deque()  # frames, oldest first
-        self._effect_times: deque[float] = deque()  # when each was queued
+        self._max_queued_bytes = max_queued_bytes
+        self._rto = rto
+        self._rto_max = rto_max
+        # channels made on first use: by channel number, and those made so far in
+        # priority order (senders: chat, AI, environment, control) or ack order
+        self._sender_of: list[ReliableSender | None] = [None] * len(Channel)
+        self._sender_list: tuple[ReliableSender, ...] = ()
+        self._receiver_of: list[Receiver | None] = [None] * len(Channel)
+        self._receivers: tuple[Receiver, ...] = ()
+        self._positions_out: PositionSender | None = None
+        self._positions_in: PositionReceiver | None = None
+        self._effects: deque[bytes] | None = None  # frames, oldest first
+        self._effect_times: deque[float] | None = None  # when each was queued
         self._effect_max_wait = effect_max_wait
         self._control: list[bytes] = []
         self._trailer: list[bytes] = []
@@ -119,6 +154,59 @@ class ChannelLink:
         self.touched = False
         self._effect_room = room - ACK_RESERVE
 
+    # -- the channels, made on first use ----------------------------------------
+
+    def sender(self, channel: Channel) -> ReliableSender:
+        """The sending half of a reliable channel."""
+        sender = self._sender_of[channel]
+        if sender is None:
+            sender = self._sender_of[channel] = ReliableSender(
+                channel, part_size=self._part_size, max_queued_bytes=self._max_queued_bytes,
+                rto=self._rto, rto_max=self._rto_max)
+            self._sender_list = tuple(s for s in self._sender_of if s is not None)
+        return sender
+
+    @property
+    def senders(self) -> dict[Channel, ReliableSender]:
+        """The reliable senders made so far."""
+        return {sender.channel: sender for sender in self._sender_list}
+
+    def receiver(self, channel: Channel) -> Receiver:
+        """The receiving half of a reliable channel."""
+        receiver = self._receiver_of[channel]
+        if receiver is None:
+            receiver = self._receiver_of[channel] = (
+                OrderedReceiver(channel, self.max_message) if channel in ORDERED_CHANNELS
+                else LatestValueReceiver(channel, self.max_message))
+            self._receivers = tuple(sorted(
+                (r for r in self._receiver_of if r is not None),
+                key=lambda r: _ACK_RANK[r.channel]))
+        return receiver
+
+    @property
+    def positions_out(self) -> PositionSender:
+        positions = self._positions_out
+        if positions is None:
+            positions = self._positions_out = PositionSender()
+        return positions
+
+    @property
+    def positions_in(self) -> PositionReceiver:
+        positions = self._positions_in
+        if positions is None:
+            positions = self._positions_in = PositionReceiver()
+        return positions
+
+    @property
+    def position_ack_pending(self) -> bool:
+        positions = self._positions_in
+        return positions is not None and positions.ack_pending
+
+    def send_counts(self) -> tuple[int, int]:
+        """(transmissions of reliable parts, of which retransmissions), every channel."""
+        senders = self._sender_list
+        return (sum(s.sends for s in senders), sum(s.retransmissions for s in senders))
+
     def rebind(self, *, rto: Callable[[], float], deliver: DeliverMessage,
                deliver_position: DeliverPosition, rtt_sample: Callable[[float], None]) -> None:
         """Serve another session of the same peer (a link resumed after its
@@ -133,8 +221,8 @@ class ChannelLink:
         """(packet type, payload, key) of every reliable message not wholly
         acknowledged, in order within each channel: what a restarted link sends
         again. Effects and positions are not kept: they are stale by then."""
-        return [(int(TYPE_OF_CHANNEL[channel]), payload, key)
-                for channel, sender in self.senders.items()
+        return [(int(TYPE_OF_CHANNEL[sender.channel]), payload, key)
+                for sender in self._sender_list
                 for payload, key in sender.unacked()]
 
     # -- the sending side ----------------------------------------------------
@@ -150,14 +238,16 @@ class ChannelLink:
                     f" {self._effect_room - _FRAME_HEADER_SIZE} bytes an unreliable"
                     " message may take"
                 )
-            effects = self._effects
+            effects, times = self._effects, self._effect_times
+            if effects is None or times is None:
+                effects, times = self._effects, self._effect_times = deque(), deque()
             if len(effects) >= MAX_EFFECTS:
                 dropped = effects.popleft()
-                self._effect_times.popleft()
+                times.popleft()
                 self.new_bytes -= len(dropped)
                 self.effects_dropped += 1
             effects.append(_EFFECT_HEADERS[size] + payload)
-            self._effect_times.append(now)
+            times.append(now)
             self.new_bytes += size
             return
         channel = CHANNEL_OF_TYPE.get(packet_type)
@@ -166,7 +256,7 @@ class ChannelLink:
         if len(payload) > self.max_message:
             raise ValueError(f"message of {len(payload)} bytes exceeds max_message_size"
                              f" ({self.max_message})")
-        self.senders[channel].queue(payload, key if channel is Channel.ENVIRONMENT else None)
+        self.sender(channel).queue(payload, key if channel is Channel.ENVIRONMENT else None)
         self._reliable_busy = True
         self.new_bytes += len(payload) + _FRAME_HEADER_SIZE
 
@@ -186,7 +276,7 @@ class ChannelLink:
         if len(payload) > self.max_message:
             raise ValueError(f"message of {len(payload)} bytes exceeds max_message_size"
                              f" ({self.max_message})")
-        self.senders[channel].check(payload, key if channel is Channel.ENVIRONMENT else None)
+        self.sender(channel).check(payload, key if channel is Channel.ENVIRONMENT else None)
 
     def queue_position(self, state: PositionState) -> None:
         self.positions_out.queue(state)
@@ -208,21 +298,30 @@ class ChannelLink:
     def pending_bytes(self) -> int:
         """New data waiting to be sent (approximate frame bytes)."""
         total = 0
-        for frame in self._effects:
-            total += len(frame)
+        if self._effects:
+            for frame in self._effects:
+                total += len(frame)
         if self._reliable_busy:
             for sender in self._sender_list:
                 total += sender.queued_bytes
-        if self.positions_out.pending is not None:
+        positions = self._positions_out
+        if positions is not None and positions.pending is not None:
             total += 24
         return total
 
     def has_data(self, now: float) -> bool:
         """Something sendable now: new data or due retransmissions."""
-        if self._effects or self.positions_out.pending is not None:
+        if self._effects:
             return True
-        return self._reliable_busy and any(
-            sender.can_send_new() or sender.has_due(now) for sender in self._sender_list)
+        positions = self._positions_out
+        if positions is not None and positions.pending is not None:
+            return True
+        if not self._reliable_busy:
+            return False
+        for sender in self._sender_list:  # noqa: SIM110 (any() and a generator: slower)
+            if sender.can_send_new() or sender.has_due(now):
+                return True
+        return False
 
     def data_class(self) -> int:
         """0: reliable data waits, 1: a position, 2: effects only, 3: nothing."""
@@ -230,7 +329,8 @@ class ChannelLink:
             for sender in self._sender_list:
                 if sender.can_send_new() or sender.next_due() is not None:
                     return 0
-        if self.positions_out.pending is not None:
+        positions = self._positions_out
+        if positions is not None and positions.pending is not None:
             return 1
         return 2 if self._effects else 3
 
@@ -238,7 +338,10 @@ class ChannelLink:
         return bool(self._control)
 
     def acks_pending(self) -> bool:
-        return any(receiver.ack_pending for receiver in self._receivers)
+        for receiver in self._receivers:  # noqa: SIM110 (any() and a generator: slower)
+            if receiver.ack_pending:
+                return True
+        return False
 
     def build(self, now: float, *, data: bool) -> list[bytes]:
         """Frames for one datagram: control and acks always, data when ``data``."""
@@ -247,14 +350,14 @@ class ChannelLink:
         used = 0
         for frame in out:
             used += len(frame)
-        if self.acks_pending():
-            for receiver in self._receivers:
-                if receiver.ack_pending:
-                    frame = receiver.ack_frame()
-                    out.append(frame)
-                    used += len(frame)
-        if self.positions_in.ack_pending:
-            frame_or_none = self.positions_in.ack_frame()
+        for receiver in self._receivers:
+            if receiver.ack_pending:
+                frame = receiver.ack_frame()
+                out.append(frame)
+                used += len(frame)
+        positions_in = self._positions_in
+        if positions_in is not None and positions_in.ack_pending:
+            frame_or_none = positions_in.ack_frame()
             if frame_or_none is not None:
                 out.append(frame_or_none)
                 used += len(frame_or_none)
@@ -274,17 +377,17 @@ class ChannelLink:
                 if sender.can_send_new():
                     used += sender.take_new(now, room - used, out)
             self._reliable_busy = not all(sender.idle for sender in senders)
-        positions = self.positions_out
-        if positions.pending is not None and used + positions.frame_size() <= room:
+        positions = self._positions_out
+        if (positions is not None and positions.pending is not None
+                and used + positions.frame_size() <= room):
             frame_or_none = positions.take()
             if frame_or_none is not None:
                 out.append(frame_or_none)
                 used += len(frame_or_none)
         if len(out) > controls:
             self.touched = True  # seqs or a position baseline went out
-        effects = self._effects
-        if effects:
-            times = self._effect_times
+        effects, times = self._effects, self._effect_times
+        if effects and times is not None:
             oldest = now - self._effect_max_wait
             while times and times[0] < oldest:  # queued in time order: expired ones lead
                 times.popleft()
@@ -335,12 +438,16 @@ class ChannelLink:
                 self._deliver_position(state)
         elif frame_type == _ACK:
             channel, next_seq, bits = parse_ack_untrusted(body)
-            for sample in self.senders[channel].on_ack(next_seq, bits, now):
-                self._rtt_sample(sample)
+            sender = self._sender_of[channel]
+            if sender is not None:  # an ack for a channel that sent nothing acks nothing
+                for sample in sender.on_ack(next_seq, bits, now):
+                    self._rtt_sample(sample)
             if self._reliable_busy and all(s.idle for s in self._sender_list):
                 self._reliable_busy = False  # the last ack in: idle links skip the channels
         elif frame_type == _POSITION_ACK:
-            self.positions_out.on_ack(parse_position_ack_untrusted(body))
+            seq = parse_position_ack_untrusted(body)
+            if self._positions_out is not None:  # nothing sent: nothing to acknowledge
+                self._positions_out.on_ack(seq)
         elif frame_type == _FRAGMENT:
             fragment = parse_fragment_untrusted(body)
             self._receive_reliable(fragment.channel, fragment.seq, fragment.floor, fragment, now)
@@ -359,36 +466,47 @@ class ChannelLink:
 
     def _receive_reliable(self, channel: Channel, seq: int, floor: int, item: bytes | Fragment,
                           now: float) -> None:
-        if channel in ORDERED_CHANNELS:
-            receiver = self.ordered_in[channel]
+        receiver = self._receiver_of[channel]
+        if receiver is None:
+            receiver = self.receiver(channel)
+        if isinstance(receiver, OrderedReceiver):
             packet_type = int(TYPE_OF_CHANNEL[channel])
             deliver = self._deliver
             receiver.receive(seq, item, lambda payload: deliver(packet_type, payload))
         else:
             deliver_env = self._deliver
-            self.environment_in.receive(
+            receiver.receive(
                 seq, floor, item, now, lambda _key, payload: deliver_env(_ENVIRONMENTAL, payload))
 
     # -- statistics ----------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
         senders = self._sender_list
+        receivers = self._receivers
+        environment = self._receiver_of[Channel.ENVIRONMENT]
+        positions_out = self._positions_out if self._positions_out is not None else _NO_POSITIONS
+        positions_in = self._positions_in if self._positions_in is not None else _NO_POSITIONS_IN
         return {
             "reliable_sent": sum(s.messages for s in senders),
             "retransmissions": sum(s.retransmissions for s in senders),
-            "superseded": sum(s.superseded for s in senders) + self.positions_out.superseded,
+            "superseded": sum(s.superseded for s in senders) + positions_out.superseded,
             "in_flight": sum(s.in_flight for s in senders),
             "queued_bytes": self.pending_bytes(),
-            "duplicates": sum(r.duplicates for r in self._receivers),
-            "beyond_window": sum(r.beyond_window for r in self._receivers),
-            "stale_values": self.environment_in.stale,
-            "positions_sent": self.positions_out.sent,
-            "positions_full": self.positions_out.full_states,
-            "positions_unchanged": self.positions_out.unchanged,
-            "positions_predicted": self.positions_out.predicted,
-            "positions_stale": self.positions_in.stale,
-            "positions_no_baseline": self.positions_in.no_baseline,
+            "duplicates": sum(r.duplicates for r in receivers),
+            "beyond_window": sum(r.beyond_window for r in receivers),
+            "stale_values": environment.stale if isinstance(environment, LatestValueReceiver)
+            else 0,
+            "positions_sent": positions_out.sent,
+            "positions_full": positions_out.full_states,
+            "positions_unchanged": positions_out.unchanged,
+            "positions_predicted": positions_out.predicted,
+            "positions_stale": positions_in.stale,
+            "positions_no_baseline": positions_in.no_baseline,
             "effects_expired": self.effects_expired,
             "effects_dropped": self.effects_dropped,
         }
 
+
+# what the counters read for a position channel not made yet (never changed)
+_NO_POSITIONS = PositionSender()
+_NO_POSITIONS_IN = PositionReceiver()

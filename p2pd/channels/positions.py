@@ -34,6 +34,10 @@ class PositionSender:
     the last one sent is acknowledged, or younger than ``resend_ms``: past that
     without an ack it may be lost, and the next update goes out."""
 
+    __slots__ = ("_baseline", "_history", "_last_sent", "_seq", "bytes_sent", "error_budget",
+                 "full_states", "pending", "predicted", "refresh_ms", "resend_ms", "sent",
+                 "superseded", "unchanged")
+
     def __init__(self, error_budget: int = 1, refresh_ms: int = 1000,
                  resend_ms: int = 1000) -> None:
         self.error_budget = error_budget
@@ -151,6 +155,8 @@ def _same_place(a: PositionState, b: PositionState) -> bool:
 
 
 class PositionReceiver:
+    __slots__ = ("_newest", "_states", "ack_pending", "no_baseline", "stale")
+
     def __init__(self) -> None:
         self._newest: int | None = None
         self._states: OrderedDict[int, PositionState] = OrderedDict()

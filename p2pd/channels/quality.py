@@ -25,6 +25,8 @@ class PathSignals:
 
 
 class QualityController:
+    __slots__ = ("_changed_at", "_last_bad", "level", "reason")
+
     loss_threshold = 0.05
     rtt_growth = 2.0  # srtt above rtt_growth * min_rtt + rtt_slack is "RTT growth"
     rtt_slack = 0.05

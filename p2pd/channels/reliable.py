@@ -22,7 +22,7 @@ Nothing here touches a clock or a socket: times come in as ``now``.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 
 from p2pd.channels.frames import (
@@ -80,6 +80,10 @@ class _Part:
 class ReliableSender:
     """The sending half of one reliable channel."""
 
+    __slots__ = ("_by_key", "_earliest_due", "_flight", "_latest_value", "_max_queued_bytes",
+                 "_next_seq", "_part_size", "_queue", "_queued_bytes", "_rto", "_rto_max",
+                 "_type", "channel", "messages", "retransmissions", "sends", "superseded")
+
     def __init__(self, channel: Channel, *, part_size: int, max_queued_bytes: int,
                  rto: Callable[[], float], rto_max: float) -> None:
         self.channel = channel
@@ -90,10 +94,11 @@ class ReliableSender:
         self._rto = rto
         self._rto_max = rto_max
         self._next_seq = 0
-        self._queue: deque[_Part] = deque()  # numbered, never sent
+        self._queue: list[_Part] = []  # numbered, never sent
         self._queued_bytes = 0
         self._flight: dict[int, _Part] = {}  # sent, not acknowledged; in seq order
-        self._by_key: dict[bytes, list[_Part]] = {}  # latest value: the parts of each key
+        # latest value: the parts of each key (made with the first key)
+        self._by_key: dict[bytes, list[_Part]] | None = None
         self._earliest_due: float | None = None
         # counters
         self.messages = 0
@@ -143,9 +148,14 @@ class ReliableSender:
         self._queued_bytes += len(content)
         self.messages += 1
         if key is not None:
-            self._by_key[key] = parts
+            by_key = self._by_key
+            if by_key is None:
+                by_key = self._by_key = {}
+            by_key[key] = parts
 
     def _supersede(self, key: bytes) -> None:
+        if self._by_key is None:
+            return
         old = self._by_key.pop(key, None)
         if not old:
             return
@@ -248,20 +258,22 @@ class ReliableSender:
         used = 0
         queue = self._queue
         flight = self._flight
-        while queue:
-            part = queue[0]
+        taken = 0
+        for part in queue:  # the parts taken leave the queue at the end, at once
             if flight and part.seq - next(iter(flight)) >= WINDOW:
                 break
-            frame = self._frame(part)
+            frame = self._frame(part)  # its floor: the first in flight, else this part
             if used + len(frame) > room:
                 break
-            queue.popleft()
+            taken += 1
             self._queued_bytes -= len(part.content)
             out.append(frame)
             used += len(frame)
             part.first_sent = now
             flight[part.seq] = part
             self._sent(part, now)
+        if taken:
+            del queue[:taken]
         return used
 
     def next_frame_size(self) -> int:
@@ -304,11 +316,14 @@ class ReliableSender:
             if part.sends == 1:
                 samples.append(now - part.first_sent)
             newest_acked = max(newest_acked, (part.last_sent, part.seq))
-            if part.key is not None:
-                parts = self._by_key.get(part.key)
+            by_key = self._by_key
+            if part.key is not None and by_key is not None:
+                parts = by_key.get(part.key)
                 if parts is not None and parts[-1].seq < self._queue_head() and all(
                         p.seq not in flight for p in parts):
-                    del self._by_key[part.key]  # the newest value is through
+                    del by_key[part.key]  # the newest value is through
+        if not flight:
+            flight.clear()  # all acknowledged: give back the table (links idle at length)
         if acked:
             earliest: float | None = None
             for part in flight.values():
@@ -326,6 +341,9 @@ class ReliableSender:
 class OrderedReceiver:
     """Receiving half of an ordered channel: exactly once, in order."""
 
+    __slots__ = ("_buffer", "_max_message", "ack_pending", "beyond_window", "channel",
+                 "duplicates", "next")
+
     def __init__(self, channel: Channel, max_message: int) -> None:
         self.channel = channel
         self._max_message = max_message
@@ -339,6 +357,10 @@ class OrderedReceiver:
         if seq >= SEQ_LIMIT:
             raise BadPacket(DropReason.MALFORMED, f"seq {seq} out of range")
         self.ack_pending = True
+        if seq == self.next and not self._buffer and isinstance(item, bytes):
+            self.next = seq + 1  # the common case: the next message, whole, nothing held
+            deliver(item)
+            return
         if seq < self.next or seq in self._buffer:
             self.duplicates += 1
             return
@@ -410,6 +432,9 @@ class _Partial:
 
 class LatestValueReceiver:
     """Receiving half of a latest-value channel."""
+
+    __slots__ = ("_latest", "_max_message", "_partials", "_seen", "ack_pending",
+                 "beyond_window", "channel", "duplicates", "expired", "next", "stale")
 
     def __init__(self, channel: Channel, max_message: int) -> None:
         self.channel = channel

@@ -424,7 +424,7 @@ class Session:
             link = self.link
             if self._ack_at is None and link.acks_pending():
                 self._ack_at = now + self._config.ack_delay
-            if self._position_ack_at is None and link.positions_in.ack_pending:
+            if self._position_ack_at is None and link.position_ack_pending:
                 self._position_ack_at = now + self._config.position_ack_delay
 
     def _deliver(self, packet_type: int, payload: bytes) -> None:
@@ -565,7 +565,7 @@ class Session:
             self._flush_at = None
         if not link.acks_pending():
             self._ack_at = None
-        if not link.positions_in.ack_pending:
+        if not link.position_ack_pending:
             self._position_ack_at = None
 
     def _acks_due(self, now: float) -> bool:
@@ -610,8 +610,7 @@ class Session:
 
     def quality_factor(self, now: float) -> float:
         """Adaptive quality (spec 3.3) from this link's budget, loss and RTT."""
-        sends = sum(s.sends for s in self.link.senders.values())
-        retransmissions = sum(s.retransmissions for s in self.link.senders.values())
+        sends, retransmissions = self.link.send_counts()
         new_sends = sends - self._loss_marks[0]
         if new_sends >= 20:
             share = (retransmissions - self._loss_marks[1]) / new_sends
