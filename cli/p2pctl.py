@@ -86,7 +86,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"  level     {result.get('encryption_level')}, max_peers "
                f"{result.get('max_peers')}, IPC clients {result.get('ipc_clients')}")
     coordinator = result.get("coordinator")
-    if coordinator:
+    if coordinator and coordinator.get("state") == "no_token":
+        click.echo(f"  mesh      coordinator {coordinator.get('address')}: waiting for a connect "
+                   "token (token_file, or coordinator_token from the game)")
+    elif coordinator:
         click.echo(f"  mesh      coordinator {coordinator.get('address')} "
                    f"{coordinator.get('state')}, {coordinator.get('candidates')} in view, "
                    f"{coordinator.get('active')} linked + {coordinator.get('backups')} backup")
@@ -107,13 +110,15 @@ def _print_peers(peers: list[dict[str, Any]]) -> None:
     if not peers:
         click.echo("  no peers")
         return
-    click.echo(f"  {'peer':<16} {'address':<22} {'path':<7} {'state':<12} {'rtt ms':>8} "
+    click.echo(f"  {'peer':<16} {'address':<22} {'path':<7} {'role':<7} {'state':<12} "
+               f"{'rtt ms':>8} "
                f"{'sent B':>10} {'recv B':>10} {'loss':>6}")
     for peer in peers:
         rtt = peer.get("rtt_ms")
         click.echo(
             f"  {peer['peer'][:16]:<16} {peer.get('address', ''):<22} {peer.get('path', ''):<7} "
-            f"{peer.get('state', ''):<12} {('-' if rtt is None else f'{rtt:.1f}'):>8} "
+            f"{peer.get('role', ''):<7} {peer.get('state', ''):<12} "
+            f"{('-' if rtt is None else f'{rtt:.1f}'):>8} "
             f"{peer.get('bytes_sent', 0):>10} {peer.get('bytes_received', 0):>10} "
             f"{peer.get('loss', 0.0):>6.1%}"
         )

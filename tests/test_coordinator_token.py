@@ -5,6 +5,8 @@ one for the next handshake with the coordinator."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,6 +72,10 @@ async def test_the_game_hands_the_running_daemon_its_token(tmp_path: Path) -> No
         async with await open_client(daemon) as client:
             status = await client.request("status")
             assert status["coordinator"]["state"] == "no_token"
+            shown = subprocess.run(
+                [str(Path(sys.executable).parent / "p2pctl"), "--runtime-dir",
+                 str(daemon.runtime_dir), "status"], capture_output=True, text=True, check=True)
+            assert "waiting for a connect token" in shown.stdout
             identity = load_or_create_identity(home / "identity.key")
             issuer = load_or_create_signing_key(tmp_path / "coordinator" / "state" / "issuer.key")
             token = mint_token(issuer, account_id=9, player_id=190001,
