@@ -17,7 +17,7 @@ from p2pd.session.events import (
     SessionClosed,
     SessionEstablished,
 )
-from p2pd.session.session import MessageTooLarge
+from p2pd.session.session import MessageTooLarge, Session
 from p2pd.sim.network import LinkProfile
 from p2pd.wire.frames import encode_frames
 from p2pd.wire.header import HEADER_SIZE
@@ -190,6 +190,20 @@ def test_rtt_statistics_follow_jitter() -> None:
     assert rtt.variance is not None and rtt.variance > 0
 
 
+def test_rtt_history_bounds_the_samples_kept_for_percentiles() -> None:
+    pair = make_pair(config=SessionConfig(rtt_history=8), b_config=SessionConfig(rtt_history=0),
+                     profile=LinkProfile(delay=0.04, jitter=0.02))
+    handshake(pair)
+    pair.sim.run_until(60.0)  # a dozen PINGs each way
+    kept = pair.a.endpoint.session_statistics(pair.b_key).rtt
+    assert kept.samples > 8 and len(pair.a.endpoint.rtt_samples(pair.b_key)) == 8
+    assert kept.p50 is not None and kept.p99 is not None
+    none = pair.b.endpoint.session_statistics(pair.a_key).rtt
+    assert none.samples > 8 and pair.b.endpoint.rtt_samples(pair.a_key) == []
+    assert none.p50 is None and none.p99 is None  # smoothed and extremes all the same:
+    assert none.smoothed is not None and none.min is not None and none.max is not None
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_simultaneous_open_yields_one_session(seed: int) -> None:
     profile = LinkProfile(delay=0.03, jitter=0.01, loss=0.1 if seed % 2 else 0.0)
@@ -206,7 +220,11 @@ def test_simultaneous_open_yields_one_session(seed: int) -> None:
     a_session = pair.a.endpoint._sessions[pair.b_key]
     b_session = pair.b.endpoint._sessions[pair.a_key]
     assert a_session.current is not None and b_session.current is not None
-    assert a_session.current.handshake_hash == b_session.current.handshake_hash
+    # keys of one handshake: each side opens what the other seals
+    for sealer, opener in ((a_session.current, b_session.current),
+                           (b_session.current, a_session.current)):
+        assert opener.open_untrusted(sealer.seal(0x0009, 0x0010, b"one handshake")) == (
+            b"one handshake")
     assert a_session.current.remote_index == b_session.current.local_index
     assert pair.a.endpoint.statistics().sessions == 1 == pair.b.endpoint.statistics().sessions
 
@@ -634,19 +652,20 @@ def test_flush_and_control_messages_send_the_batch_at_once() -> None:
     assert pair.b.endpoint.next_event() == SessionClosed(pair.a_key, CloseReason.PEER_DISCONNECT)
 
 
-def test_flush_visits_only_the_sessions_given_data() -> None:
+def test_flush_visits_only_the_sessions_given_data(monkeypatch: pytest.MonkeyPatch) -> None:
     pair = make_pair()
     handshake(pair)
     a = pair.a.endpoint
     session = a._sessions[pair.b_key]
     calls: list[float] = []
-    original = session.flush
+    original = Session.flush
 
-    def counting_flush(now: float) -> None:
-        calls.append(now)
-        original(now)
+    def counting_flush(self: Session, now: float) -> None:
+        if self is session:
+            calls.append(now)
+        original(self, now)
 
-    session.flush = counting_flush  # type: ignore[method-assign]
+    monkeypatch.setattr(Session, "flush", counting_flush)
     now = pair.sim.now
     a.flush(now)
     assert calls == []  # nothing queued: not visited
@@ -657,7 +676,8 @@ def test_flush_visits_only_the_sessions_given_data() -> None:
     assert len(a.datagrams_to_send(now)) == 1
 
 
-def test_a_timer_that_fires_without_changing_the_deadline_fires_again() -> None:
+def test_a_timer_that_fires_without_changing_the_deadline_fires_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     pair = make_pair()
     handshake(pair)
     a = pair.a.endpoint
@@ -665,11 +685,15 @@ def test_a_timer_that_fires_without_changing_the_deadline_fires_again() -> None:
     deadline = a.get_timer()
     assert deadline is not None
     fired: list[float] = []
+    original = Session.on_timer
 
-    def on_timer(now: float) -> None:  # changes nothing
-        fired.append(now)
+    def on_timer(self: Session, now: float) -> None:  # changes nothing for this session
+        if self is session:
+            fired.append(now)
+        else:
+            original(self, now)
 
-    session.on_timer = on_timer  # type: ignore[method-assign]
+    monkeypatch.setattr(Session, "on_timer", on_timer)
     a.handle_timer(deadline)
     assert fired == [deadline]
     assert a.get_timer() == deadline  # still due: not lost from the heap

@@ -90,14 +90,12 @@ class ChannelLink:
         "_part_size",
         "_positions_in",
         "_positions_out",
-        "_receiver_of",
         "_receivers",
         "_reliable_busy",
         "_rto",
         "_rto_max",
         "_rtt_sample",
         "_sender_list",
-        "_sender_of",
         "_trailer",
         "data_frames",
         "effects_dropped",
@@ -128,11 +126,9 @@ class ChannelLink:
         self._max_queued_bytes = max_queued_bytes
         self._rto = rto
         self._rto_max = rto_max
-        # channels made on first use: by channel number, and those made so far in
-        # priority order (senders: chat, AI, environment, control) or ack order
-        self._sender_of: list[ReliableSender | None] = [None] * len(Channel)
+        # the channels made so far (on first use), senders in priority order (chat,
+        # AI, environment, control), receivers in the order of their ACK frames
         self._sender_list: tuple[ReliableSender, ...] = ()
-        self._receiver_of: list[Receiver | None] = [None] * len(Channel)
         self._receivers: tuple[Receiver, ...] = ()
         self._positions_out: PositionSender | None = None
         self._positions_in: PositionReceiver | None = None
@@ -158,12 +154,13 @@ class ChannelLink:
 
     def sender(self, channel: Channel) -> ReliableSender:
         """The sending half of a reliable channel."""
-        sender = self._sender_of[channel]
-        if sender is None:
-            sender = self._sender_of[channel] = ReliableSender(
-                channel, part_size=self._part_size, max_queued_bytes=self._max_queued_bytes,
-                rto=self._rto, rto_max=self._rto_max)
-            self._sender_list = tuple(s for s in self._sender_of if s is not None)
+        for sender in self._sender_list:
+            if sender.channel == channel:
+                return sender
+        sender = ReliableSender(channel, part_size=self._part_size,
+                                max_queued_bytes=self._max_queued_bytes, rto=self._rto,
+                                rto_max=self._rto_max)
+        self._sender_list = tuple(sorted((*self._sender_list, sender), key=lambda s: s.channel))
         return sender
 
     @property
@@ -173,15 +170,15 @@ class ChannelLink:
 
     def receiver(self, channel: Channel) -> Receiver:
         """The receiving half of a reliable channel."""
-        receiver = self._receiver_of[channel]
-        if receiver is None:
-            receiver = self._receiver_of[channel] = (
-                OrderedReceiver(channel, self.max_message) if channel in ORDERED_CHANNELS
-                else LatestValueReceiver(channel, self.max_message))
-            self._receivers = tuple(sorted(
-                (r for r in self._receiver_of if r is not None),
-                key=lambda r: _ACK_RANK[r.channel]))
-        return receiver
+        for receiver in self._receivers:
+            if receiver.channel == channel:
+                return receiver
+        made: Receiver = (OrderedReceiver(channel, self.max_message)
+                          if channel in ORDERED_CHANNELS
+                          else LatestValueReceiver(channel, self.max_message))
+        self._receivers = tuple(sorted((*self._receivers, made),
+                                       key=lambda r: _ACK_RANK[r.channel]))
+        return made
 
     @property
     def positions_out(self) -> PositionSender:
@@ -438,10 +435,11 @@ class ChannelLink:
                 self._deliver_position(state)
         elif frame_type == _ACK:
             channel, next_seq, bits = parse_ack_untrusted(body)
-            sender = self._sender_of[channel]
-            if sender is not None:  # an ack for a channel that sent nothing acks nothing
-                for sample in sender.on_ack(next_seq, bits, now):
-                    self._rtt_sample(sample)
+            for sender in self._sender_list:
+                if sender.channel == channel:  # a channel that sent nothing: nothing acked
+                    for sample in sender.on_ack(next_seq, bits, now):
+                        self._rtt_sample(sample)
+                    break
             if self._reliable_busy and all(s.idle for s in self._sender_list):
                 self._reliable_busy = False  # the last ack in: idle links skip the channels
         elif frame_type == _POSITION_ACK:
@@ -466,9 +464,7 @@ class ChannelLink:
 
     def _receive_reliable(self, channel: Channel, seq: int, floor: int, item: bytes | Fragment,
                           now: float) -> None:
-        receiver = self._receiver_of[channel]
-        if receiver is None:
-            receiver = self.receiver(channel)
+        receiver = self.receiver(channel)
         if isinstance(receiver, OrderedReceiver):
             packet_type = int(TYPE_OF_CHANNEL[channel])
             deliver = self._deliver
@@ -483,7 +479,7 @@ class ChannelLink:
     def counters(self) -> dict[str, int]:
         senders = self._sender_list
         receivers = self._receivers
-        environment = self._receiver_of[Channel.ENVIRONMENT]
+        environment = next((r for r in receivers if r.channel == Channel.ENVIRONMENT), None)
         positions_out = self._positions_out if self._positions_out is not None else _NO_POSITIONS
         positions_in = self._positions_in if self._positions_in is not None else _NO_POSITIONS_IN
         return {

@@ -43,7 +43,6 @@ class Keypair:
         "_seal",
         "auth_failures",
         "created",
-        "handshake_hash",
         "initiator",
         "local_index",
         "newest",
@@ -61,7 +60,6 @@ class Keypair:
         remote_index: int,
         initiator: bool,
         created: float,
-        handshake_hash: bytes = b"",
         replay_window: int = 2048,
     ) -> None:
         self._seal = AESGCM(send_key).encrypt
@@ -71,7 +69,6 @@ class Keypair:
         self.remote_index = remote_index
         self.initiator = initiator
         self.created = created
-        self.handshake_hash = handshake_hash
         self.send_counter = 0
         self.auth_failures = 0
         self.opened = 0  # packets that authenticated

@@ -53,6 +53,9 @@ class SessionConfig:
     zstd_threshold: int = 1000  # bytes; above it Zstandard instead of LZ4
     max_message_size: int = 65536  # largest decompressed payload accepted
     replay_window: int = 2048  # packets remembered per direction (>= 1024)
+    # PING round trips kept per session for the p50 and p99 of statistics (0: none;
+    # the smoothed RTT and its extremes are kept all the same)
+    rtt_history: int = 256
     max_queued_bytes: int = 256 * 1024  # unsent bytes per reliable channel and peer
     max_sessions: int = 256  # peers one endpoint holds at once
     rekey_after_messages: int = 1 << 20
@@ -148,6 +151,8 @@ class SessionConfig:
             )
         if self.max_message_size < MAX_PAYLOAD:
             raise ValueError(f"max_message_size must be >= {MAX_PAYLOAD}")
+        if self.rtt_history < 0:
+            raise ValueError(f"rtt_history must be >= 0, got {self.rtt_history}")
         if self.replay_window < 1024:
             raise ValueError(f"replay_window must be >= 1024, got {self.replay_window}")
         if not 0 < self.rekey_after_messages < self.reject_after_messages:

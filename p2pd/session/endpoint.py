@@ -115,6 +115,7 @@ class Endpoint:
         self.compressor = PayloadCompressor(
             self.config.compression_threshold, self.config.zstd_threshold
         )
+        self.compress = self.compressor.compress  # bound once, for every session
         self.compression_threshold = self.config.compression_threshold
         self.decompressor = PayloadDecompressor(self.config.max_message_size)
         self.shared_budget: ByteBudget | None = (

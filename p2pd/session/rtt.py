@@ -21,23 +21,34 @@ class RttSnapshot:
 
 
 class RttEstimator:
-    __slots__ = ("_recent", "latest", "max", "min", "samples", "smoothed", "variance")
+    """RFC 6298 smoothing, and the last ``history`` samples for percentiles (kept
+    from the first sample on; 0: none, and the snapshot has no percentiles)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_history", "_recent", "latest", "max", "min", "samples", "smoothed",
+                 "variance")
+
+    def __init__(self, history: int = RECENT_SAMPLES) -> None:
+        if history < 0:
+            raise ValueError(f"history must be >= 0, got {history}")
+        self._history = history
         self.samples = 0
         self.latest: float | None = None
         self.smoothed: float | None = None
         self.variance: float | None = None
         self.min: float | None = None
         self.max: float | None = None
-        self._recent: deque[float] = deque(maxlen=RECENT_SAMPLES)
+        self._recent: deque[float] | None = None
 
     def add_sample(self, rtt: float) -> None:
         if rtt < 0:
             return
         self.samples += 1
         self.latest = rtt
-        self._recent.append(rtt)
+        recent = self._recent
+        if recent is None and self._history:
+            recent = self._recent = deque(maxlen=self._history)
+        if recent is not None:
+            recent.append(rtt)
         if self.smoothed is None or self.variance is None:
             self.smoothed = rtt
             self.variance = rtt / 2
@@ -48,11 +59,11 @@ class RttEstimator:
         self.max = rtt if self.max is None else max(self.max, rtt)
 
     def recent(self) -> list[float]:
-        """The most recent samples (at most RECENT_SAMPLES), oldest first."""
-        return list(self._recent)
+        """The most recent samples (at most ``history``), oldest first."""
+        return list(self._recent) if self._recent is not None else []
 
     def snapshot(self) -> RttSnapshot:
-        ordered = sorted(self._recent)
+        ordered = sorted(self._recent) if self._recent is not None else []
         return RttSnapshot(
             self.samples, self.latest, self.smoothed, self.variance, self.min, self.max,
             percentile(ordered, 0.50), percentile(ordered, 0.99),

@@ -89,6 +89,20 @@ class _Initiation:
 
 
 class Session:
+    # a coordinator holds a session per daemon: no per-instance dict
+    __slots__ = ("_ack_at", "_announce", "_byte_allowance", "_coalesce", "_compress",
+                 "_compression_threshold", "_config", "_dirty_sessions", "_emit", "_ep",
+                 "_first_contact", "_flush_at", "_high", "_inbound_marks", "_initiations",
+                 "_loss_marks", "_next_ping", "_next_retry", "_output", "_pacer",
+                 "_packet_allowance", "_ping_id", "_ping_interval", "_pings", "_position_ack_at",
+                 "_presented", "_previous", "_previous_until", "_reject_after", "_rekey_after",
+                 "_retry_interval", "_room", "_round_started", "_shared", "_unconfirmed",
+                 "_wake_at", "accumulated", "ack_rtt", "address", "anomalous_since", "budget",
+                 "budget_blocked", "channel_restarts", "closed", "cookie", "cookie_received_at",
+                 "counters", "credential", "current", "established", "inbound_loss",
+                 "known_to_app", "last_blocked", "last_received", "link", "outbound_loss", "peer",
+                 "priority", "quality", "rtt", "timer_deadline")
+
     def __init__(self, endpoint: Endpoint, peer: bytes, address: Address, now: float) -> None:
         self._ep = endpoint
         self._config: SessionConfig = endpoint.config
@@ -98,15 +112,18 @@ class Session:
         self.closed = False
         self.known_to_app = False  # connect() was called or SessionEstablished sent
         self.timer_deadline: float | None = None  # as the endpoint's timer heap holds it
-        self.certificate: bytes | None = None  # what the peer presented
+        # what the peer presented in the handshake under way, until SessionEstablished
+        # carries it (not kept beyond: a coordinator holds thousands of sessions)
+        self._presented: bytes | None = None
         # what this side presents when it dials: None = the endpoint's certificate
         # (a daemon presents its connect token to the coordinator instead)
         self.credential: bytes | None = None
         self.counters = Counters()
-        self.rtt = RttEstimator()  # PING to PONG: the link's latency, as reported
+        # PING to PONG: the link's latency, as reported
+        self.rtt = RttEstimator(self._config.rtt_history)
         # data to ack, including the peer's ack delay: what retransmission waits for
-        self.ack_rtt = RttEstimator()
-        self._peer_mac1_key = mac1_key(peer)
+        # (smoothed only: its samples are never reported)
+        self.ack_rtt = RttEstimator(0)
         self.cookie: bytes | None = None
         self.cookie_received_at = 0.0
         # keypairs
@@ -135,7 +152,7 @@ class Session:
         config = self._config
         self._high = config.encryption_level is EncryptionLevel.HIGH
         self._compression_threshold = config.compression_threshold
-        self._compress = endpoint.compressor.compress
+        self._compress = endpoint.compress
         self._reject_after = config.reject_after_messages
         self._rekey_after = config.rekey_after_messages
         self._output = endpoint.output
@@ -245,7 +262,7 @@ class Session:
                                    if self.credential is not None else ep.identity.certificate,
                                    fresh=self.fresh)
         )
-        request = frame_request(local_index, noise, self._peer_mac1_key, self._valid_cookie(now))
+        request = frame_request(local_index, noise, mac1_key(self.peer), self._valid_cookie(now))
         self._initiations.append(_Initiation(local_index, handshake, request))
         if len(self._initiations) > MAX_INITIATIONS:
             ep.release_index(self._initiations.pop(0).local_index)
@@ -295,10 +312,9 @@ class Session:
             remote_index=remote_index,
             initiator=True,
             created=now,
-            handshake_hash=keys.handshake_hash,
             replay_window=self._config.replay_window,
         )
-        self.certificate = certificate
+        self._presented = certificate
         self._authenticated_from(address, now)
         self._install(keypair, now)
         self._send_ping(now)  # confirms the keys to the responder
@@ -327,14 +343,13 @@ class Session:
             remote_index=remote_index,
             initiator=False,
             created=now,
-            handshake_hash=keys.handshake_hash,
             replay_window=self._config.replay_window,
         )
         self._unconfirmed.append(keypair)
         if len(self._unconfirmed) > MAX_UNCONFIRMED:
             ep.release_index(self._unconfirmed.pop(0).local_index)
-        self.certificate = certificate
-        ep.transmit(frame_response(remote_index, message, self._peer_mac1_key), address)
+        self._presented = certificate
+        ep.transmit(frame_response(remote_index, message, mac1_key(self.peer)), address)
 
     def _install(self, keypair: Keypair, now: float) -> None:
         old = self.current
@@ -353,7 +368,8 @@ class Session:
             self._announce = False
             self._next_ping = now + self._ping_interval
             self._emit(SessionEstablished(self.peer, self.address, keypair.initiator,
-                                             self.certificate))
+                                             self._presented))
+        self._presented = None
 
     # -- receiving -----------------------------------------------------------
 
@@ -457,9 +473,12 @@ class Session:
         elif frame_type == PacketType.PONG:
             if len(body) != _PING.size:
                 raise BadPacket(DropReason.MALFORMED, "pong body")
-            sent = self._pings.pop(_PING.unpack(body)[0], None)
+            pings = self._pings
+            sent = pings.pop(_PING.unpack(body)[0], None)
             if sent is not None:
                 self.rtt.add_sample(now - sent)
+            if not pings:
+                pings.clear()  # gives back the table: most of the time none is outstanding
         elif frame_type == PacketType.DISCONNECT:
             self.close(CloseReason.PEER_DISCONNECT, now, notify_peer=False)
         else:
@@ -810,7 +829,7 @@ class Session:
             rekeys=c.rekeys,
             queued=self.link.pending_bytes(),
             rtt=self.rtt.snapshot(),
-            drops=dict(c.drops),
+            drops=dict(c.drops) if c.drops is not None else {},
             inbound_loss=self.current.inbound_loss if self.current is not None else 0.0,
             anomalous=self.anomalous_since is not None,
             channels=self.link.counters(),

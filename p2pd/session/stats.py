@@ -29,10 +29,13 @@ class Counters:
         self.bytes_received = 0
         self.handshakes = 0
         self.rekeys = 0
-        self.drops: dict[str, int] = {}
+        self.drops: dict[str, int] | None = None  # made at the first drop
 
     def drop(self, reason: DropReason) -> None:
-        self.drops[reason.value] = self.drops.get(reason.value, 0) + 1
+        drops = self.drops
+        if drops is None:
+            drops = self.drops = {}
+        drops[reason.value] = drops.get(reason.value, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
