@@ -33,6 +33,7 @@ from p2pd.session.endpoint import Endpoint
 from p2pd.session.events import MessageReceived, SessionEstablished
 from p2pd.sim.network import LinkProfile, SimNetwork, Simulation
 from p2pd.sim.nodes import EndpointNode
+from p2pd.wire.frames import encode_frames
 from p2pd.wire.types import PacketType
 
 WALL = 1_800_000_000.0  # the virtual wall clock at t=0
@@ -139,6 +140,31 @@ def test_a_daemon_with_a_valid_token_gets_a_certificate_for_its_key() -> None:
         daemon.endpoint.identity.public_key, w.wall())
     assert certificate.player_id == 150001
     assert [type(e) for e in coord.events] == [DaemonRegistered]
+
+
+def test_a_coordinators_sessions_keep_128_counters_against_replays_and_no_rtt_history(
+        ) -> None:
+    """A coordinator holds a session per daemon, each a few packets a second: its
+    replay window is 128 counters (docs/protocol.md 5.3); the daemon's stays 2048."""
+    w, _ = world()
+    daemon = w.daemon(150001)
+    w.sim.run_until(12.0)  # registered, and PINGs both ways
+    key = daemon.endpoint.identity.public_key
+    stats = w.coordinator.endpoint.session_statistics(key)
+    assert stats.rtt.samples > 0 and stats.rtt.p50 is None  # smoothed, no sample kept
+    keypair = daemon.endpoint._sessions[w.coordinator.public_key].current
+    assert keypair is not None and keypair._replay.size == 2048  # the daemon's own
+    ping = encode_frames([(PacketType.PING, bytes(4))])
+    sealed = [keypair.seal(0x0009, int(PacketType.SEALED), ping) for _ in range(130)]
+    now = w.sim.now
+    w.coordinator.receive_datagram(sealed[-1], daemon.address, now)
+    for late in sealed[:3]:  # 129, 128 and 127 counters behind the newest
+        w.coordinator.receive_datagram(late, daemon.address, now)
+    assert w.coordinator.endpoint.statistics().drops == {"replayed": 2}
+    assert w.coordinator.endpoint.session_statistics(key).drops == {"replayed": 2}
+    received = w.coordinator.endpoint.session_statistics(key).packets_received
+    w.coordinator.receive_datagram(sealed[2], daemon.address, now)  # seen: a replay now
+    assert w.coordinator.endpoint.session_statistics(key).packets_received == received
 
 
 def test_expired_forged_and_foreign_tokens_get_no_answer_at_all() -> None:

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from p2pd.crypto.replay import COUNTER_LIMIT, ReplayWindow
+from p2pd.crypto.replay import COUNTER_LIMIT, MIN_WINDOW, ReplayWindow
+from p2pd.session.config import SessionConfig
 
 
 class ModelWindow:
@@ -83,9 +84,20 @@ def test_check_never_mutates() -> None:
     assert window.highest == -1
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_a_coordinators_window_matches_the_model(seed: int) -> None:
+    drive(start=0, seed=seed, steps=3000, size=128)
+
+
 def test_window_size_has_a_floor() -> None:
-    with pytest.raises(ValueError, match="1024"):
-        ReplayWindow(512)
+    ReplayWindow(MIN_WINDOW)  # a coordinator's: 128
+    with pytest.raises(ValueError, match="128"):
+        ReplayWindow(MIN_WINDOW - 1)
+
+
+def test_the_floor_keeps_the_ring_exact_for_every_counter_a_keypair_sends() -> None:
+    """Generations alias 65535 windows apart: beyond what a sender may use."""
+    assert SessionConfig().reject_after_messages < 65535 * MIN_WINDOW
 
 
 def test_a_huge_jump_may_drop_new_counters_but_never_lets_a_replay_through() -> None:

@@ -33,6 +33,12 @@ nor the address of a daemon that asked to stay relay-only.
 
 State lives in a :class:`DaemonStore` (in memory here), so that a shared store
 can back several coordinator instances later.
+
+Sessions: one per daemon, each carrying a few packets a second (reports,
+acknowledgements, PINGs). Their replay window is the coordinator's own
+(``CoordinatorSettings.replay_window``, 128 counters: seconds of reordering at
+that rate, docs/protocol.md 5.3) and they keep no RTT samples for percentiles,
+whatever the session configuration given says; everything else comes from it.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import os
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -68,6 +74,7 @@ from p2pd.coordinator.messages import (
 )
 from p2pd.coordinator.presence import PresenceIndex
 from p2pd.crypto.identity import Identity
+from p2pd.crypto.replay import MIN_WINDOW
 from p2pd.ipc.fields import format_address
 from p2pd.mesh.policy import VIEW_RANGE
 from p2pd.meters import TokenBucket
@@ -103,6 +110,9 @@ class CoordinatorSettings:
     max_introduced: int = 256  # introductions remembered per daemon (then forgotten)
     relay_rate: float = 64 * 1024.0  # bytes per second relayed for one daemon
     relay_burst: float = 16 * 1024.0
+    # counters remembered per daemon session against replays (docs/protocol.md 5.3):
+    # a daemon sends a few packets a second, so 128 cover seconds of reordering
+    replay_window: int = 128
 
     def __post_init__(self) -> None:
         if not 1 <= self.view_range <= 255:
@@ -112,6 +122,8 @@ class CoordinatorSettings:
                      "requery_cells"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.replay_window < MIN_WINDOW:
+            raise ValueError(f"replay_window must be >= {MIN_WINDOW}, got {self.replay_window}")
 
 
 # -- what the operator sees ----------------------------------------------------
@@ -246,7 +258,9 @@ class Coordinator:
         self.signing_public_key = public_key_bytes(signing_key)
         self._issuers = list(issuers)
         self._clock = clock
-        self.endpoint = Endpoint(identity, session_config, admission=self._admit,
+        sessions = replace(session_config or SessionConfig(),
+                           replay_window=self.settings.replay_window, rtt_history=0)
+        self.endpoint = Endpoint(identity, sessions, admission=self._admit,
                                  random_bytes=random_bytes, epoch=epoch)
         self.public_key = identity.public_key
         self.store: DaemonStore = store if store is not None else MemoryStore()

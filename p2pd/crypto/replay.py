@@ -16,6 +16,14 @@ several times faster than shifting a 2048-bit integer, at 2 bytes a slot
 (4 KiB for the default window). The last 64-bit value, 2^64 - 1, is never
 accepted; senders stop far below.
 
+The size is the receiver's choice (docs/protocol.md 5.3): enough counters to
+cover the reordering its peer's packet rate can bring. Sessions between
+daemons keep 2048 (at least 1024: half a second at 2000 packets a second);
+a coordinator's sessions, a few packets a second each, keep 128.
+:data:`MIN_WINDOW` keeps the ring exact for every counter a keypair can use:
+a stored generation aliases only 65535 generations later, 65535 * 128 =
+8,388,480 counters on, beyond reject_after_messages (2^22).
+
 ``check`` has no side effects, so a packet is tested before decryption and
 recorded with ``update`` only after it authenticates: a forged packet never
 moves the window.
@@ -27,6 +35,7 @@ from array import array
 
 COUNTER_LIMIT = (1 << 64) - 1  # counters are unsigned 64-bit values below this
 DEFAULT_WINDOW = 2048
+MIN_WINDOW = 128
 _PERIOD = 65535  # generations stored as 1..65535 in a 16-bit slot
 
 
@@ -34,8 +43,8 @@ class ReplayWindow:
     __slots__ = ("_size", "_slots", "highest")
 
     def __init__(self, size: int = DEFAULT_WINDOW) -> None:
-        if size < 1024:
-            raise ValueError(f"replay window size {size} is below the minimum of 1024")
+        if size < MIN_WINDOW:
+            raise ValueError(f"replay window size {size} is below the minimum of {MIN_WINDOW}")
         self._size = size
         self._slots = array("H", [0]) * size  # zeros: nothing seen yet
         # Highest counter accepted so far, -1 before the first. Public so that a

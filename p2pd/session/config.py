@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from p2pd.crypto.replay import MIN_WINDOW
 from p2pd.wire.header import MAX_PAYLOAD
 
 # RFC 9001 §6.6: AEAD_AES_256_GCM may protect at most 2^23 packets under one
@@ -52,7 +53,9 @@ class SessionConfig:
     compression_threshold: int = 100  # bytes; below it payloads go as they are
     zstd_threshold: int = 1000  # bytes; above it Zstandard instead of LZ4
     max_message_size: int = 65536  # largest decompressed payload accepted
-    replay_window: int = 2048  # packets remembered per direction (>= 1024)
+    # packets remembered per direction (docs/protocol.md 5.3): between daemons 2048
+    # (at least 1024); a coordinator keeps 128 (CoordinatorSettings.replay_window)
+    replay_window: int = 2048
     # PING round trips kept per session for the p50 and p99 of statistics (0: none;
     # the smoothed RTT and its extremes are kept all the same)
     rtt_history: int = 256
@@ -153,8 +156,8 @@ class SessionConfig:
             raise ValueError(f"max_message_size must be >= {MAX_PAYLOAD}")
         if self.rtt_history < 0:
             raise ValueError(f"rtt_history must be >= 0, got {self.rtt_history}")
-        if self.replay_window < 1024:
-            raise ValueError(f"replay_window must be >= 1024, got {self.replay_window}")
+        if self.replay_window < MIN_WINDOW:
+            raise ValueError(f"replay_window must be >= {MIN_WINDOW}, got {self.replay_window}")
         if not 0 < self.rekey_after_messages < self.reject_after_messages:
             raise ValueError("need 0 < rekey_after_messages < reject_after_messages")
         if self.reject_after_messages >= AEAD_CONFIDENTIALITY_LIMIT:
