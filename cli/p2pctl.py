@@ -171,10 +171,6 @@ def log_level(ctx: click.Context, level: str) -> None:
     click.echo(f"log level is now {level}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command()
 @click.option("--coordinator-config", "config_path", type=click.Path(path_type=Path),
               default=Path("coordinator.ini"), show_default=True,
@@ -216,3 +212,46 @@ def token(config_path: Path, issuer_key_file: Path | None, player_id: int, accou
     minted = mint_token(issuer, account_id=account_id, player_id=player_id, daemon_key=key,
                         lifetime=lifetime, now=time.time())
     click.echo(minted.hex())
+
+
+@main.command("coordinator-status")
+@click.option("--coordinator-config", "config_path", type=click.Path(path_type=Path),
+              default=Path("coordinator.ini"), show_default=True,
+              help="the coordinator's configuration (names its status file)")
+@click.option("--json", "as_json", is_flag=True, help="the status file as it is")
+def coordinator_status(config_path: Path, as_json: bool) -> None:
+    """The operator's view of a coordinator: daemons, maps, relayed traffic,
+    refusals and the latest reports from daemons (its status file, rewritten
+    every few seconds while it runs)."""
+    try:
+        config, _ = load_coordinator_config(config_path)
+        path = config.server.status_file
+        text = path.read_text(encoding="utf-8")
+        status = json.loads(text)
+    except ConfigError as error:
+        click.echo(f"p2pctl: {error}", err=True)
+        sys.exit(EXIT_REFUSED)
+    except (OSError, ValueError) as error:
+        click.echo(f"p2pctl: no status of the coordinator ({error}); is it running?", err=True)
+        sys.exit(EXIT_NO_DAEMON)
+    if as_json:
+        click.echo(text.strip())
+        return
+    age = time.time() - float(status.get("time", 0))
+    click.echo(f"coordinator {status.get('udp')}  key {status.get('public_key')}  "
+               f"(as of {age:.0f} s ago)")
+    click.echo(f"  daemons   {status.get('daemons')} registered, maps {status.get('maps')}")
+    relay = status.get("relay", {})
+    click.echo(f"  relay     {relay.get('packets', 0)} packets, {relay.get('bytes', 0)} bytes, "
+               f"dropped {relay.get('dropped', {})}")
+    click.echo(f"  refused   {status.get('refused', {})}")
+    reports = status.get("recent_reports", [])
+    click.echo(f"  reports   {status.get('reports', 0)} received; latest:")
+    for report in reports[-20:]:
+        peer = f" peer {report['peer'][:16]}" if report.get("peer") else ""
+        click.echo(f"    daemon {report['daemon']} (player {report['player']}) "
+                   f"{report['severity']} {report['code']}{peer}: {report['detail']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -576,6 +576,10 @@ class CoordinatorServerSettings:
     certificate_lifetime: float = field(default=3600.0, metadata=_allow(_Positive(86400)))
     view_range: int = field(default=14, metadata=_allow(_Int(1, 255)))
     max_daemons: int = field(default=100_000, metadata=_allow(_Int(1, 10_000_000)))
+    # KiB per second relayed for one daemon (spec 10.1, fallback to server)
+    relay_rate: float = field(default=64.0, metadata=_allow(_Positive(100_000)))
+    # where the operator's view (counts, relayed traffic, recent reports) is written
+    status_file: Path = field(default=Path("state/status.json"), metadata=_allow(_Path()))
     log_level: LogLevel = field(default=LogLevel.INFO, metadata=_allow(_Choice(LogLevel)))
 
     def __post_init__(self) -> None:
@@ -793,6 +797,7 @@ _COORDINATOR_DIRECTORIES: dict[tuple[str, str], tuple[str, str]] = {
     ("coordinator_server", "key_file"): ("STATE_DIRECTORY", "coordinator.key"),
     ("coordinator_server", "signing_key_file"): ("STATE_DIRECTORY", "signing.key"),
     ("coordinator_server", "issuer_key_file"): ("STATE_DIRECTORY", "issuer.key"),
+    ("coordinator_server", "status_file"): ("STATE_DIRECTORY", "status.json"),
     ("log", "file"): ("LOGS_DIRECTORY", "coordinator.log"),
 }
 

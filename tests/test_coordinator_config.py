@@ -49,6 +49,8 @@ def test_trusted_issuers_are_hex_keys(tmp_path: Path) -> None:
     ("certificate_lifetime", "90000", "at most 86400"),
     ("trusted_issuers", "abcd", "64 hex digits"),
     ("log_level", "loud", "one of"),
+    ("relay_rate", "0", "greater than 0"),
+    ("relay_rate", "1e9", "at most 100000"),
 ])
 def test_bad_values_are_refused_naming_file_key_and_value(tmp_path: Path, key: str, value: str,
                                                          expected: str) -> None:
@@ -76,6 +78,7 @@ def test_systemd_directories_hold_keys_and_log_unless_the_file_names_them(
     assert config.server.key_file == Path("/var/lib/p2p-coordinator/coordinator.key")
     assert config.server.issuer_key_file == Path("/var/lib/p2p-coordinator/issuer.key")
     assert config.server.signing_key_file == Path("/srv/keys/signing.key")
+    assert config.server.status_file == Path("/var/lib/p2p-coordinator/status.json")
     assert config.log.file == Path("/var/log/p2p-coordinator/coordinator.log")
 
 

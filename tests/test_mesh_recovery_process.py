@@ -5,10 +5,12 @@ and when it starts again it is linked again and gets the chat of its outage once
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,6 +134,24 @@ async def test_a_blocked_direct_path_falls_back_to_the_relay_and_returns(tmp_pat
         assert took <= 10.0, f"direct again {took:.1f} s after the path healed"
         await a.request("chat", text="direct again")
         assert (await next_event_named(b, "chat"))["text"] == "direct again"
+        # the operator sees the relayed traffic and the daemons' reports of it
+        config = tmp_path / "coordinator" / "coordinator.ini"
+
+        async def operator_sees_it() -> bool:
+            shown = subprocess.run([str(Path(sys.executable).parent / "p2pctl"),
+                                    "coordinator-status", "--coordinator-config", str(config),
+                                    "--json"], capture_output=True, text=True, check=False)
+            if shown.returncode != 0:
+                return False
+            status = json.loads(shown.stdout)
+            return status["relay"]["packets"] > 0 and any(
+                r["code"] == "relay_fallback" for r in status["recent_reports"])
+
+        await wait_for("the coordinator's status file", operator_sees_it, 12)
+        shown = subprocess.run([str(Path(sys.executable).parent / "p2pctl"),
+                                "coordinator-status", "--coordinator-config", str(config)],
+                               capture_output=True, text=True, check=True)
+        assert "relay_fallback" in shown.stdout and "2 registered" in shown.stdout
     finally:
         for client in clients:
             await client.aclose()

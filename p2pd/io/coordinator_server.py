@@ -9,10 +9,12 @@ the files the configuration names (created on first start, mode 0600).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -69,6 +71,44 @@ class CoordinatorServer(Shell):
         self.rearm()
 
 
+STATUS_INTERVAL = 5.0  # seconds between rewrites of the operator's status file
+RECENT_REPORTS = 50  # reports from daemons shown there, newest last
+
+
+def status_snapshot(coordinator: Coordinator, info: dict[str, str]) -> dict[str, Any]:
+    """The operator's view: counts, relayed traffic, and the latest reports."""
+    reports = list(coordinator.reports)[-RECENT_REPORTS:]
+    return {
+        "time": round(time.time(), 3),
+        **info,
+        **coordinator.status(),
+        "recent_reports": [
+            {"daemon": r.daemon_id, "player": r.player_id, "severity": r.report.severity,
+             "code": r.report.code, "detail": r.report.detail,
+             "peer": r.report.peer.hex() if r.report.peer else None}
+            for r in reports],
+    }
+
+
+async def _write_status(coordinator: Coordinator, info: dict[str, str], path: Path) -> None:
+    """Rewrite the status file every STATUS_INTERVAL (atomically: a reader never
+    sees half of it); a failure to write is logged, once, and does not stop it."""
+    failed = False
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".tmp")
+            partial.write_text(json.dumps(status_snapshot(coordinator, info)) + "\n",
+                               encoding="utf-8")
+            os.replace(partial, path)
+            failed = False
+        except OSError as error:
+            if not failed:
+                log.error("status_file_unwritable", file=str(path), error=str(error))
+            failed = True
+        await trio.sleep(STATUS_INTERVAL)
+
+
 def build_coordinator(config: CoordinatorConfig, epoch: float) -> Coordinator:
     server = config.server
     identity = load_or_create_identity(server.key_file)
@@ -78,7 +118,9 @@ def build_coordinator(config: CoordinatorConfig, epoch: float) -> Coordinator:
                                        for k in server.trusted_issuers]
     settings = CoordinatorSettings(view_range=server.view_range,
                                    certificate_lifetime=server.certificate_lifetime,
-                                   max_daemons=server.max_daemons)
+                                   max_daemons=server.max_daemons,
+                                   relay_rate=server.relay_rate * 1024,
+                                   relay_burst=max(16 * 1024.0, server.relay_rate * 256))
     return Coordinator(identity, signing, issuers, settings,
                        session_config=coordinator_session_config(server.max_daemons), epoch=epoch)
 
@@ -125,6 +167,7 @@ async def _run(config: CoordinatorConfig, signals: AsyncIterator[int],
         async with trio.open_nursery() as nursery:
             nursery.start_soon(runner.udp_loop)
             nursery.start_soon(runner.timer_loop)
+            nursery.start_soon(_write_status, coordinator, info, server.status_file)
             if info_file is not None:
                 info_file.write_text(json.dumps(info) + "\n")
             log.info("coordinator_ready", udp=info["udp"])
