@@ -36,6 +36,41 @@ class TokenBucket:
         return False
 
 
+class Allowance:
+    """What a peer may send (spec 5.1): ``packet_rate`` packets and ``byte_rate``
+    bytes per second, with bursts of one second's worth of each; two token
+    buckets refilled together, so that a packet costs one check."""
+
+    __slots__ = ("_byte_rate", "_bytes", "_packet_rate", "_packets", "_stamp")
+
+    def __init__(self, packet_rate: float, byte_rate: float, now: float) -> None:
+        if packet_rate <= 0 or byte_rate <= 0:
+            raise ValueError(f"rates ({packet_rate}, {byte_rate}) must be positive")
+        self._packet_rate = packet_rate
+        self._byte_rate = byte_rate
+        self._packets = packet_rate
+        self._bytes = byte_rate
+        self._stamp = now
+
+    def take(self, size: int, now: float) -> bool:
+        """One packet of ``size`` bytes, if both buckets allow it. A packet the byte
+        bucket refuses still spends its packet token (as two buckets asked in turn)."""
+        elapsed = now - self._stamp
+        if elapsed > 0:
+            packets = self._packets + elapsed * self._packet_rate
+            self._packets = packets if packets < self._packet_rate else self._packet_rate
+            size_tokens = self._bytes + elapsed * self._byte_rate
+            self._bytes = size_tokens if size_tokens < self._byte_rate else self._byte_rate
+            self._stamp = now
+        if self._packets < 1:
+            return False
+        self._packets -= 1
+        if self._bytes < size:
+            return False
+        self._bytes -= size
+        return True
+
+
 class RateMeter:
     """Totals and per-second rates over whole seconds of ``now``, last ``history`` seconds kept."""
 

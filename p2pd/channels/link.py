@@ -419,7 +419,10 @@ class ChannelLink:
         return min(times) if times else None
 
     def reliable_idle(self) -> bool:
-        return all(s.idle for s in self._sender_list)
+        for sender in self._sender_list:  # noqa: SIM110 (all() and a generator: slower)
+            if not sender.idle:
+                return False
+        return True
 
     # -- the receiving side --------------------------------------------------
 
@@ -436,11 +439,11 @@ class ChannelLink:
         elif frame_type == _ACK:
             channel, next_seq, bits = parse_ack_untrusted(body)
             for sender in self._sender_list:
-                if sender.channel == channel:  # a channel that sent nothing: nothing acked
+                if sender.channel is channel:  # a channel that sent nothing: nothing acked
                     for sample in sender.on_ack(next_seq, bits, now):
                         self._rtt_sample(sample)
                     break
-            if self._reliable_busy and all(s.idle for s in self._sender_list):
+            if self._reliable_busy and self.reliable_idle():
                 self._reliable_busy = False  # the last ack in: idle links skip the channels
         elif frame_type == _POSITION_ACK:
             seq = parse_position_ack_untrusted(body)
@@ -457,7 +460,9 @@ class ChannelLink:
             if ordered is None:
                 return False
             seq, payload = parse_seq_untrusted(body)
-            self._receive_reliable(ordered, seq, seq, payload, now)
+            receiver = self.receiver(ordered)
+            assert isinstance(receiver, OrderedReceiver)  # CHANNEL_OF_TYPE: ordered ones here
+            receiver.receive_typed(seq, payload, frame_type, self._deliver)
         if frame_type != _EFFECT:
             self.touched = True
         return True
@@ -466,9 +471,7 @@ class ChannelLink:
                           now: float) -> None:
         receiver = self.receiver(channel)
         if isinstance(receiver, OrderedReceiver):
-            packet_type = int(TYPE_OF_CHANNEL[channel])
-            deliver = self._deliver
-            receiver.receive(seq, item, lambda payload: deliver(packet_type, payload))
+            receiver.receive_typed(seq, item, int(TYPE_OF_CHANNEL[channel]), self._deliver)
         else:
             deliver_env = self._deliver
             receiver.receive(

@@ -371,6 +371,17 @@ class OrderedReceiver:
         if self.next in self._buffer:  # the next message, or a part of it, is here
             self._drain(deliver)
 
+    def receive_typed(self, seq: int, item: bytes | Fragment, packet_type: int,
+                      deliver: Callable[[int, bytes], None]) -> None:
+        """:meth:`receive`, delivering ``(packet_type, message)``: the next whole
+        message, the common case, without a closure or the buffer."""
+        if seq == self.next and seq < SEQ_LIMIT and not self._buffer and isinstance(item, bytes):
+            self.ack_pending = True
+            self.next = seq + 1
+            deliver(packet_type, item)
+            return
+        self.receive(seq, item, lambda message: deliver(packet_type, message))
+
     def _drain(self, deliver: Callable[[bytes], None]) -> None:
         """Deliver every complete message from ``next`` on. A message that cannot be
         delivered (inconsistent fragments, too large) is dropped whole, its seqs

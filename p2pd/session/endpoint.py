@@ -116,6 +116,10 @@ class Endpoint:
             self.config.compression_threshold, self.config.zstd_threshold
         )
         self.compress = self.compressor.compress  # bound once, for every session
+        # the configuration's derived times, computed once for every session's timers
+        self.rekey_after_time = self.config.rekey_after_time
+        self.responder_rekey_after_time = self.rekey_after_time + self.config.handshake_timeout
+        self.reject_after_time = self.config.reject_after_time
         self.compression_threshold = self.config.compression_threshold
         self.decompressor = PayloadDecompressor(self.config.max_message_size)
         self.shared_budget: ByteBudget | None = (

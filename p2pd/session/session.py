@@ -33,7 +33,7 @@ from p2pd.crypto.handshake import (
 )
 from p2pd.crypto.noise import InitiatorHandshake, ResponderHandshake
 from p2pd.crypto.transport import OVERHEAD, Keypair
-from p2pd.meters import ByteBudget, TokenBucket, budget_for_limit
+from p2pd.meters import Allowance, ByteBudget, budget_for_limit
 from p2pd.session.config import EncryptionLevel, SessionConfig
 from p2pd.session.events import (
     Address,
@@ -90,18 +90,17 @@ class _Initiation:
 
 class Session:
     # a coordinator holds a session per daemon: no per-instance dict
-    __slots__ = ("_ack_at", "_announce", "_byte_allowance", "_coalesce", "_compress",
+    __slots__ = ("_ack_at", "_allowance", "_announce", "_coalesce", "_compress",
                  "_compression_threshold", "_config", "_dirty_sessions", "_emit", "_ep",
                  "_first_contact", "_flush_at", "_high", "_inbound_marks", "_initiations",
-                 "_loss_marks", "_next_ping", "_next_retry", "_output", "_pacer",
-                 "_packet_allowance", "_ping_id", "_ping_interval", "_pings", "_position_ack_at",
-                 "_presented", "_previous", "_previous_until", "_reject_after", "_rekey_after",
-                 "_retry_interval", "_room", "_round_started", "_shared", "_unconfirmed",
-                 "_wake_at", "accumulated", "ack_rtt", "address", "anomalous_since", "budget",
-                 "budget_blocked", "channel_restarts", "closed", "cookie", "cookie_received_at",
-                 "counters", "credential", "current", "established", "inbound_loss",
-                 "known_to_app", "last_blocked", "last_received", "link", "outbound_loss", "peer",
-                 "priority", "quality", "rtt", "timer_deadline")
+                 "_loss_marks", "_next_ping", "_next_retry", "_output", "_pacer", "_ping_id",
+                 "_ping_interval", "_pings", "_position_ack_at", "_presented", "_previous",
+                 "_previous_until", "_reject_after", "_rekey_after", "_retry_interval", "_room",
+                 "_round_started", "_shared", "_unconfirmed", "_wake_at", "accumulated", "ack_rtt",
+                 "address", "anomalous_since", "budget", "budget_blocked", "channel_restarts",
+                 "closed", "cookie", "cookie_received_at", "counters", "credential", "current",
+                 "established", "inbound_loss", "known_to_app", "last_blocked", "last_received",
+                 "link", "outbound_loss", "peer", "priority", "quality", "rtt", "timer_deadline")
 
     def __init__(self, endpoint: Endpoint, peer: bytes, address: Address, now: float) -> None:
         self._ep = endpoint
@@ -143,10 +142,8 @@ class Session:
         self._ping_id = 0
         self._pings: dict[int, float] = {}
         # incoming allowance (spec 5.1): authentic packets and bytes per second
-        self._packet_allowance = TokenBucket(self._config.incoming_packet_rate,
-                                             self._config.incoming_packet_rate, now)
-        self._byte_allowance = TokenBucket(self._config.incoming_byte_rate,
-                                           self._config.incoming_byte_rate, now)
+        self._allowance = Allowance(self._config.incoming_packet_rate,
+                                    self._config.incoming_byte_rate, now)
         self.anomalous_since: float | None = None  # first time the peer exceeded it
         # hot-path constants and bound methods
         config = self._config
@@ -404,8 +401,7 @@ class Session:
             self._authenticated_from(address, now)
         if keypair is not self.current:
             self._confirm(keypair, now)
-        if not (self._packet_allowance.take(1, now)
-                and self._byte_allowance.take(len(data), now)):
+        if not self._allowance.take(len(data), now):
             if self.anomalous_since is None:
                 self.anomalous_since = now
             raise BadPacket(DropReason.RATE_LIMITED, "beyond the peer's allowance")
@@ -698,8 +694,8 @@ class Session:
     def _rekey_after_time(self, keypair: Keypair) -> float:
         """The side that started the keys renews them; the other side steps in a
         little later, so that peers with different settings still rekey in time."""
-        delay = self._config.rekey_after_time
-        return delay if keypair.initiator else delay + self._config.handshake_timeout
+        ep = self._ep
+        return ep.rekey_after_time if keypair.initiator else ep.responder_rekey_after_time
 
     def _start_rekey(self, now: float) -> None:
         if not self._initiations:
@@ -708,42 +704,65 @@ class Session:
     # -- timers --------------------------------------------------------------
 
     def deadline(self) -> float | None:
+        """The earliest time :meth:`on_timer` has something to do (None: nothing).
+        Called for every session touched since the endpoint last looked: kept to
+        comparisons, without building a list."""
         if self.closed:
             return None
-        times: list[float] = []
-        if self._next_retry is not None:
-            times.append(self._next_retry)
+        config = self._config
+        best = self._next_retry
         if not self.established:
-            times.append(self._first_contact + self._config.handshake_timeout)
+            time = self._first_contact + config.handshake_timeout
+            if best is None or time < best:
+                best = time
         for keypair in self._unconfirmed:
-            times.append(keypair.created + self._config.handshake_timeout)
-        if self._previous is not None:
-            times.append(self._previous_until)
+            time = keypair.created + config.handshake_timeout
+            if best is None or time < best:
+                best = time
+        if self._previous is not None and (best is None or self._previous_until < best):
+            best = self._previous_until
         current = self.current
-        if self._keys_usable():
-            if self._wake_at is not None:
-                times.append(self._wake_at)  # data waits for the send budget
+        if current is None or not self.established:
+            return best
+        if current.send_counter < self._reject_after:  # keys usable
+            wake = self._wake_at
+            if wake is not None:  # data waits for the send budget
+                if best is None or wake < best:
+                    best = wake
             else:
-                if self._flush_at is not None:
-                    times.append(self._flush_at)
+                flush = self._flush_at
+                if flush is not None and (best is None or flush < best):
+                    best = flush
                 retransmission = self.link.next_retransmission()
-                if retransmission is not None:
-                    times.append(retransmission)
-            if self._ack_at is not None:
-                times.append(self._ack_at)
-            if self._position_ack_at is not None:
-                times.append(self._position_ack_at)
-        if self.established and current is not None:
-            config = self._config
-            times.append(self.last_received + config.inactive_timeout)
-            times.append(current.created + config.reject_after_time)
-            if not self._initiations:
-                times.append(current.created + self._rekey_after_time(current))
-                if current.initiator and not current.received_any:
-                    times.append(current.created + config.handshake_timeout)
-            if self._next_ping is not None:
-                times.append(self._next_ping)
-        return min(times) if times else None
+                if retransmission is not None and (best is None or retransmission < best):
+                    best = retransmission
+            ack = self._ack_at
+            if ack is not None and (best is None or ack < best):
+                best = ack
+            ack = self._position_ack_at
+            if ack is not None and (best is None or ack < best):
+                best = ack
+        ep = self._ep
+        time = self.last_received + config.inactive_timeout
+        if best is None or time < best:
+            best = time
+        created = current.created
+        time = created + ep.reject_after_time
+        if time < best:  # noqa: PLR1730 (min() is a slower call here)
+            best = time
+        if not self._initiations:
+            time = created + (ep.rekey_after_time if current.initiator
+                              else ep.responder_rekey_after_time)
+            if time < best:  # noqa: PLR1730 (min() is a slower call here)
+                best = time
+            if current.initiator and not current.received_any:
+                time = created + config.handshake_timeout
+                if time < best:  # noqa: PLR1730 (min() is a slower call here)
+                    best = time
+        ping = self._next_ping
+        if ping is not None and ping < best:
+            best = ping
+        return best
 
     def _send_due(self, now: float) -> bool:
         for time in (self._flush_at, self._ack_at, self._position_ack_at):
@@ -774,7 +793,7 @@ class Session:
             if now >= self.last_received + config.inactive_timeout:
                 self.close(CloseReason.INACTIVE, now, notify_peer=True)
                 return
-            if now >= current.created + config.reject_after_time:
+            if now >= current.created + self._ep.reject_after_time:
                 self.close(CloseReason.REKEY_FAILED, now, notify_peer=False)
                 return
             if not self._initiations and (
