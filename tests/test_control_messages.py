@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Sequence
 
 import msgpack
 import pytest
@@ -70,6 +71,37 @@ PRESENCE = {"k": "presence", "m": "prontera", "x": 1, "y": 1, "n": 3, "r": False
 def test_bad_messages_are_refused_with_a_reason(body: dict[str, object], why: str) -> None:
     with pytest.raises(ControlMessageError, match=why):
         decode_control_untrusted(msgpack.packb(body, use_bin_type=True))
+
+
+FIRST_SIX = list(PRESENCE.items())[:6]  # all but w
+
+
+def _map_of_pairs(pairs: Sequence[tuple[object, object]]) -> bytes:
+    """A msgpack map of exactly these pairs, duplicates included (packb cannot)."""
+    body = b"".join(msgpack.packb(k, use_bin_type=True) + msgpack.packb(v, use_bin_type=True)
+                    for k, v in pairs)
+    return bytes([0x80 | len(pairs)]) + body
+
+
+@pytest.mark.parametrize(("pairs", "why"), [
+    ([*FIRST_SIX, ("x", 2)], "duplicate map key"),  # seven pairs, a key twice
+    ([*FIRST_SIX, (b"w", False)], "not a msgpack map"),  # a bytes key
+    ([*FIRST_SIX, ("w", {"w": False})], "must be booleans"),  # nested
+    ([(k, True if k == "x" else v) for k, v in PRESENCE.items()], "x must"),  # a bool for x
+    ([(k, "x" * 33 if k == "m" else v) for k, v in PRESENCE.items()], "map name"),
+])
+def test_a_presence_of_seven_pairs_that_is_not_one_is_refused_with_a_reason(
+        pairs: list[tuple[object, object]], why: str) -> None:
+    """Seven-pair presences take a shortcut; anything not exactly a valid one leaves it
+    for the general checks, which refuse it as they always did."""
+    assert len(pairs) == 7
+    with pytest.raises(ControlMessageError, match=why):
+        decode_control_untrusted(_map_of_pairs(pairs))
+
+
+def test_a_presence_decodes_the_same_with_any_key_order() -> None:
+    pairs = sorted(PRESENCE.items(), reverse=True)
+    assert decode_control_untrusted(_map_of_pairs(pairs)) == Presence("prontera", 1, 1, 3)
 
 
 def test_hostile_bytes_raise_only_control_message_errors() -> None:

@@ -195,8 +195,42 @@ def _peer(value: Any) -> PeerEntry:
     )
 
 
+_PRESENCE_KEYS: Final = frozenset({"k", "m", "x", "y", "n", "r", "w"})
+_FIXMAP_OF_7 = b"\x87"  # a msgpack map of seven pairs: the presence, as encode_control makes it
+
+
+def _presence_untrusted(payload: bytes) -> Presence | None:
+    """The commonest message, a presence, when it is exactly what encode_control
+    makes (seven pairs, one per key, every value valid); None for anything else,
+    which the general path then refuses or accepts. The same checks, without the
+    general path's per-map hook and tree walk: a map of seven pairs that decodes
+    to seven distinct str keys has no duplicate, and scalar values nest nothing."""
+    size = len(payload)
+    try:
+        msg = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True,
+                              max_str_len=size, max_bin_len=size, max_array_len=size,
+                              max_map_len=size // 2, max_ext_len=0)
+    except Exception:  # msgpack raises ValueError subclasses: the general path says why
+        return None
+    if type(msg) is not dict or len(msg) != 7 or msg.keys() != _PRESENCE_KEYS:
+        return None
+    map_name, x, y, want, relay_only, walking = (msg["m"], msg["x"], msg["y"], msg["n"],
+                                                 msg["r"], msg["w"])
+    if (msg["k"] == "presence" and type(x) is int and 0 <= x <= MAX_CELL
+            and type(y) is int and 0 <= y <= MAX_CELL
+            and type(want) is int and 1 <= want <= MAX_CANDIDATES
+            and type(relay_only) is bool and type(walking) is bool
+            and type(map_name) is str and _MAP_NAME.fullmatch(map_name)):
+        return Presence(map_name, x, y, want, relay_only, walking)
+    return None
+
+
 def decode_control_untrusted(payload: bytes) -> ControlMessage:
     """The control message in ``payload``. Raises only ControlMessageError."""
+    if payload[:1] == _FIXMAP_OF_7:
+        presence = _presence_untrusted(payload)
+        if presence is not None:
+            return presence
     try:
         msg = unpack_map_untrusted(payload)
     except IpcError as error:
