@@ -1345,13 +1345,25 @@ def test_recovery_waits_recover_after_seconds_from_the_last_bad_signal() -> None
 
 
 class Inbox:
-    def __init__(self) -> None:
+    """A link's LinkOwner, as a Session is: what arrived, and a fixed RTO."""
+
+    def __init__(self, rto: float = 0.5) -> None:
         self.messages: list[tuple[int, bytes]] = []
         self.positions: list[PositionState] = []
         self.rtt: list[float] = []
+        self._rto = rto
 
     def deliver(self, packet_type: int, payload: bytes) -> None:
         self.messages.append((packet_type, payload))
+
+    def deliver_position(self, state: PositionState) -> None:
+        self.positions.append(state)
+
+    def rto(self) -> float:
+        return self._rto
+
+    def rtt_sample(self, sample: float) -> None:
+        self.rtt.append(sample)
 
     def of(self, packet_type: int) -> list[bytes]:
         return [payload for t, payload in self.messages if t == packet_type]
@@ -1360,11 +1372,9 @@ class Inbox:
 def make_link(*, room: int = 1200, max_message: int = 65536, effect_max_wait: float = 0.5,
               rto: float = 0.5, rto_max: float = 2.0,
               max_queued_bytes: int = 1 << 20) -> tuple[ChannelLink, Inbox]:
-    inbox = Inbox()
+    inbox = Inbox(rto)
     link = ChannelLink(room=room, max_message=max_message, max_queued_bytes=max_queued_bytes,
-                       effect_max_wait=effect_max_wait, rto=lambda: rto, rto_max=rto_max,
-                       deliver=inbox.deliver, deliver_position=inbox.positions.append,
-                       rtt_sample=inbox.rtt.append)
+                       effect_max_wait=effect_max_wait, rto_max=rto_max, owner=inbox)
     return link, inbox
 
 

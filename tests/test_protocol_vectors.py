@@ -581,11 +581,23 @@ def test_cookie_reply() -> None:
 
 
 class Sink:
-    """What a receiving ChannelLink delivered."""
+    """What a receiving ChannelLink delivered (its LinkOwner, as a Session is)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[int, bytes]] = []
         self.positions: list[PositionState] = []
+
+    def deliver(self, packet_type: int, payload: bytes) -> None:
+        self.messages.append((packet_type, payload))
+
+    def deliver_position(self, state: PositionState) -> None:
+        self.positions.append(state)
+
+    def rto(self) -> float:
+        return SessionConfig().rto_initial
+
+    def rtt_sample(self, sample: float) -> None:
+        pass
 
 
 def channel_link(sink: Sink | None = None) -> ChannelLink:
@@ -595,9 +607,7 @@ def channel_link(sink: Sink | None = None) -> ChannelLink:
     return ChannelLink(
         room=config.batch_budget - OVERHEAD, max_message=config.max_message_size,
         max_queued_bytes=config.max_queued_bytes, effect_max_wait=config.effect_max_wait,
-        rto=lambda: config.rto_initial, rto_max=config.rto_max,
-        deliver=lambda packet_type, payload: into.messages.append((packet_type, payload)),
-        deliver_position=into.positions.append, rtt_sample=lambda _sample: None)
+        rto_max=config.rto_max, owner=into)
 
 
 def split(data: bytes) -> tuple[int, bytes]:

@@ -22,7 +22,7 @@ It never touches a socket or a clock.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from typing import Protocol
 
 from p2pd.channels.frames import (
     CHANNEL_OF_TYPE,
@@ -70,8 +70,25 @@ _FRAME_HEADER_SIZE = FRAME_HEADER.size
 _EFFECT_HEADERS = [b""] * _FRAME_HEADER_SIZE + [
     _pack_frame_header(_EFFECT, n) for n in range(MAX_DATAGRAM - _FRAME_HEADER_SIZE)]
 
-DeliverMessage = Callable[[int, bytes], None]
-DeliverPosition = Callable[[PositionState], None]
+
+
+class LinkOwner(Protocol):
+    """What a link reports to (its session): one reference per link, where four
+    callbacks would be four bound-method objects for each of a coordinator's
+    thousands of links."""
+
+    def deliver(self, packet_type: int, payload: bytes) -> None:
+        """A message of ``packet_type`` arrived (in order, for an ordered channel)."""
+
+    def deliver_position(self, state: PositionState) -> None:
+        """The newest position arrived."""
+
+    def rto(self) -> float:
+        """The retransmission timeout now."""
+
+    def rtt_sample(self, sample: float) -> None:
+        """An acknowledgement's round trip (a part sent once)."""
+
 Receiver = OrderedReceiver | LatestValueReceiver
 # the order of the ACK frames of a datagram, by channel: ordered ones, then environment
 _ACK_RANK = {Channel.CHAT: 0, Channel.AI: 1, Channel.CONTROL: 2, Channel.ENVIRONMENT: 3}
@@ -80,21 +97,18 @@ _ACK_RANK = {Channel.CHAT: 0, Channel.AI: 1, Channel.CONTROL: 2, Channel.ENVIRON
 class ChannelLink:
     __slots__ = (
         "_control",
-        "_deliver",
-        "_deliver_position",
         "_effect_max_wait",
         "_effect_room",
         "_effect_times",
         "_effects",
         "_max_queued_bytes",
+        "_owner",
         "_part_size",
         "_positions_in",
         "_positions_out",
         "_receivers",
         "_reliable_busy",
-        "_rto",
         "_rto_max",
-        "_rtt_sample",
         "_sender_list",
         "_trailer",
         "data_frames",
@@ -113,18 +127,15 @@ class ChannelLink:
         max_message: int,
         max_queued_bytes: int,
         effect_max_wait: float,
-        rto: Callable[[], float],
         rto_max: float,
-        deliver: DeliverMessage,
-        deliver_position: DeliverPosition,
-        rtt_sample: Callable[[float], None],
+        owner: LinkOwner,
     ) -> None:
-        """``room``: plaintext bytes of a datagram's frame list."""
+        """``room``: plaintext bytes of a datagram's frame list; ``owner``: what
+        messages, positions and round trips go to, and what says the RTO."""
         self.room = room
         self._part_size = room - ACK_RESERVE - FRAME_HEADER.size - FRAGMENT_FLOOR.size
         self.max_message = max_message
         self._max_queued_bytes = max_queued_bytes
-        self._rto = rto
         self._rto_max = rto_max
         # the channels made so far (on first use), senders in priority order (chat,
         # AI, environment, control), receivers in the order of their ACK frames
@@ -135,11 +146,11 @@ class ChannelLink:
         self._effects: deque[bytes] | None = None  # frames, oldest first
         self._effect_times: deque[float] | None = None  # when each was queued
         self._effect_max_wait = effect_max_wait
-        self._control: list[bytes] = []
-        self._trailer: list[bytes] = []
-        self._deliver = deliver
-        self._deliver_position = deliver_position
-        self._rtt_sample = rtt_sample
+        # control frames for the next datagram, and those to go after the data: None
+        # when there are none (most datagrams carry none)
+        self._control: list[bytes] | None = None
+        self._trailer: list[bytes] | None = None
+        self._owner = owner
         self.effects_expired = 0
         self.effects_dropped = 0  # the effect queue was full
         self.data_frames = 0  # data frames the last build() took
@@ -158,7 +169,7 @@ class ChannelLink:
             if sender.channel == channel:
                 return sender
         sender = ReliableSender(channel, part_size=self._part_size,
-                                max_queued_bytes=self._max_queued_bytes, rto=self._rto,
+                                max_queued_bytes=self._max_queued_bytes, rto=self._owner.rto,
                                 rto_max=self._rto_max)
         self._sender_list = tuple(sorted((*self._sender_list, sender), key=lambda s: s.channel))
         return sender
@@ -204,15 +215,12 @@ class ChannelLink:
         senders = self._sender_list
         return (sum(s.sends for s in senders), sum(s.retransmissions for s in senders))
 
-    def rebind(self, *, rto: Callable[[], float], deliver: DeliverMessage,
-               deliver_position: DeliverPosition, rtt_sample: Callable[[float], None]) -> None:
+    def rebind(self, owner: LinkOwner) -> None:
         """Serve another session of the same peer (a link resumed after its
-        session closed): its callbacks from now on, everything else kept."""
-        self._deliver = deliver
-        self._deliver_position = deliver_position
-        self._rtt_sample = rtt_sample
+        session closed): its owner from now on, everything else kept."""
+        self._owner = owner
         for sender in self._sender_list:
-            sender.set_rto(rto)
+            sender.set_rto(owner.rto)
 
     def unacked_messages(self) -> list[tuple[int, bytes, bytes | None]]:
         """(packet type, payload, key) of every reliable message not wholly
@@ -284,13 +292,18 @@ class ChannelLink:
         still waiting (DISCONNECT), or at once when data may not be sent."""
         frame = _pack_frame_header(packet_type, len(body)) + body
         if last:
-            self._trailer.append(frame)
+            if self._trailer is None:
+                self._trailer = [frame]
+            else:
+                self._trailer.append(frame)
+        elif self._control is None:
+            self._control = [frame]
         else:
             self._control.append(frame)
 
     @property
     def trailer_pending(self) -> bool:
-        return bool(self._trailer)
+        return self._trailer is not None
 
     def pending_bytes(self) -> int:
         """New data waiting to be sent (approximate frame bytes)."""
@@ -332,7 +345,7 @@ class ChannelLink:
         return 2 if self._effects else 3
 
     def has_control(self) -> bool:
-        return bool(self._control)
+        return self._control is not None
 
     def acks_pending(self) -> bool:
         for receiver in self._receivers:  # noqa: SIM110 (any() and a generator: slower)
@@ -343,10 +356,13 @@ class ChannelLink:
     def build(self, now: float, *, data: bool) -> list[bytes]:
         """Frames for one datagram: control and acks always, data when ``data``."""
         out = self._control
-        self._control = []
         used = 0
-        for frame in out:
-            used += len(frame)
+        if out is None:
+            out = []
+        else:
+            self._control = None
+            for frame in out:
+                used += len(frame)
         for receiver in self._receivers:
             if receiver.ack_pending:
                 frame = receiver.ack_frame()
@@ -360,8 +376,9 @@ class ChannelLink:
                 used += len(frame_or_none)
         self.data_frames = 0
         if not data:
-            out += self._trailer
-            self._trailer.clear()
+            if self._trailer is not None:
+                out += self._trailer
+                self._trailer = None
             return out
         controls = len(out)
         room = self.room
@@ -407,9 +424,9 @@ class ChannelLink:
                     times.popleft()
         self.data_frames = len(out) - controls
         self.new_bytes = self.pending_bytes()
-        if self._trailer and not self.has_data(now):
+        if self._trailer is not None and not self.has_data(now):
             out += self._trailer
-            self._trailer.clear()
+            self._trailer = None
         return out
 
     def next_retransmission(self) -> float | None:
@@ -430,18 +447,18 @@ class ChannelLink:
         """Handle one channel or data frame; False if ``frame_type`` is not one.
         Raises BadPacket for a malformed frame."""
         if frame_type == _EFFECT:
-            self._deliver(_EFFECT, body)
+            self._owner.deliver(_EFFECT, body)
         elif frame_type == _POSITION:
             seq, base_seq, coded = parse_position_header_untrusted(body)
             state = self.positions_in.receive(seq, base_seq, coded)
             if state is not None:
-                self._deliver_position(state)
+                self._owner.deliver_position(state)
         elif frame_type == _ACK:
             channel, next_seq, bits = parse_ack_untrusted(body)
             for sender in self._sender_list:
                 if sender.channel is channel:  # a channel that sent nothing: nothing acked
                     for sample in sender.on_ack(next_seq, bits, now):
-                        self._rtt_sample(sample)
+                        self._owner.rtt_sample(sample)
                     break
             if self._reliable_busy and self.reliable_idle():
                 self._reliable_busy = False  # the last ack in: idle links skip the channels
@@ -462,7 +479,7 @@ class ChannelLink:
             seq, payload = parse_seq_untrusted(body)
             receiver = self.receiver(ordered)
             assert isinstance(receiver, OrderedReceiver)  # CHANNEL_OF_TYPE: ordered ones here
-            receiver.receive_typed(seq, payload, frame_type, self._deliver)
+            receiver.receive_typed(seq, payload, frame_type, self._owner.deliver)
         if frame_type != _EFFECT:
             self.touched = True
         return True
@@ -471,9 +488,9 @@ class ChannelLink:
                           now: float) -> None:
         receiver = self.receiver(channel)
         if isinstance(receiver, OrderedReceiver):
-            receiver.receive_typed(seq, item, int(TYPE_OF_CHANNEL[channel]), self._deliver)
+            receiver.receive_typed(seq, item, int(TYPE_OF_CHANNEL[channel]), self._owner.deliver)
         else:
-            deliver_env = self._deliver
+            deliver_env = self._owner.deliver
             receiver.receive(
                 seq, floor, item, now, lambda _key, payload: deliver_env(_ENVIRONMENTAL, payload))
 

@@ -23,7 +23,7 @@ Nothing here touches a clock or a socket: times come in as ``now``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from p2pd.channels.frames import (
     ACK,
@@ -348,7 +348,8 @@ class OrderedReceiver:
         self.channel = channel
         self._max_message = max_message
         self.next = 0
-        self._buffer: dict[int, bytes | Fragment] = {}
+        # parts that arrived early: None while there are none (the common case)
+        self._buffer: dict[int, bytes | Fragment] | None = None
         self.ack_pending = False
         self.duplicates = 0
         self.beyond_window = 0
@@ -361,15 +362,18 @@ class OrderedReceiver:
             self.next = seq + 1  # the common case: the next message, whole, nothing held
             deliver(item)
             return
-        if seq < self.next or seq in self._buffer:
+        buffer = self._buffer
+        if seq < self.next or (buffer is not None and seq in buffer):
             self.duplicates += 1
             return
         if seq >= self.next + WINDOW:
             self.beyond_window += 1
             return
-        self._buffer[seq] = item
-        if self.next in self._buffer:  # the next message, or a part of it, is here
-            self._drain(deliver)
+        if buffer is None:
+            buffer = self._buffer = {}
+        buffer[seq] = item
+        if self.next in buffer:  # the next message, or a part of it, is here
+            self._drain(buffer, deliver)
 
     def receive_typed(self, seq: int, item: bytes | Fragment, packet_type: int,
                       deliver: Callable[[int, bytes], None]) -> None:
@@ -382,11 +386,11 @@ class OrderedReceiver:
             return
         self.receive(seq, item, lambda message: deliver(packet_type, message))
 
-    def _drain(self, deliver: Callable[[bytes], None]) -> None:
+    def _drain(self, buffer: dict[int, bytes | Fragment],
+               deliver: Callable[[bytes], None]) -> None:
         """Deliver every complete message from ``next`` on. A message that cannot be
         delivered (inconsistent fragments, too large) is dropped whole, its seqs
         passed, and the draining goes on; then BadPacket names the first problem."""
-        buffer = self._buffer
         problem = ""
         while self.next in buffer:
             item = buffer[self.next]
@@ -419,16 +423,18 @@ class OrderedReceiver:
                 problem = problem or f"reassembled message of {len(message)} bytes"
                 continue
             deliver(message)
+        if not buffer and self._buffer is buffer:
+            self._buffer = None  # nothing held any more
         if problem:
             raise BadPacket(DropReason.MALFORMED, f"{self.channel.name.lower()}: {problem}")
 
     def ack_frame(self) -> bytes:
         self.ack_pending = False
-        return _ack_frame(self.channel, self.next, self._buffer)
+        return _ack_frame(self.channel, self.next, self._buffer if self._buffer is not None else ())
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) if self._buffer is not None else 0
 
 
 class _Partial:
@@ -532,8 +538,7 @@ class LatestValueReceiver:
         return sum(len(p.parts) for p in self._partials.values())
 
 
-def _ack_frame(channel: Channel, next_seq: int, received: dict[int, bytes | Fragment] | set[int]
-               ) -> bytes:
+def _ack_frame(channel: Channel, next_seq: int, received: Iterable[int]) -> bytes:
     bits = 0
     limit = next_seq + 1 + ACK_BITS
     for seq in received:

@@ -44,10 +44,11 @@ whatever the session configuration given says; everything else comes from it.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -179,10 +180,24 @@ class DaemonRecord:
     candidates_x: int = -1  # where it stood at its last candidate list
     candidates_y: int = -1
     candidates_short: bool = True  # that list had fewer than it wanted
-    introduced: set[bytes] = field(default_factory=set)
+    # the keys of the daemons it was introduced to or with: a list (a few dozen at
+    # most, bounded by max_introduced; far smaller than a set), None before the first
+    introduced: list[bytes] | None = None
     relay_allowance: TokenBucket | None = None  # made at its first relayed packet
     relayed_packets: int = 0  # sent by it through the relay
     relayed_bytes: int = 0
+
+
+def _was_introduced(record: DaemonRecord, key: bytes) -> bool:
+    return record.introduced is not None and key in record.introduced
+
+
+def _note_introduced(record: DaemonRecord, key: bytes) -> None:
+    introduced = record.introduced
+    if introduced is None:
+        record.introduced = [key]
+    elif key not in introduced:
+        introduced.append(key)
 
 
 class DaemonStore(Protocol):
@@ -427,7 +442,7 @@ class Coordinator:
         if target is None or target is source:
             self.relay_drops["unknown_target"] += 1
             return
-        if target.key not in source.introduced and source.key not in target.introduced:
+        if not (_was_introduced(source, target.key) or _was_introduced(target, source.key)):
             self.relay_drops["not_introduced"] += 1
             return
         allowance = source.relay_allowance
@@ -461,10 +476,11 @@ class Coordinator:
         record.walking = presence.walking
         record.want = presence.want
         map_changed = record.map != presence.map
-        record.map = presence.map
+        if map_changed:  # one string per map name, not one per report
+            record.map = sys.intern(presence.map)
         moved = self.presence.update(record.daemon_id, presence.map, presence.x, presence.y)
         if map_changed:
-            record.introduced.clear()
+            record.introduced = None
         threshold = 1 if record.candidates_short else self.settings.requery_cells
         stepped = max(abs(presence.x - record.candidates_x),
                       abs(presence.y - record.candidates_y)) >= threshold
@@ -480,15 +496,17 @@ class Coordinator:
             if other is None:
                 continue
             entries.append(self._entry(other, distance))
-            record.introduced.add(other.key)
-            if record.key not in other.introduced:  # tell it, so that both dial at once
-                if len(other.introduced) >= self.settings.max_introduced:
-                    other.introduced.clear()
-                other.introduced.add(record.key)
+            _note_introduced(record, other.key)
+            if not _was_introduced(other, record.key):  # tell it, so that both dial at once
+                if other.introduced is not None and (
+                        len(other.introduced) >= self.settings.max_introduced):
+                    other.introduced = None
+                _note_introduced(other, record.key)
                 self._send(other, Introduce(self._entry(record, distance)), now)
         record.candidates_short = len(entries) < record.want
-        if len(record.introduced) > self.settings.max_introduced:
-            record.introduced = {entry.key for entry in entries}
+        if record.introduced is not None and (
+                len(record.introduced) > self.settings.max_introduced):
+            record.introduced = [entry.key for entry in entries]
         self._send(record, Candidates(presence.map, tuple(entries)), now)
 
     def _entry(self, record: DaemonRecord, distance: int) -> PeerEntry:

@@ -32,6 +32,8 @@ OVERHEAD = PREFIX_SIZE + TAG_SIZE  # 42 bytes on top of the plaintext
 _COUNTER = struct.Struct(">Q")
 _pack_prefix = PROTECTED_PREFIX.pack
 _unpack_counter = _COUNTER.unpack_from
+_encrypt = AESGCM.encrypt
+_decrypt = AESGCM.decrypt
 
 
 class Keypair:
@@ -62,8 +64,10 @@ class Keypair:
         created: float,
         replay_window: int = 2048,
     ) -> None:
-        self._seal = AESGCM(send_key).encrypt
-        self._open = AESGCM(receive_key).decrypt
+        # the ciphers, not their bound methods (called through _encrypt and _decrypt):
+        # a coordinator holds a keypair per daemon
+        self._seal = AESGCM(send_key)
+        self._open = AESGCM(receive_key)
         self._replay = ReplayWindow(replay_window)
         self.local_index = local_index
         self.remote_index = remote_index
@@ -87,7 +91,7 @@ class Keypair:
             self.remote_index,
             counter,
         )
-        return prefix + self._seal(counter.to_bytes(12, "big"), plaintext, prefix)
+        return prefix + _encrypt(self._seal, counter.to_bytes(12, "big"), plaintext, prefix)
 
     def open_untrusted(self, data: bytes) -> bytes:
         """Authenticate and decrypt a datagram whose header was already checked.
@@ -103,8 +107,8 @@ class Keypair:
         if not replay.highest < counter < COUNTER_LIMIT and not replay.check(counter):
             raise BadPacket(DropReason.REPLAYED, f"counter {counter}")
         try:
-            plaintext = self._open(
-                counter.to_bytes(12, "big"), data[PREFIX_SIZE:], data[:PREFIX_SIZE]
+            plaintext = _decrypt(
+                self._open, counter.to_bytes(12, "big"), data[PREFIX_SIZE:], data[:PREFIX_SIZE]
             )
         except InvalidTag:
             self.auth_failures += 1

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from p2pd.channels.link import ChannelLink, SendQueueFull
 from p2pd.channels.position_codec import PositionState
-from p2pd.channels.quality import PathSignals, QualityController
+from p2pd.channels.quality import LEVELS, PathSignals, QualityController
 from p2pd.crypto.handshake import (
     Framed,
     decode_response_payload_untrusted,
@@ -95,12 +95,13 @@ class Session:
                  "_first_contact", "_flush_at", "_high", "_inbound_marks", "_initiations",
                  "_loss_marks", "_next_ping", "_next_retry", "_output", "_pacer", "_ping_id",
                  "_ping_interval", "_pings", "_position_ack_at", "_presented", "_previous",
-                 "_previous_until", "_reject_after", "_rekey_after", "_retry_interval", "_room",
-                 "_round_started", "_shared", "_unconfirmed", "_wake_at", "accumulated", "ack_rtt",
-                 "address", "anomalous_since", "budget", "budget_blocked", "channel_restarts",
-                 "closed", "cookie", "cookie_received_at", "counters", "credential", "current",
-                 "established", "inbound_loss", "known_to_app", "last_blocked", "last_received",
-                 "link", "outbound_loss", "peer", "priority", "quality", "rtt", "timer_deadline")
+                 "_previous_until", "_quality", "_reject_after", "_rekey_after", "_retry_interval",
+                 "_room", "_round_started", "_shared", "_unconfirmed", "_wake_at", "accumulated",
+                 "ack_rtt", "address", "anomalous_since", "budget", "budget_blocked",
+                 "channel_restarts", "closed", "cookie", "cookie_received_at", "counters",
+                 "credential", "current", "established", "inbound_loss", "known_to_app",
+                 "last_blocked", "last_received", "link", "outbound_loss", "peer", "priority",
+                 "rtt", "timer_deadline")
 
     def __init__(self, endpoint: Endpoint, peer: bytes, address: Address, now: float) -> None:
         self._ep = endpoint
@@ -129,9 +130,10 @@ class Session:
         self.current: Keypair | None = None
         self._previous: Keypair | None = None
         self._previous_until = 0.0
-        self._unconfirmed: list[Keypair] = []
+        # tuples, () when empty (shared): rarely more than one, changed only at handshakes
+        self._unconfirmed: tuple[Keypair, ...] = ()
         # handshake round (initiator side)
-        self._initiations: list[_Initiation] = []
+        self._initiations: tuple[_Initiation, ...] = ()
         self._round_started: float | None = None
         self._retry_interval = self._config.handshake_retry_initial
         self._next_retry: float | None = None
@@ -140,7 +142,7 @@ class Session:
         self.last_received = now
         self._next_ping: float | None = None
         self._ping_id = 0
-        self._pings: dict[int, float] = {}
+        self._pings: dict[int, float] | None = None  # made with a PING, dropped when empty
         # incoming allowance (spec 5.1): authentic packets and bytes per second
         self._allowance = Allowance(self._config.incoming_packet_rate,
                                     self._config.incoming_byte_rate, now)
@@ -178,7 +180,7 @@ class Session:
                                  max(config.send_packet_rate * 0.05, 2.0), now)
         self.budget_blocked = 0  # times data had to wait for a budget
         self.last_blocked: float | None = None
-        self.quality = QualityController()
+        self._quality: QualityController | None = None  # made when first asked
         self._loss_marks = (0, 0)  # (parts sent, retransmissions) at the last quality update
         self.outbound_loss = 0.0  # smoothed share of reliable parts retransmitted
         self._inbound_marks: tuple[Keypair | None, int, int] = (None, 0, 0)
@@ -193,11 +195,8 @@ class Session:
             max_message=config.max_message_size,
             max_queued_bytes=config.max_queued_bytes,
             effect_max_wait=config.effect_max_wait,
-            rto=self.rto,
             rto_max=config.rto_max,
-            deliver=self._deliver,
-            deliver_position=self._deliver_position,
-            rtt_sample=self.ack_rtt.add_sample,
+            owner=self,
         )
 
     @property
@@ -208,8 +207,7 @@ class Session:
 
     def resume(self, link: ChannelLink) -> None:
         """Carry on the channels of an earlier session with the same peer."""
-        link.rebind(rto=self.rto, deliver=self._deliver, deliver_position=self._deliver_position,
-                    rtt_sample=self.ack_rtt.add_sample)
+        link.rebind(self)
         self.link = link
 
     def _restart_channels(self, now: float) -> None:
@@ -260,9 +258,11 @@ class Session:
                                    fresh=self.fresh)
         )
         request = frame_request(local_index, noise, mac1_key(self.peer), self._valid_cookie(now))
-        self._initiations.append(_Initiation(local_index, handshake, request))
-        if len(self._initiations) > MAX_INITIATIONS:
-            ep.release_index(self._initiations.pop(0).local_index)
+        initiations = (*self._initiations, _Initiation(local_index, handshake, request))
+        if len(initiations) > MAX_INITIATIONS:
+            ep.release_index(initiations[0].local_index)
+            initiations = initiations[1:]
+        self._initiations = initiations
         ep.transmit(request, self.address)
         self._next_retry = now + self._retry_interval
         self._retry_interval = min(self._retry_interval * 2, self._config.handshake_retry_max)
@@ -286,7 +286,7 @@ class Session:
     def _abandon_initiations(self) -> None:
         for init in self._initiations:
             self._ep.release_index(init.local_index)
-        self._initiations.clear()
+        self._initiations = ()
         self._next_retry = None
         self._round_started = None
 
@@ -300,7 +300,7 @@ class Session:
             raise BadPacket(DropReason.PEER_REFUSED, "responder certificate refused")
         if peer_fresh and not self.fresh:
             self._restart_channels(now)
-        self._initiations.remove(init)
+        self._initiations = tuple(i for i in self._initiations if i is not init)
         self._abandon_initiations()
         keypair = Keypair(
             send_key=keys.initiator_to_responder,
@@ -342,9 +342,11 @@ class Session:
             created=now,
             replay_window=self._config.replay_window,
         )
-        self._unconfirmed.append(keypair)
-        if len(self._unconfirmed) > MAX_UNCONFIRMED:
-            ep.release_index(self._unconfirmed.pop(0).local_index)
+        unconfirmed = (*self._unconfirmed, keypair)
+        if len(unconfirmed) > MAX_UNCONFIRMED:
+            ep.release_index(unconfirmed[0].local_index)
+            unconfirmed = unconfirmed[1:]
+        self._unconfirmed = unconfirmed
         self._presented = certificate
         ep.transmit(frame_response(remote_index, message, mac1_key(self.peer)), address)
 
@@ -439,11 +441,16 @@ class Session:
             if self._position_ack_at is None and link.position_ack_pending:
                 self._position_ack_at = now + self._config.position_ack_delay
 
-    def _deliver(self, packet_type: int, payload: bytes) -> None:
+    # -- what the link reports (LinkOwner) -------------------------------------
+
+    def deliver(self, packet_type: int, payload: bytes) -> None:
         self._emit(MessageReceived(self.peer, _TYPE_BY_ID[packet_type], payload))
 
-    def _deliver_position(self, state: PositionState) -> None:
+    def deliver_position(self, state: PositionState) -> None:
         self._emit(PositionReceived(self.peer, state))
+
+    def rtt_sample(self, sample: float) -> None:
+        self.ack_rtt.add_sample(sample)
 
     def _confirm(self, keypair: Keypair, now: float) -> None:
         if keypair not in self._unconfirmed:
@@ -451,7 +458,7 @@ class Session:
         for other in self._unconfirmed:
             if other is not keypair:
                 self._ep.release_index(other.local_index)
-        self._unconfirmed.clear()
+        self._unconfirmed = ()
         self._install(keypair, now)
         self.pump(now)
 
@@ -470,11 +477,12 @@ class Session:
             if len(body) != _PING.size:
                 raise BadPacket(DropReason.MALFORMED, "pong body")
             pings = self._pings
-            sent = pings.pop(_PING.unpack(body)[0], None)
-            if sent is not None:
-                self.rtt.add_sample(now - sent)
-            if not pings:
-                pings.clear()  # gives back the table: most of the time none is outstanding
+            if pings is not None:
+                sent = pings.pop(_PING.unpack(body)[0], None)
+                if sent is not None:
+                    self.rtt.add_sample(now - sent)
+                if not pings:
+                    self._pings = None  # most of the time none is outstanding
         elif frame_type == PacketType.DISCONNECT:
             self.close(CloseReason.PEER_DISCONNECT, now, notify_peer=False)
         else:
@@ -642,7 +650,10 @@ class Session:
                 self.inbound_loss = 0.5 * self.inbound_loss + 0.5 * max(share, 0.0)
                 self._inbound_marks = (current, expected, current.opened)
         rtt = self.rtt
-        return self.quality.update(PathSignals(
+        quality = self._quality
+        if quality is None:
+            quality = self._quality = QualityController()
+        return quality.update(PathSignals(
             loss=max(self.inbound_loss, self.outbound_loss),
             srtt=rtt.smoothed,
             min_rtt=rtt.min,
@@ -674,21 +685,25 @@ class Session:
         keypair = self.current
         if keypair is None or not self._keys_usable():
             return
-        self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
-        self._pings[self._ping_id] = now
-        if len(self._pings) > MAX_PINGS:
-            del self._pings[next(iter(self._pings))]
+        self._remember_ping(now)
         body = FRAME_HEADER.pack(_PING_ID, _PING.size) + _PING.pack(self._ping_id)
         datagram = keypair.seal(_SEALED_FLAGS, _SEALED, body)
         self.counters.packets_sent += 1
         self.counters.bytes_sent += len(datagram)
         self._output((datagram, address))
 
-    def _send_ping(self, now: float) -> None:
+    def _remember_ping(self, now: float) -> None:
+        """A new PING id, sent at ``now``: the last MAX_PINGS are answerable."""
         self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
-        self._pings[self._ping_id] = now
-        if len(self._pings) > MAX_PINGS:
-            del self._pings[next(iter(self._pings))]
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = {}
+        pings[self._ping_id] = now
+        if len(pings) > MAX_PINGS:
+            del pings[next(iter(pings))]
+
+    def _send_ping(self, now: float) -> None:
+        self._remember_ping(now)
         self.send_control(PacketType.PING, _PING.pack(self._ping_id), now)
 
     def _rekey_after_time(self, keypair: Keypair) -> float:
@@ -782,8 +797,9 @@ class Session:
             return
         if self._unconfirmed:
             expired = [k for k in self._unconfirmed if now >= k.created + config.handshake_timeout]
+            if expired:
+                self._unconfirmed = tuple(k for k in self._unconfirmed if k not in expired)
             for keypair in expired:
-                self._unconfirmed.remove(keypair)
                 self._ep.release_index(keypair.local_index)
         if self._previous is not None and now >= self._previous_until:
             self._ep.release_index(self._previous.local_index)
@@ -853,5 +869,5 @@ class Session:
             anomalous=self.anomalous_since is not None,
             channels=self.link.counters(),
             budget_waits=self.budget_blocked,
-            quality=self.quality.factor,
+            quality=self._quality.factor if self._quality is not None else LEVELS[0],
         )

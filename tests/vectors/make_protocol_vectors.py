@@ -197,11 +197,24 @@ def padded_frame_list(packet_type: int, body: bytes) -> bytes:
 
 
 class _Received:
-    """What a receiving ChannelLink delivered: (type, payload) and positions."""
+    """What a receiving ChannelLink delivered: (type, payload) and positions (its
+    LinkOwner, as a Session is)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[int, bytes]] = []
         self.positions: list[PositionState] = []
+
+    def deliver(self, packet_type: int, payload: bytes) -> None:
+        self.messages.append((packet_type, payload))
+
+    def deliver_position(self, state: PositionState) -> None:
+        self.positions.append(state)
+
+    def rto(self) -> float:
+        return SessionConfig().rto_initial
+
+    def rtt_sample(self, sample: float) -> None:
+        pass
 
 
 def _link(received: _Received | None = None) -> ChannelLink:
@@ -213,11 +226,8 @@ def _link(received: _Received | None = None) -> ChannelLink:
         max_message=config.max_message_size,
         max_queued_bytes=config.max_queued_bytes,
         effect_max_wait=config.effect_max_wait,
-        rto=lambda: config.rto_initial,
         rto_max=config.rto_max,
-        deliver=lambda packet_type, payload: sink.messages.append((packet_type, payload)),
-        deliver_position=sink.positions.append,
-        rtt_sample=lambda _sample: None,
+        owner=sink,
     )
 
 
