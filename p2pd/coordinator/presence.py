@@ -89,6 +89,7 @@ class PresenceIndex:
         if not 1 <= view_range <= _VIEW_MAX:
             raise ValueError(f"view_range must be within 1..{_VIEW_MAX}, got {view_range}")
         self._view_range = view_range
+        self._rings: list[list[int]] = [[] for _ in range(view_range + 1)]  # for nearest()
         self._entries: dict[int, _Entry] = {}
         self._maps: dict[str, _Map] = {}
 
@@ -177,33 +178,39 @@ class PresenceIndex:
         bx = x // view
         by = y // view
         # candidates sorted by distance as they come: one list of daemons per distance
-        rings: list[list[int]] = [[] for _ in range(view + 1)]
-        get = entry.map.buckets.get
-        rows = range(by - 1 if by else 0, min(by + 1, _CELL_MAX // view) + 1)
-        for column in range(bx - 1 if bx else 0, bx + 2):
-            base = column << _AXIS
-            for row in rows:
-                bucket = get(base + row)
-                if bucket is None:
-                    continue
-                for other in bucket:
-                    dx = other.x - x
-                    if dx < 0:
-                        dx = -dx
-                    dy = other.y - y
-                    if dy < 0:
-                        dy = -dy
-                    distance = dx if dx > dy else dy
-                    if distance <= view:
-                        rings[distance].append(other.daemon)
-        rings[0].remove(entry.daemon)  # itself, at distance 0 in its own bucket
-        found: list[tuple[int, int]] = []
-        for distance, ring in enumerate(rings):
-            if ring:
-                ring.sort()  # ties by daemon id
-                found += [(other, distance) for other in ring[:count - len(found)]]
-                if len(found) == count:
-                    break
+        # (the index's own, emptied again before returning: no lists made per query)
+        rings = self._rings
+        try:
+            get = entry.map.buckets.get
+            rows = range(by - 1 if by else 0, min(by + 1, _CELL_MAX // view) + 1)
+            for column in range(bx - 1 if bx else 0, bx + 2):
+                base = column << _AXIS
+                for row in rows:
+                    bucket = get(base + row)
+                    if bucket is None:
+                        continue
+                    for other in bucket:
+                        dx = other.x - x
+                        if dx < 0:
+                            dx = -dx
+                        dy = other.y - y
+                        if dy < 0:
+                            dy = -dy
+                        distance = dx if dx > dy else dy
+                        if distance <= view:
+                            rings[distance].append(other.daemon)
+            rings[0].remove(entry.daemon)  # itself, at distance 0 in its own bucket
+            found: list[tuple[int, int]] = []
+            for distance, ring in enumerate(rings):
+                if ring:
+                    if len(found) < count:
+                        ring.sort()  # ties by daemon id
+                        found += [(other, distance) for other in ring[:count - len(found)]]
+                    ring.clear()
+        except BaseException:  # never leave a daemon behind for the next query
+            for ring in rings:
+                ring.clear()
+            raise
         return found
 
     def within(self, map_name: str, x: int, y: int, radius: int) -> list[int]:
