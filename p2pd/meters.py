@@ -103,7 +103,7 @@ class RateMeter:
             self._current = 0
 
 
-class ByteBudget:
+class ByteBudget(TokenBucket):
     """A sending allowance in bytes per second, for a hard cap over every window.
 
     Tokens refill at ``rate`` up to ``burst``. A sender may start a datagram
@@ -111,18 +111,10 @@ class ByteBudget:
     datagram into debt; control traffic pays too, even from a negative
     balance. Over any window of T seconds the bytes sent stay below
     ``burst + rate * T`` plus one datagram plus the control traffic: see
-    :func:`budget_for_limit`.
+    :func:`budget_for_limit`. (A token bucket whose balance may go negative.)
     """
 
-    __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        if rate <= 0 or burst <= 0:
-            raise ValueError(f"rate ({rate}) and burst ({burst}) must be positive")
-        self._rate = rate
-        self._burst = burst
-        self._tokens = burst
-        self._stamp = now
+    __slots__ = ()
 
     @property
     def rate(self) -> float:

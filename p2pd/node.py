@@ -223,19 +223,15 @@ class Node:
         self.endpoint.flush(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out = self.endpoint.datagrams_to_send(now)
         mesh = self.mesh
-        for i, (data, address) in enumerate(out):
-            if is_relay_address(address):  # wrapped for the coordinator to pass on
-                if mesh is None:
-                    continue  # no relay without a coordinator: filtered out below
-                wrapped = encode_relay(address[1], data)
-                out[i] = (wrapped, mesh.coordinator_address)
-                self.bytes_out.add(len(wrapped), now)
-            else:
-                self.bytes_out.add(len(data), now)
-        if mesh is None:
-            out = [item for item in out if not is_relay_address(item[1])]
+        out = []
+        for data, address in self.endpoint.datagrams_to_send(now):
+            if not is_relay_address(address):
+                out.append((data, address))
+            elif mesh is not None:  # wrapped for the coordinator to pass on (none: dropped)
+                out.append((encode_relay(address[1], data), mesh.coordinator_address))
+        for data, _ in out:
+            self.bytes_out.add(len(data), now)
         return out
 
     def take_notifications(self) -> list[dict[str, Any]]:

@@ -66,6 +66,16 @@ async def wait_for(what: str, predicate: Any, timeout: float) -> float:
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
+async def stop_all(clients: list[DaemonClient], daemons: list[DaemonProcess],
+                   coordinator: subprocess.Popen[bytes]) -> None:
+    for client in clients:
+        await client.aclose()
+    for daemon in daemons:
+        daemon.stop()
+    coordinator.send_signal(signal.SIGTERM)
+    coordinator.wait(10)
+
+
 def port_of(daemon: DaemonProcess) -> int:
     return int(daemon.udp_address.rsplit(":", 1)[1])
 
@@ -153,12 +163,7 @@ async def test_a_blocked_direct_path_falls_back_to_the_relay_and_returns(tmp_pat
                                capture_output=True, text=True, check=True)
         assert "relay_fallback" in shown.stdout and "2 registered" in shown.stdout
     finally:
-        for client in clients:
-            await client.aclose()
-        for daemon in daemons:
-            daemon.stop()
-        process.send_signal(signal.SIGTERM)
-        process.wait(10)
+        await stop_all(clients, daemons, process)
 
 
 async def test_a_killed_daemon_is_replaced_by_a_backup_and_gets_its_outage_chat_once(
@@ -216,9 +221,4 @@ async def test_a_killed_daemon_is_replaced_by_a_backup_and_gets_its_outage_chat_
             extra = await next_event_named(b, "chat", timeout=2.0)
             raise AssertionError(f"delivered again: {extra}")
     finally:
-        for client in clients:
-            await client.aclose()
-        for daemon in daemons:
-            daemon.stop()
-        process.send_signal(signal.SIGTERM)
-        process.wait(10)
+        await stop_all(clients, daemons, process)

@@ -107,7 +107,6 @@ class P2PManager:
         self._positions: dict[bytes, tuple[PositionState, float]] = {}  # the peer's, and when
         self._candidate_at: dict[bytes, float] = {}  # when the coordinator last placed it
         self._walking = False  # this player, as last reported
-        self._walkers: set[bytes] = set()  # peers whose last position said they walk
         self.links: dict[bytes, Link] = {}  # established, by role
         self._dialing: dict[bytes, tuple[float, Role, bool]] = {}  # since, role, relayed
         self._direct_failed: dict[bytes, float] = {}  # peer -> when a direct dial failed
@@ -161,10 +160,6 @@ class P2PManager:
 
     def on_peer_position(self, peer: bytes, state: PositionState, now: float) -> None:
         self._positions[peer] = (state, now)
-        if state.moving:
-            self._walkers.add(peer)
-        else:
-            self._walkers.discard(peer)
 
     def _seen(self, peer: bytes, now: float) -> tuple[str, int, int, float] | None:
         """Where the peer is by its own word: (map, x, y, when heard), walked on by
@@ -378,7 +373,7 @@ class P2PManager:
         seen = self._positions.get(peer)
         given = self._candidate_at.get(peer, 0.0)
         if seen is not None and seen[1] >= given:  # predicted for PREDICT_FOR already
-            heard, walking = seen[1] + PREDICT_FOR, peer in self._walkers
+            heard, walking = seen[1] + PREDICT_FOR, seen[0].moving
         else:
             entry = self.candidates.get(peer)
             heard, walking = given, entry is not None and entry.walking
@@ -418,7 +413,6 @@ class P2PManager:
             # what peers said of themselves, kept while they are linked or offered
             self._positions = {p: v for p, v in self._positions.items()
                                if p in self.candidates or p in self.links}
-            self._walkers &= set(self._positions)
         lifetime = self.settings.mesh.min_lifetime
         self._resting = {p: r for p, r in self._resting.items()  # a link that lasted: forgiven
                          if (now < r[0] or p in self.candidates)
@@ -432,7 +426,6 @@ class P2PManager:
         endpoint = self.endpoint
         for peer in result.drop:
             self._dialing.pop(peer, None)
-            self._walkers.discard(peer)
             if self.links.pop(peer, None) is not None or peer in links:
                 endpoint.close(peer, now)
                 self.drops += 1
