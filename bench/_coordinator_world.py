@@ -39,12 +39,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2pd.coordinator.core import Coordinator
 from p2pd.coordinator.credentials import mint_token
-from p2pd.coordinator.messages import Presence, encode_control
+from p2pd.coordinator.messages import Presence, encode_presence
 from p2pd.crypto.identity import Identity
 from p2pd.session.config import SessionConfig
 from p2pd.session.endpoint import Endpoint
 from p2pd.session.events import Address, MessageReceived
-from p2pd.wire.types import PacketType
 
 WALL = 1_800_000_000.0  # the virtual wall clock (tokens, certificates) at now = 0
 COORDINATOR_ADDRESS: Address = ("10.0.0.1", 7300)
@@ -54,7 +53,6 @@ TIMER_STEP = 0.005  # seconds between the coordinator's calls while only timers 
 # processes on the machine neither add to nor take from (as wall time would).
 clock = time.process_time
 TOKEN_LIFETIME = 3600.0
-_COORDINATOR = PacketType.COORDINATOR
 _FIRST_HOST = struct.unpack(">I", socket.inet_aton("10.1.0.0"))[0]
 
 Datagrams = list[tuple[bytes, Address]]
@@ -74,6 +72,7 @@ class Daemon:
     packed: bytes  # its IPv4 address, packed
     port: int
     timer: float | None = None  # its endpoint's deadline, as the world's timer heap holds it
+    presence_seq: int = 0  # its last presence report's number
 
 
 class VirtualClock:
@@ -258,7 +257,9 @@ class CoordinatorWorld:
 
     def presence(self, daemon: Daemon, map_name: str, x: int, y: int, now: float) -> Datagrams:
         endpoint = daemon.endpoint
-        endpoint.send(self.key, _COORDINATOR, encode_control(Presence(map_name, x, y)), now)
+        daemon.presence_seq = (daemon.presence_seq + 1) & 0xFFFF
+        endpoint.send_presence(self.key, encode_presence(Presence(map_name, x, y),
+                                                         daemon.presence_seq), now)
         endpoint.flush(now)
         return self.outgoing(daemon, now)
 

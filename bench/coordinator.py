@@ -90,6 +90,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -413,7 +414,10 @@ def measure_whole_path(world: World, stream: list[tuple[int, str, int, int]]) ->
             progress(f"profiled round: {count:,} reports,"
                      f" {cw.receive_s + cw.send_s:.1f} s under cProfile")
             continue
+        sent_before = Counter(coordinator.sent)
         count = cw.run(batch, BURST)
+        sent = Counter(coordinator.sent)
+        sent.subtract(sent_before)
         busy = cw.receive_s + cw.send_s
         rounds.append((count / busy, count / cw.receive_s, count, cw.bursts,
                        (cw.datagrams_in / count, cw.datagrams_out / count,
@@ -422,7 +426,9 @@ def measure_whole_path(world: World, stream: list[tuple[int, str, int, int]]) ->
                  f" ones, {count / REPORT_RATE:.1f} virtual s) in {cw.bursts} bursts:"
                  f" {busy:.2f} s"
                  f" ({count / busy:,.0f}/s; receive_datagram {cw.receive_s:.2f} s,"
-                 f" datagrams_to_send {cw.send_s:.2f} s)")
+                 f" datagrams_to_send {cw.send_s:.2f} s); per report"
+                 f" {sent['candidates'] / count:.3f} candidate lists,"
+                 f" {sent['introduce'] / count:.3f} introductions")
     cw.advance(cw.now + 2 * ACK_DELAY)  # the last acks
     now = cw.now
     endpoint = coordinator.endpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -21,12 +22,15 @@ from p2pd.coordinator.credentials import (
 from p2pd.coordinator.messages import (
     Candidates,
     ControlMessage,
+    Dial,
     Introduce,
+    PeerEntry,
     Presence,
     Registered,
     Report,
     decode_control_untrusted,
     encode_control,
+    encode_presence,
 )
 from p2pd.crypto.identity import Identity
 from p2pd.session.endpoint import Endpoint
@@ -119,7 +123,14 @@ def control(node: EndpointNode) -> list[ControlMessage]:
             if e.type == PacketType.COORDINATOR]
 
 
-def say(w: World, node: EndpointNode, message: ControlMessage) -> None:
+_PRESENCE_SEQ = itertools.count(1)  # increasing for every daemon: newer reports
+
+
+def say(w: World, node: EndpointNode, message: ControlMessage | Presence) -> None:
+    if isinstance(message, Presence):
+        node.endpoint.send_presence(w.coordinator.public_key,
+                                    encode_presence(message, next(_PRESENCE_SEQ)), w.sim.now)
+        return
     node.endpoint.send(w.coordinator.public_key, PacketType.COORDINATOR,
                        encode_control(message), w.sim.now)
 
@@ -216,8 +227,10 @@ def test_a_token_replayed_from_another_address_is_refused() -> None:
     assert record is not None and record.address == first.address  # undisturbed
 
 
-def test_candidates_are_the_nearest_within_view_range_and_both_sides_are_introduced() -> None:
+def test_candidates_are_the_nearest_within_view_range_and_a_dial_introduces_the_dialler(
+        ) -> None:
     w, _ = world(4)
+    coord = w.coordinator
     spots = {1: ("prontera", 100, 100), 2: ("prontera", 105, 103), 3: ("prontera", 110, 90),
              4: ("prontera", 140, 100), 5: ("geffen", 100, 100)}
     daemons = {pid: w.daemon(pid) for pid in spots}
@@ -228,16 +241,49 @@ def test_candidates_are_the_nearest_within_view_range_and_both_sides_are_introdu
     say(w, daemons[1], Presence(*spots[1], want=13, relay_only=False))
     w.sim.run_until(w.sim.now + 0.5)
     (offer,) = [m for m in control(daemons[1]) if isinstance(m, Candidates)]
-    assert [(e.player_id, e.distance) for e in offer.peers] == [(2, 5), (3, 10)]
-    assert all(e.address is not None for e in offer.peers)
-    # 2 and 3 were told about 1; 4 (26 cells away) and 5 (another map) learned nothing of it
-    for pid in (2, 3):
-        intros = [m.peer.player_id for m in control(daemons[pid]) if isinstance(m, Introduce)]
-        assert 1 in intros
-    for pid in (4, 5):
-        seen = [m for m in control(daemons[pid]) if isinstance(m, Introduce | Candidates)]
-        assert all(1 not in [p.player_id for p in (m.peers if isinstance(m, Candidates)
-                                                   else (m.peer,))] for m in seen)
+    # nearest first (5 and 10 cells), each at its cell; no certificate in a list
+    assert [(e.player_id, e.x, e.y) for e in offer.peers] == [(2, 105, 103), (3, 110, 90)]
+    assert all(e.address is not None and e.certificate is None for e in offer.peers)
+
+    def introductions_of_1(pid: int) -> list[PeerEntry]:
+        return [m.peer for m in control(daemons[pid])
+                if isinstance(m, Introduce) and m.peer.player_id == 1]
+
+    assert not any(introductions_of_1(pid) for pid in spots)  # a list introduces nobody
+    # 1 dials 2: 2 is told, with 1's cell and certificate, so that it dials back
+    ids = {pid: coord.store.by_player(pid).daemon_id for pid in spots}  # type: ignore[union-attr]
+    say(w, daemons[1], Dial(ids[2]))
+    # dials of daemons never offered to 1 (26 cells away, another map) introduce nobody
+    say(w, daemons[1], Dial(ids[4]))
+    say(w, daemons[1], Dial(ids[5]))
+    w.sim.run_until(w.sim.now + 0.5)
+    (intro,) = introductions_of_1(2)
+    assert (intro.x, intro.y, intro.key) == (100, 100, daemons[1].endpoint.identity.public_key)
+    assert intro.certificate is not None
+    assert verify_certificate_untrusted(
+        intro.certificate, [w.coordinator._signing_key.public_key()], intro.key,
+        w.wall()).player_id == 1
+    assert not any(introductions_of_1(pid) for pid in (3, 4, 5))
+    assert coord.refused_dials == {"not_offered": 2}
+
+
+def test_dials_are_rate_limited_per_daemon() -> None:
+    w, _ = world(41)
+    coord = w.coordinator
+    a, b = w.daemon(1), w.daemon(2)
+    w.sim.run_until(1.0)
+    say(w, b, Presence("payon", 50, 52))
+    w.sim.run_until(1.2)
+    say(w, a, Presence("payon", 50, 50))
+    w.sim.run_until(1.5)
+    target = coord.store.by_player(2).daemon_id  # type: ignore[union-attr]
+    burst = int(coord.settings.dial_burst)
+    for _ in range(burst + 10):
+        say(w, a, Dial(target))
+    w.sim.run_until(1.6)
+    introductions = [m for m in control(b) if isinstance(m, Introduce)]
+    assert len(introductions) == burst
+    assert coord.refused_dials["rate_limited"] == 10
 
 
 def test_a_relay_only_daemon_never_has_its_address_handed_out() -> None:
@@ -250,8 +296,20 @@ def test_a_relay_only_daemon_never_has_its_address_handed_out() -> None:
     w.sim.run_until(1.5)
     (offer,) = [m for m in control(seeker) if isinstance(m, Candidates)]
     assert [(e.player_id, e.address) for e in offer.peers] == [(1, None)]
-    intro = [m for m in control(hidden) if isinstance(m, Introduce)]
-    assert intro and intro[0].peer.address == "10.9.1.2:7000"  # the seeker is not hiding
+    (listed,) = [m for m in control(hidden) if isinstance(m, Candidates)]
+    assert [(e.player_id, e.address) for e in listed.peers] == []  # it came first
+    say(w, seeker, Dial(offer.peers[0].daemon_id))
+    w.sim.run_until(2.0)
+    (intro,) = [m for m in control(hidden) if isinstance(m, Introduce)]
+    assert intro.peer.address == "10.9.1.2:7000"  # the seeker is not hiding
+    # a list made after the seeker arrived, and the hidden one's own dial: no address
+    say(w, hidden, Presence("payon", 50, 51, 13, True))
+    w.sim.run_until(2.5)
+    listed = [m for m in control(hidden) if isinstance(m, Candidates)][-1]
+    say(w, hidden, Dial(listed.peers[0].daemon_id))
+    w.sim.run_until(3.0)
+    (back,) = [m for m in control(seeker) if isinstance(m, Introduce)]
+    assert (back.peer.player_id, back.peer.address) == (1, None)
 
 
 def test_reports_reach_the_operator() -> None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2pd.config import CoordinatorSettings, DaemonConfig, P2PSettings
 from p2pd.coordinator.credentials import issue_certificate, mint_token
-from p2pd.coordinator.messages import Presence
+from p2pd.coordinator.messages import Presence, encode_presence
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.messages import Chat, Position
 from p2pd.node import Node
@@ -537,3 +537,85 @@ def test_a_player_with_room_for_peers_is_offered_anew_at_every_step() -> None:
     assert anchor.path_to(pacer) is None
     walk(w, pacer, range(129, 127, -1))  # two steps: 14 cells, then it stands
     assert w.sim.run_while(lambda: anchor.path_to(pacer) is None, w.sim.now + 5.0)
+
+
+# -- presence, lists and dials ---------------------------------------------------
+
+
+def test_a_presence_on_a_new_map_that_is_lost_is_sent_again_until_its_list_arrives() -> None:
+    """Presence is unreliable; a map change must not stay unknown for a discovery
+    interval (30 s) because one datagram was lost."""
+    w, _ = world(40)
+    a = mesh_daemon(w, 1, 100)
+    w.sim.run_until(3.0)
+    record = w.coordinator.store.by_key(a.core.public_key)
+    assert record is not None and record.map == "prontera"
+    lost_from = w.sim.now
+    w.net.set_link(a.address, COORD_ADDR, LinkProfile(
+        delay=0.005, blackholes=((lost_from, lost_from + 0.5),)))
+    a.core.send_event(Position(id=1, map="geffen", x=50, y=50, dir=0, tick=0), (), w.sim.now)
+    w.sim.run_until(lost_from + 0.5)
+    assert record.map == "prontera"  # the report was lost
+    assert w.sim.run_while(lambda: record.map != "geffen", lost_from + 2.5)
+    # and once the coordinator answered, the daemon stops repeating itself
+    taken = w.coordinator.messages["presence"]
+    w.sim.run_until(w.sim.now + 10.0)
+    assert w.coordinator.messages["presence"] == taken
+
+
+def test_the_coordinator_takes_no_presence_older_than_the_newest() -> None:
+    w, _ = world(41)
+    a = mesh_daemon(w, 1, 100)
+    w.sim.run_until(3.0)
+    record = w.coordinator.store.by_key(a.core.public_key)
+    assert record is not None
+    newest = record.presence_seq
+    endpoint = a.core.endpoint
+    key = w.coordinator.public_key
+    endpoint.send_presence(key, encode_presence(Presence("prontera", 120, 100), newest + 2),
+                           w.sim.now)
+    w.sim.run_until(w.sim.now + 0.1)
+    endpoint.send_presence(key, encode_presence(Presence("prontera", 110, 100), newest + 1),
+                           w.sim.now)  # overtaken on the way
+    w.sim.run_until(w.sim.now + 0.1)
+    assert w.coordinator.presence.position(record.daemon_id) == ("prontera", 120, 100)
+    assert w.coordinator.messages["presence_stale"] == 1
+
+
+def test_a_walker_alone_gets_one_list_until_someone_comes_into_view() -> None:
+    w, _ = world(42)
+    walker = mesh_daemon(w, 1, 100)
+    w.sim.run_until(3.0)
+    sent = w.coordinator.sent["candidates"]
+    walk(w, walker, range(101, 109))  # eight steps; nobody anywhere near
+    assert w.coordinator.sent["candidates"] == sent  # the same empty list: not sent again
+    other = mesh_daemon(w, 2, 120)  # 12 cells ahead: in view at once
+    w.sim.run_until(w.sim.now + 0.5)
+    walk(w, walker, range(109, 110))
+    manager = walker.core.mesh
+    assert manager is not None
+    assert w.sim.run_while(lambda: other.core.public_key not in manager.candidates,
+                            w.sim.now + 2.0)
+
+
+def test_only_the_dialler_asks_for_an_introduction() -> None:
+    w, _ = world(43)
+    a = mesh_daemon(w, 1, 100)
+    w.sim.run_until(2.0)
+    b = mesh_daemon(w, 2, 104)  # b's list names a; a's (alone) named nobody
+    assert w.sim.run_while(lambda: a.path_to(b) is None or b.path_to(a) is None,
+                            w.sim.now + 10.0)
+    assert w.coordinator.messages["dial"] == 1  # b's; a answered the introduction
+    assert w.coordinator.sent["introduce"] == 1
+
+
+def test_a_presence_frame_from_a_peer_is_dropped_as_invalid() -> None:
+    w, _ = world(44)
+    a, b = mesh_daemon(w, 1, 100), mesh_daemon(w, 2, 104)
+    assert w.sim.run_while(lambda: a.path_to(b) is None, w.sim.now + 10.0)
+    invalid = a.core.events_invalid
+    b.core.endpoint.send_presence(a.core.public_key,
+                                  encode_presence(Presence("prontera", 1, 1), 1), w.sim.now)
+    w.sim.run_until(w.sim.now + 0.5)
+    assert a.core.events_invalid == invalid + 1
+    assert a.path_to(b) is not None  # counted, not fatal

@@ -24,12 +24,15 @@ packets (``p2pd.wire.relay``): end-to-end protected, forwarded the same size,
 only from a registered daemon's address to a daemon it was introduced to, and
 at most ``relay_rate`` bytes per second per daemon.
 
-Presence: a daemon reports its map and cell (``presence``). When it enters
-another bucket of the index (about a view range), changes map, or every
-``refresh`` seconds, it gets the nearest daemons within view range
-(``candidates``), and each of them is told about it (``introduce``), so that
-both dial at once. Nothing beyond view range is ever handed out (spec §5.2),
-nor the address of a daemon that asked to stay relay-only.
+Presence: a daemon reports its map and cell (a PRESENCE frame, unreliable:
+the next report supersedes a lost one). When it changes map, enters another
+bucket of the index (about a view range) or moves a few cells, the index is
+asked for the nearest daemons within view range; the daemon gets them
+(``candidates``) when they differ from its last list, on a map change, and
+at least every ``refresh`` seconds while it reports. A daemon that dials one
+of them says so (``dial``), and the coordinator tells that one about it
+(``introduce``), so that both dial at once. Nothing beyond view
+range is ever handed out (spec §5.2), nor the address of a daemon that asked to stay relay-only.
 
 State lives in a :class:`DaemonStore` (in memory here), so that a shared store
 can back several coordinator instances later.
@@ -65,12 +68,14 @@ from p2pd.coordinator.messages import (
     Candidates,
     ControlMessage,
     ControlMessageError,
+    Dial,
     Introduce,
     PeerEntry,
     Presence,
     Registered,
     Report,
     decode_control_untrusted,
+    decode_presence_untrusted,
     encode_control,
 )
 from p2pd.coordinator.presence import PresenceIndex
@@ -93,6 +98,9 @@ from p2pd.wire.relay import decode_relay_untrusted, is_relay, swap_daemon_id
 from p2pd.wire.types import PacketType
 
 _COORDINATOR = PacketType.COORDINATOR
+_PRESENCE = PacketType.PRESENCE
+_KIND = {Registered: "registered", Candidates: "candidates", Introduce: "introduce",
+         Report: "report", Dial: "dial"}
 _MAX_ADMITTED = 4096  # tokens admitted in handshakes whose sessions are not up yet
 
 
@@ -111,6 +119,8 @@ class CoordinatorSettings:
     max_introduced: int = 256  # introductions remembered per daemon (then forgotten)
     relay_rate: float = 64 * 1024.0  # bytes per second relayed for one daemon
     relay_burst: float = 16 * 1024.0
+    dial_rate: float = 2.0  # introductions a daemon may ask for per second (dial)
+    dial_burst: float = 16.0
     # counters remembered per daemon session against replays (docs/protocol.md 5.3):
     # a daemon sends a few packets a second, so 128 cover seconds of reordering
     replay_window: int = 128
@@ -120,7 +130,7 @@ class CoordinatorSettings:
             raise ValueError(f"view_range must be within 1..255, got {self.view_range}")
         for name in ("certificate_lifetime", "refresh", "max_daemons", "token_replay_capacity",
                      "report_history", "max_introduced", "relay_rate", "relay_burst",
-                     "requery_cells"):
+                     "requery_cells", "dial_rate", "dial_burst"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.replay_window < MIN_WINDOW:
@@ -180,10 +190,15 @@ class DaemonRecord:
     candidates_x: int = -1  # where it stood at its last candidate list
     candidates_y: int = -1
     candidates_short: bool = True  # that list had fewer than it wanted
+    # a digest of the last list sent (its peers, and which were walking): a query
+    # whose answer digests the same sends nothing
+    answered: int = 0
+    presence_seq: int = -1  # the newest presence report taken (u16), -1 before any
     # the keys of the daemons it was introduced to or with: a list (a few dozen at
     # most, bounded by max_introduced; far smaller than a set), None before the first
     introduced: list[bytes] | None = None
     relay_allowance: TokenBucket | None = None  # made at its first relayed packet
+    dial_allowance: TokenBucket | None = None  # made at its first dial
     relayed_packets: int = 0  # sent by it through the relay
     relayed_bytes: int = 0
 
@@ -287,6 +302,8 @@ class Coordinator:
         self.reports: deque[ReportReceived] = deque(maxlen=self.settings.report_history)
         self.refused: Counter[str] = Counter()
         self.messages: Counter[str] = Counter()  # control messages received, by kind
+        self.sent: Counter[str] = Counter()  # control messages sent, by kind
+        self.refused_dials: Counter[str] = Counter()
         self.bad_messages = 0
         self._by_address: dict[Address, DaemonRecord] = {}
         self.relay_drops: Counter[str] = Counter()
@@ -402,6 +419,9 @@ class Coordinator:
         while (event := endpoint.next_event()) is not None:
             if isinstance(event, MessageReceived):
                 record = self.store.by_key(event.peer)
+                if record is not None and event.type is _PRESENCE:
+                    self._take_presence(record, event.payload, now)
+                    continue
                 if record is None or event.type != _COORDINATOR:
                     self.bad_messages += 1
                     continue
@@ -459,10 +479,53 @@ class Coordinator:
         self.relayed_bytes += len(data)
         self.endpoint.transmit(swap_daemon_id(data, source.daemon_id), target.address)
 
+    def _take_presence(self, record: DaemonRecord, body: bytes, now: float) -> None:
+        try:
+            seq, presence = decode_presence_untrusted(body)
+        except ControlMessageError:
+            self.bad_messages += 1
+            return
+        last = record.presence_seq
+        if last >= 0 and not 0 < (seq - last) & 0xFFFF < 0x8000:
+            self.messages["presence_stale"] += 1  # overtaken on the way: a newer one counts
+            return
+        record.presence_seq = seq
+        self.messages["presence"] += 1
+        self._on_presence(record, presence, now)
+
+    def _on_dial(self, record: DaemonRecord, dial: Dial, now: float) -> None:
+        """Introduce ``record`` to the daemon it dials, so that both dial at once (and
+        punch through their NATs together): only one offered to it, on its map,
+        and at most ``dial_rate`` a second after a burst of ``dial_burst``."""
+        target = self.store.by_id(dial.daemon_id)
+        if target is None or target is record or not _was_introduced(record, target.key):
+            self.refused_dials["not_offered"] += 1
+            return
+        if target.map != record.map:
+            self.refused_dials["other_map"] += 1
+            return
+        allowance = record.dial_allowance
+        if allowance is None:
+            settings = self.settings
+            allowance = record.dial_allowance = TokenBucket(settings.dial_rate,
+                                                            settings.dial_burst, now)
+        if not allowance.take(1, now):
+            self.refused_dials["rate_limited"] += 1
+            return
+        cell = self.presence.position(record.daemon_id)
+        if cell is None:
+            self.refused_dials["no_presence"] += 1
+            return
+        if target.introduced is not None and len(target.introduced) >= self.settings.max_introduced:
+            target.introduced = None
+        _note_introduced(target, record.key)
+        self._send(target, Introduce(self._entry(record, cell[1], cell[2],
+                                                 with_certificate=True)), now)
+
     def _on_message(self, record: DaemonRecord, message: ControlMessage, now: float) -> None:
-        if isinstance(message, Presence):
-            self.messages["presence"] += 1
-            self._on_presence(record, message, now)
+        if isinstance(message, Dial):
+            self.messages["dial"] += 1
+            self._on_dial(record, message, now)
         elif isinstance(message, Report):
             self.messages["report"] += 1
             report = ReportReceived(record.daemon_id, record.player_id, message)
@@ -481,46 +544,56 @@ class Coordinator:
         moved = self.presence.update(record.daemon_id, presence.map, presence.x, presence.y)
         if map_changed:
             record.introduced = None
-        threshold = 1 if record.candidates_short else self.settings.requery_cells
+        settings = self.settings
+        threshold = 1 if record.candidates_short else settings.requery_cells
         stepped = max(abs(presence.x - record.candidates_x),
                       abs(presence.y - record.candidates_y)) >= threshold
-        if not (moved or map_changed or stepped
-                or now - record.candidates_at >= self.settings.refresh):
+        refresh = now - record.candidates_at >= settings.refresh
+        if not (moved or map_changed or stepped or refresh):
             return
-        record.candidates_at = now
         record.candidates_x, record.candidates_y = presence.x, presence.y
         nearest = self.presence.nearest(record.daemon_id, record.want)
+        record.candidates_short = len(nearest) < record.want
+        # The same peers as the last list (each walking or not as then): nothing new
+        # to say. Entries carry cells, so the daemon follows its own steps itself;
+        # a listed walker's cell ages (the daemon allows for walk speed) until the
+        # next list, at least every refresh seconds.
+        by_id = self.store.by_id
+        others = [other for other_id, _ in nearest if (other := by_id(other_id)) is not None]
+        answer = hash(tuple(sorted([(other.daemon_id, other.walking) for other in others])))
+        if answer == record.answered and not (map_changed or refresh):
+            return
+        record.answered = answer
+        record.candidates_at = now
+        position = self.presence.position
         entries = []
-        for other_id, distance in nearest:
-            other = self.store.by_id(other_id)
-            if other is None:
+        for other in others:
+            cell = position(other.daemon_id)
+            if cell is None:  # no presence yet: nearest() does not offer it
                 continue
-            entries.append(self._entry(other, distance))
-            _note_introduced(record, other.key)
-            if not _was_introduced(other, record.key):  # tell it, so that both dial at once
-                if other.introduced is not None and (
-                        len(other.introduced) >= self.settings.max_introduced):
-                    other.introduced = None
-                _note_introduced(other, record.key)
-                self._send(other, Introduce(self._entry(record, distance)), now)
-        record.candidates_short = len(entries) < record.want
+            _, x, y = cell
+            entries.append(self._entry(other, x, y))
+            _note_introduced(record, other.key)  # it may dial that one: see _on_dial
         if record.introduced is not None and (
-                len(record.introduced) > self.settings.max_introduced):
+                len(record.introduced) > settings.max_introduced):
             record.introduced = [entry.key for entry in entries]
         self._send(record, Candidates(presence.map, tuple(entries)), now)
 
-    def _entry(self, record: DaemonRecord, distance: int) -> PeerEntry:
+    def _entry(self, record: DaemonRecord, x: int, y: int, *,
+               with_certificate: bool = False) -> PeerEntry:
         return PeerEntry(
             key=record.key,
             player_id=record.player_id,
             daemon_id=record.daemon_id,
-            certificate=record.certificate,
             address=None if record.relay_only else format_address(record.address),
-            distance=distance,
+            x=x,
+            y=y,
             walking=record.walking,
+            certificate=record.certificate if with_certificate else None,
         )
 
     def _send(self, record: DaemonRecord, message: ControlMessage, now: float) -> None:
+        self.sent[_KIND[type(message)]] += 1
         self.endpoint.send(record.key, _COORDINATOR, encode_control(message), now)
 
     # -- for the operator --------------------------------------------------------
@@ -531,6 +604,8 @@ class Coordinator:
             "maps": self.presence.maps(),
             "refused": dict(self.refused),
             "messages": dict(self.messages),
+            "sent": dict(self.sent),
+            "refused_dials": dict(self.refused_dials),
             "bad_messages": self.bad_messages,
             "reports": len(self.reports),
             "relay": {"packets": self.relayed_packets, "bytes": self.relayed_bytes,

@@ -1,37 +1,52 @@
-"""Messages between a daemon and its coordinator: the payloads of COORDINATOR frames.
+"""Messages between a daemon and its coordinator.
 
-They travel on the session's reliable, ordered control channel (frame type
-0x0020, docs/protocol.md §13), so they arrive once and in order. Each is one
-msgpack map whose key ``k`` names its kind; other keys are short:
+Control messages travel in COORDINATOR frames (0x0020) on the session's
+reliable, ordered control channel (docs/protocol.md §13), so they arrive once
+and in order. Each is one msgpack map whose key ``k`` names its kind; other
+keys are short:
 
 ============  =========  ===========================================================
 kind          direction  keys
 ============  =========  ===========================================================
-presence      d -> c     m map, x, y (cells), n candidates wanted (1-64),
-                         r relay only (bool: never hand out this daemon's address),
-                         w walking (bool)
 report        d -> c     s severity (info, warn, error, critical), c code,
                          p peer key (32 bytes, optional), d detail
 registered    c -> d     i daemon id, c certificate, s coordinator's signing key
                          (32 bytes, Ed25519), a the daemon's address as seen
                          ("host:port"), e certificate expiry (unix seconds)
 candidates    c -> d     m map, p list of peers (below), nearest first
+dial          d -> c     i the daemon id of a peer from its list: this daemon is
+                         dialling it now (the coordinator introduces it there)
 introduce     c -> d     p one peer (below): it is dialling this daemon now
 ============  =========  ===========================================================
 
 A peer entry is a map: k key (32 bytes, X25519 static), u player id, i its
 daemon id at the coordinator (what RELAY packets name, docs/protocol.md §13B),
-c its certificate, a its address ("host:port") or nil when it is relay-only,
-d distance in cells, w whether it was walking (its distance may grow).
+a its address ("host:port") or nil when it is relay-only, x and y its cell
+when last reported (on the receiver's map, within its view range), w whether
+it was walking (it may have moved on since), and in an introduction only, c
+its certificate (the peer presents it again in its handshake, where it is
+checked; a list leaves it out, as it would repeat it every few cells).
 
-The decoder is a parser of untrusted bytes: it raises only
-:class:`ControlMessageError`, and refuses unknown kinds, unknown or missing
+A daemon's presence, the commonest message by far, is not one of them: it is
+a latest-value report that the next one supersedes, so it travels unreliably
+in a PRESENCE frame (0x0022) of fixed binary layout, which costs the
+coordinator no acknowledgement and no retransmission state::
+
+    seq u16 | x u16 | y u16 | want u8 | flags u8 | map name (1-32 bytes)
+
+big-endian; ``seq`` counts the daemon's reports (wrapping; the coordinator
+ignores one older than the newest it took), ``flags`` bit 0 relay only (never
+hand out this daemon's address), bit 1 walking; every other bit zero.
+
+The decoders are parsers of untrusted bytes: they raise only
+:class:`ControlMessageError`, and refuse unknown kinds, unknown or missing
 keys, wrong types and values out of range.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,6 +63,12 @@ MAX_CODE: Final = 64
 MAX_DETAIL: Final = 512
 SEVERITIES: Final = ("info", "warn", "error", "critical")
 _MAP_NAME = re.compile(MAP_NAME_PATTERN)
+_MAP_NAME_BYTES = re.compile(MAP_NAME_PATTERN.encode())
+PRESENCE_FIXED: Final = struct.Struct(">HHHBB")  # seq, x, y, want, flags; the map name follows
+PRESENCE_RELAY_ONLY: Final = 0x01
+PRESENCE_WALKING: Final = 0x02
+_PRESENCE_FLAGS: Final = PRESENCE_RELAY_ONLY | PRESENCE_WALKING
+MAX_PRESENCE: Final = PRESENCE_FIXED.size + 32
 
 
 class ControlMessageError(Exception):
@@ -86,10 +107,11 @@ class PeerEntry:
     key: bytes
     player_id: int
     daemon_id: int
-    certificate: bytes
     address: str | None
-    distance: int
+    x: int  # its cell when the coordinator last heard of it (on this daemon's map)
+    y: int
     walking: bool = False
+    certificate: bytes | None = None  # in introductions; lists leave it out
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +125,25 @@ class Introduce:
     peer: PeerEntry
 
 
-ControlMessage = Presence | Report | Registered | Candidates | Introduce
+@dataclass(frozen=True, slots=True)
+class Dial:
+    daemon_id: int
+
+
+ControlMessage = Report | Registered | Candidates | Introduce | Dial
 
 
 def _entry(peer: PeerEntry) -> dict[str, Any]:
-    return {"k": peer.key, "u": peer.player_id, "i": peer.daemon_id, "c": peer.certificate,
-            "a": peer.address, "d": peer.distance, "w": peer.walking}
+    entry = {"k": peer.key, "u": peer.player_id, "i": peer.daemon_id, "a": peer.address,
+             "x": peer.x, "y": peer.y, "w": peer.walking}
+    if peer.certificate is not None:
+        entry["c"] = peer.certificate
+    return entry
 
 
 def encode_control(message: ControlMessage) -> bytes:
     body: dict[str, Any]
-    if isinstance(message, Presence):
-        body = {"k": "presence", "m": message.map, "x": message.x, "y": message.y,
-                "n": message.want, "r": message.relay_only, "w": message.walking}
-    elif isinstance(message, Report):
+    if isinstance(message, Report):
         body = {"k": "report", "s": message.severity, "c": message.code, "d": message.detail}
         if message.peer is not None:
             body["p"] = message.peer
@@ -125,8 +152,10 @@ def encode_control(message: ControlMessage) -> bytes:
                 "s": message.signing_key, "a": message.address, "e": message.expires_at}
     elif isinstance(message, Candidates):
         body = {"k": "candidates", "m": message.map, "p": [_entry(p) for p in message.peers]}
-    else:
+    elif isinstance(message, Introduce):
         body = {"k": "introduce", "p": _entry(message.peer)}
+    else:
+        body = {"k": "dial", "i": message.daemon_id}
     packed: bytes = msgpack.packb(body, use_bin_type=True)
     return packed
 
@@ -180,69 +209,31 @@ def _address(value: Any, what: str) -> str:
 def _peer(value: Any) -> PeerEntry:
     if not isinstance(value, dict):
         raise ControlMessageError("a peer entry must be a map")
-    _fields(value, "peer", {"k", "u", "i", "c", "a", "d", "w"}, set(), kind_key=False)
+    _fields(value, "peer", {"k", "u", "i", "a", "x", "y", "w"}, {"c"}, kind_key=False)
     if type(value["w"]) is not bool:
         raise ControlMessageError("peer w must be a boolean")
     address = value["a"]
+    certificate = value.get("c")
     return PeerEntry(
         key=_bytes(value["k"], 32, 32, "peer k"),
         player_id=_int(value["u"], 0, 0xFFFFFFFF, "peer u"),
         daemon_id=_int(value["i"], 1, 0xFFFFFFFF, "peer i"),
-        certificate=_bytes(value["c"], 1, MAX_CERTIFICATE, "peer c"),
         address=None if address is None else _address(address, "peer a"),
-        distance=_int(value["d"], 0, MAX_CELL, "peer d"),
+        x=_int(value["x"], 0, MAX_CELL, "peer x"),
+        y=_int(value["y"], 0, MAX_CELL, "peer y"),
         walking=value["w"],
+        certificate=(None if certificate is None
+                     else _bytes(certificate, 1, MAX_CERTIFICATE, "peer c")),
     )
-
-
-_PRESENCE_KEYS: Final = frozenset({"k", "m", "x", "y", "n", "r", "w"})
-_FIXMAP_OF_7 = b"\x87"  # a msgpack map of seven pairs: the presence, as encode_control makes it
-
-
-def _presence_untrusted(payload: bytes) -> Presence | None:
-    """The commonest message, a presence, when it is exactly what encode_control
-    makes (seven pairs, one per key, every value valid); None for anything else,
-    which the general path then refuses or accepts. The same checks, without the
-    general path's per-map hook and tree walk: a map of seven pairs that decodes
-    to seven distinct str keys has no duplicate, and scalar values nest nothing."""
-    size = len(payload)
-    try:
-        msg = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True,
-                              max_str_len=size, max_bin_len=size, max_array_len=size,
-                              max_map_len=size // 2, max_ext_len=0)
-    except Exception:  # msgpack raises ValueError subclasses: the general path says why
-        return None
-    if type(msg) is not dict or len(msg) != 7 or msg.keys() != _PRESENCE_KEYS:
-        return None
-    map_name, x, y, want, relay_only, walking = (msg["m"], msg["x"], msg["y"], msg["n"],
-                                                 msg["r"], msg["w"])
-    if (msg["k"] == "presence" and type(x) is int and 0 <= x <= MAX_CELL
-            and type(y) is int and 0 <= y <= MAX_CELL
-            and type(want) is int and 1 <= want <= MAX_CANDIDATES
-            and type(relay_only) is bool and type(walking) is bool
-            and type(map_name) is str and _MAP_NAME.fullmatch(map_name)):
-        return Presence(map_name, x, y, want, relay_only, walking)
-    return None
 
 
 def decode_control_untrusted(payload: bytes) -> ControlMessage:
     """The control message in ``payload``. Raises only ControlMessageError."""
-    if payload[:1] == _FIXMAP_OF_7:
-        presence = _presence_untrusted(payload)
-        if presence is not None:
-            return presence
     try:
         msg = unpack_map_untrusted(payload)
     except IpcError as error:
         raise ControlMessageError(f"not a msgpack map: {error.message}") from None
     kind = msg.get("k")
-    if kind == "presence":
-        _fields(msg, kind, {"m", "x", "y", "n", "r", "w"}, set())
-        if type(msg["r"]) is not bool or type(msg["w"]) is not bool:
-            raise ControlMessageError("r and w must be booleans")
-        return Presence(_map_name(msg["m"]), _int(msg["x"], 0, MAX_CELL, "x"),
-                        _int(msg["y"], 0, MAX_CELL, "y"), _int(msg["n"], 1, MAX_CANDIDATES, "n"),
-                        msg["r"], msg["w"])
     if kind == "report":
         _fields(msg, kind, {"s", "c", "d"}, {"p"})
         severity = msg["s"]
@@ -266,4 +257,35 @@ def decode_control_untrusted(payload: bytes) -> ControlMessage:
     if kind == "introduce":
         _fields(msg, kind, {"p"}, set())
         return Introduce(_peer(msg["p"]))
+    if kind == "dial":
+        _fields(msg, kind, {"i"}, set())
+        return Dial(_int(msg["i"], 1, 0xFFFFFFFF, "i"))
     raise ControlMessageError(f"unknown message kind {str(kind)[:32]!r}")
+
+
+def encode_presence(presence: Presence, seq: int) -> bytes:
+    """The body of a PRESENCE frame: ``presence`` as the daemon's report number ``seq``."""
+    flags = ((PRESENCE_RELAY_ONLY if presence.relay_only else 0)
+             | (PRESENCE_WALKING if presence.walking else 0))
+    return PRESENCE_FIXED.pack(seq & 0xFFFF, presence.x, presence.y, presence.want,
+                               flags) + presence.map.encode("ascii")
+
+
+def decode_presence_untrusted(body: bytes) -> tuple[int, Presence]:
+    """(seq, presence) from the body of a PRESENCE frame. Raises only
+    ControlMessageError."""
+    if not PRESENCE_FIXED.size < len(body) <= MAX_PRESENCE:
+        raise ControlMessageError(f"a presence of {len(body)} bytes (it takes"
+                                  f" {PRESENCE_FIXED.size + 1}-{MAX_PRESENCE})")
+    seq, x, y, want, flags = PRESENCE_FIXED.unpack_from(body)
+    if x > MAX_CELL or y > MAX_CELL:
+        raise ControlMessageError(f"cell ({x}, {y}) beyond {MAX_CELL}")
+    if not 1 <= want <= MAX_CANDIDATES:
+        raise ControlMessageError(f"want must be 1-{MAX_CANDIDATES}, got {want}")
+    if flags & ~_PRESENCE_FLAGS:
+        raise ControlMessageError(f"unknown presence flags 0x{flags:02x}")
+    name = body[PRESENCE_FIXED.size:]
+    if _MAP_NAME_BYTES.fullmatch(name) is None:
+        raise ControlMessageError(f"map name {name[:32]!r} does not match {MAP_NAME_PATTERN}")
+    return seq, Presence(name.decode("ascii"), x, y, want, bool(flags & PRESENCE_RELAY_ONLY),
+                         bool(flags & PRESENCE_WALKING))

@@ -31,6 +31,7 @@ from p2pd.coordinator.credentials import certificate_policy
 from p2pd.coordinator.messages import (
     Candidates,
     ControlMessageError,
+    Dial,
     Introduce,
     PeerEntry,
     Presence,
@@ -38,6 +39,7 @@ from p2pd.coordinator.messages import (
     Report,
     decode_control_untrusted,
     encode_control,
+    encode_presence,
 )
 from p2pd.ipc.fields import split_address
 from p2pd.mesh.paths import PathMonitor, PathSettings
@@ -70,6 +72,9 @@ class ManagerSettings:
     mesh: MeshSettings = field(default_factory=MeshSettings)
     discovery_interval: float = 30.0  # spec 7: presence at least this often
     presence_min_interval: float = 0.2
+    # presence travels unreliably: one on a new map goes again this often until the
+    # coordinator's candidates for that map arrive (it answers every map change)
+    presence_confirm: float = 1.0
     plan_interval: float = 1.0
     relay_only: bool = False
     reconnect_initial: float = 0.5
@@ -102,6 +107,9 @@ class P2PManager:
         self._own: tuple[str, int, int] | None = None
         self._presence_due = False
         self._presence_sent_at = float("-inf")
+        self._presence_seq = 0
+        self._listed_map: str | None = None  # the map of the coordinator's last candidates
+        self._introduced: set[bytes] = set()  # peers dialling us (introduce), not dialled yet
         self._next_plan: float | None = None
         self.candidates: dict[bytes, PeerEntry] = {}
         self._positions: dict[bytes, tuple[PositionState, float]] = {}  # the peer's, and when
@@ -183,6 +191,7 @@ class P2PManager:
                 self._backoff.reset()
                 self._reconnect_at = None
                 self._presence_due = self._own is not None
+                self._listed_map = None
                 while self._reports_waiting:
                     self._send_report(self._reports_waiting.popleft(), now)
             elif isinstance(event, SessionClosed):
@@ -237,8 +246,11 @@ class P2PManager:
         return True
 
     def _send_report(self, report: Report, now: float) -> None:
-        self.endpoint.send(self.coordinator_key, _COORDINATOR, encode_control(report), now)
+        self._send_control(report, now)
         self.reports_sent += 1
+
+    def _send_control(self, message: Report | Dial, now: float) -> None:
+        self.endpoint.send(self.coordinator_key, _COORDINATOR, encode_control(message), now)
 
     def _on_control(self, payload: bytes, now: float) -> None:
         try:
@@ -260,10 +272,12 @@ class P2PManager:
             self.endpoint.set_peer_policy(policy)
         elif isinstance(message, Candidates):
             if self._own is not None and message.map == self._own[0]:
+                self._listed_map = message.map
                 self.candidates = {entry.key: entry for entry in message.peers}
                 self._candidate_at = dict.fromkeys(self.candidates, now)
                 self._next_plan = now
         elif isinstance(message, Introduce):  # it is dialling now: worth an answer
+            self._introduced.add(message.peer.key)  # our dial answers it: no dial message
             self._resting.pop(message.peer.key, None)
             self.candidates[message.peer.key] = message.peer
             self._candidate_at[message.peer.key] = now
@@ -281,8 +295,12 @@ class P2PManager:
         if not self.coordinator_up or self._own is None:
             return None
         settings = self.settings
-        interval = (settings.presence_min_interval if self._presence_due
-                    else settings.discovery_interval)
+        if self._presence_due:
+            interval = settings.presence_min_interval
+        elif self._listed_map != self._own[0]:  # the report of this map may be lost
+            interval = settings.presence_confirm
+        else:
+            interval = settings.discovery_interval
         return self._presence_sent_at + interval
 
     def handle_timer(self, now: float) -> None:
@@ -343,7 +361,9 @@ class P2PManager:
         want = self.settings.mesh.max_peers + self.settings.mesh.backups + 1
         presence = Presence(map_name, x, y, min(want, 64), self.settings.relay_only,
                             self._walking)
-        self.endpoint.send(self.coordinator_key, _COORDINATOR, encode_control(presence), now)
+        self._presence_seq = (self._presence_seq + 1) & 0xFFFF
+        self.endpoint.send_presence(self.coordinator_key,
+                                    encode_presence(presence, self._presence_seq), now)
         self._presence_due = False
         self._presence_sent_at = now
 
@@ -359,7 +379,7 @@ class P2PManager:
         entry = self.candidates.get(peer)
         if seen is not None and (entry is None or seen[3] >= self._candidate_at.get(peer, 0.0)):
             return chebyshev((own[1], own[2]), (seen[1], seen[2])) if seen[0] == own[0] else None
-        return entry.distance if entry is not None else None
+        return chebyshev((own[1], own[2]), (entry.x, entry.y)) if entry is not None else None
 
     def _offer_distance(self, peer: bytes, now: float) -> int | None:
         """How far a candidate may be now, at worst: for a player that was walking
@@ -422,6 +442,7 @@ class P2PManager:
                   and now >= self._resting.get(peer, (0.0, 0))[0]}
         retry = self.settings.direct_retry_after
         self._direct_failed = {p: t for p, t in self._direct_failed.items() if now - t < retry}
+        self._introduced.intersection_update(self.candidates)
         result = plan(links, offers, now, self.settings.mesh)
         endpoint = self.endpoint
         for peer in result.drop:
@@ -440,6 +461,12 @@ class P2PManager:
                 continue
             self._dialing[peer] = (now, role, address == self.relay_address(peer))
             self.connects += 1
+            entry = self.candidates.get(peer)
+            if peer in self._introduced:
+                self._introduced.discard(peer)
+            elif entry is not None and self.coordinator_up:
+                # ask the coordinator to introduce us there, so that it dials too
+                self._send_control(Dial(entry.daemon_id), now)
         for peer in result.promote:
             self._set_role(peer, Role.ACTIVE)
         for peer in result.demote:

@@ -64,6 +64,7 @@ _ENCRYPTED = int(Flag.ENCRYPTED)
 _MESSAGE_TYPE_IDS = (frozenset(int(t) for t in DATA_TYPES | COORDINATOR_TYPES)
                      - {int(PacketType.POSITION_UPDATE)})
 _ENVIRONMENTAL = int(PacketType.ENVIRONMENTAL)
+_PRESENCE = int(PacketType.PRESENCE)
 _REQUEST = int(PacketType.HANDSHAKE_REQUEST)
 _RESPONSE = int(PacketType.HANDSHAKE_RESPONSE)
 _COOKIE_REPLY = int(PacketType.COOKIE_REPLY)
@@ -260,6 +261,13 @@ class Endpoint:
             raise
         except ValueError as error:
             raise MessageTooLarge(str(error)) from None
+
+    def send_presence(self, peer: bytes, body: bytes, now: float) -> None:
+        """Send a PRESENCE frame (a daemon's report to its coordinator, body as
+        p2pd.coordinator.messages.encode_presence makes it) at once, unreliably."""
+        session = self._session(peer)
+        session.send_control(_PRESENCE, body, now)
+        self._touched[session] = None
 
     def send_position(self, peer: bytes, state: PositionState, now: float) -> None:
         """Queue this side's newest position for ``peer`` (unreliable, sequenced,

@@ -69,6 +69,8 @@ _DATA_TYPE_IDS = frozenset(int(t) for t in DATA_TYPES)
 _PING_ID = int(PacketType.PING)
 _EFFECT_TYPE = PacketType.VISUAL_EFFECT
 _EFFECT = int(_EFFECT_TYPE)
+_PRESENCE_TYPE = PacketType.PRESENCE
+_PRESENCE = int(_PRESENCE_TYPE)
 _SEALED_FLAGS = int(Flag.ENCRYPTED | Flag.BATCHED)
 
 __all__ = ["MessageTooLarge", "SendQueueFull", "Session"]
@@ -425,6 +427,9 @@ class Session:
                 if frame_type == _EFFECT:  # the commonest frame, handled inline
                     emit(MessageReceived(peer, _EFFECT_TYPE, body))
                     continue
+                if frame_type == _PRESENCE:  # a coordinator's commonest; a daemon drops it
+                    emit(MessageReceived(peer, _PRESENCE_TYPE, body))
+                    continue
                 if on_frame(frame_type, body, now):
                     continue
                 if frame_type == _PING_ID:
@@ -529,7 +534,8 @@ class Session:
             self._flush_at = now + self._coalesce
 
     def send_control(self, packet_type: int, body: bytes, now: float) -> None:
-        """PING, PONG or DISCONNECT: sent at once, with whatever data is waiting."""
+        """PING, PONG, DISCONNECT or PRESENCE: sent at once (unreliably), with
+        whatever data is waiting."""
         self.link.queue_control(packet_type, body)
         self.pump(now)
 

@@ -31,6 +31,7 @@ class PacketType(IntEnum):
     # coordinator range 0x0020-0x003F
     COORDINATOR = 0x0020  # frame: a message between a daemon and its coordinator
     RELAY = 0x0021  # a whole datagram forwarded by the coordinator (p2pd.wire.relay)
+    PRESENCE = 0x0022  # frame: a daemon's map and cell for its coordinator, unreliable
 
 
 class Flag(IntFlag):
@@ -69,7 +70,7 @@ CHANNEL_TYPES = frozenset({PacketType.ACK, PacketType.POSITION_ACK, PacketType.F
 # Frames between a daemon and its coordinator (p2pd.coordinator), only inside SEALED.
 COORDINATOR_TYPES = frozenset({PacketType.COORDINATOR})
 FRAME_TYPES = (DATA_TYPES | CONTROL_TYPES | CHANNEL_TYPES | COORDINATOR_TYPES
-               | {PacketType.PADDING})
+               | {PacketType.PADDING, PacketType.PRESENCE})
 
 
 def _flag_rules() -> dict[int, tuple[int, int]]:
