@@ -27,7 +27,7 @@ class PlayoutRules:
     intervals: float = 3.0  # render this many intervals in the past, plus jitter
     min_delay: float = 0.1
     max_delay: float = 1.0
-    max_extrapolation: float = 1.0  # seconds past the newest sample, at most
+    max_extrapolation: float = 2.0  # seconds past the newest sample, at most
 
 
 class PeerClock:
