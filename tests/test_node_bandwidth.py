@@ -55,7 +55,7 @@ def test_loss_lowers_the_position_rate_first_and_it_recovers_when_the_path_clear
     net = SimNetwork(5, LinkProfile(delay=0.02))
     sim, (a, b) = linked(net, position_update_rate=10.0)
     peer = b.core.public_key
-    sent_per_phase = []
+    sent_per_phase: list[tuple[int, float]] = []
     for profile in (LinkProfile(delay=0.02), LinkProfile(delay=0.02, loss=0.3),
                     LinkProfile(delay=0.02)):
         net.set_path(A_ADDR, B_ADDR, profile)
