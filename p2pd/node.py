@@ -97,6 +97,7 @@ class PeerLink:
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
     invalid: int = 0  # its events that did not decode or were impossible
+    deferred: PositionState | None = None  # the newest position its rate limit held back
     invalid_reported: int = 0
 
 
@@ -287,6 +288,7 @@ class Node:
     def send_event(self, event: GameEvent, targets: Iterable[bytes], now: float) -> dict[str, int]:
         """Send ``event`` to ``targets`` (every linked peer when empty)."""
         self._require_enabled()
+        self._now = max(self._now, now)
         chosen = list(targets) or list(self._links)
         absent = []  # links down for now whose channels wait for the next (8.10)
         for key in chosen:
@@ -316,7 +318,9 @@ class Node:
                     continue
                 if not self._position_allowed(link, state, now):
                     limited += 1
+                    link.deferred = state  # sent when the limit allows, unless replaced
                     continue
+                link.deferred = None
                 endpoint.send_position(key, state, now)
                 link.last_position = state
                 link.sent[kind] += 1
@@ -510,8 +514,32 @@ class Node:
     def links(self) -> dict[bytes, PeerLink]:
         return self._links
 
+    @property
+    def now_hint(self) -> float:
+        """The latest ``now`` the node was given."""
+        return self._now
+
     def in_view(self, link: PeerLink, own: PositionState, now: float) -> bool:
         return self._in_view(link, own, now)
+
+    def send_deferred(self, now: float) -> bool:
+        """Positions the rate limit held back (a stop, a turn: what dead reckoning
+        cannot guess) go out as soon as it allows; True while some still wait."""
+        waiting = False
+        for key, link in self._links.items():
+            state = link.deferred
+            if state is None:
+                continue
+            if not self._in_view(link, state, now):
+                link.deferred = None
+            elif link.positions.take(1, now):
+                link.deferred = None
+                self.endpoint.send_position(key, state, now)
+                link.last_position = state
+                link.sent[Position.OP] += 1
+            else:
+                waiting = True
+        return waiting
 
     def _set_own_position(self, state: PositionState) -> None:
         old = self.own_position

@@ -72,6 +72,7 @@ class SyncApi:
         self.snapshot_requests = 0  # requests sent to peers
         self._next_snapshot: float | None = None
         self._next_refresh = 0.0
+        self._deferred_at: float | None = None  # when held-back positions are tried again
 
     # -- snapshots -----------------------------------------------------------
 
@@ -98,6 +99,16 @@ class SyncApi:
         self.snapshot_requests += 1
 
     def deadline(self) -> float | None:
+        deadline = self._deadline()
+        deferred = self._deferred_at
+        if deferred is None:
+            if any(link.deferred is not None for link in self.node.links.values()):
+                deferred = self._deferred_at = self.node.now_hint + 0.05
+            else:
+                return deadline
+        return deferred if deadline is None else min(deadline, deferred)
+
+    def _deadline(self) -> float | None:
         own = self.node.own_position
         if own is not None and not own.moving and self.node.links:
             refresh = self._next_refresh
@@ -129,6 +140,7 @@ class SyncApi:
 
     def on_timer(self, now: float) -> None:
         node = self.node
+        self._deferred_at = now + 0.05 if node.send_deferred(now) else None
         self.refresh_standing(now)
         if not node.links or not len(node.sync.state):
             return
