@@ -366,3 +366,11 @@ def test_a_newcomer_gets_environment_and_legend_state_within_one_round_trip() ->
     assert state["environment"] == [{"kind": "weather", "key": "prontera",
                                       "value": {"type": "rain"}, "version": 3}]
     assert state["legend"][0]["ai_entity_id"] == 77
+
+
+def test_snapshot_request_bytes_are_as_documented() -> None:
+    from p2pd.sync.state import SNAPSHOT_REQUEST, is_snapshot_request
+
+    assert SNAPSHOT_REQUEST == bytes.fromhex("81a16302")  # docs/protocol.md 13.3
+    assert is_snapshot_request(bytes.fromhex("81a16302"))
+    assert not is_snapshot_request(bytes.fromhex("81a16301"))
