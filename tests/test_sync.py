@@ -29,6 +29,7 @@ from p2pd.node import Node
 from p2pd.sim.network import LinkProfile, SimNetwork, Simulation
 from p2pd.sim.nodes import CoreNode
 from p2pd.sim.walks import Walk, record_walk
+from p2pd.sync.state import SNAPSHOT_REQUEST, is_snapshot_request
 from tests.maps import walled_field
 
 A_ADDR = ("10.7.0.1", 7000)
@@ -369,8 +370,6 @@ def test_a_newcomer_gets_environment_and_legend_state_within_one_round_trip() ->
 
 
 def test_snapshot_request_bytes_are_as_documented() -> None:
-    from p2pd.sync.state import SNAPSHOT_REQUEST, is_snapshot_request
-
-    assert SNAPSHOT_REQUEST == bytes.fromhex("81a16302")  # docs/protocol.md 13.3
+    assert bytes.fromhex("81a16302") == SNAPSHOT_REQUEST  # docs/protocol.md 13.3
     assert is_snapshot_request(bytes.fromhex("81a16302"))
     assert not is_snapshot_request(bytes.fromhex("81a16301"))
