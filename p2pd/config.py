@@ -560,6 +560,28 @@ class CoordinatorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """Section ``[sync]``: game-state smoothing and cheat prevention (spec 4.1, 5.2);
+    :mod:`p2pd.sync`, :mod:`p2pd.cheat`."""
+
+    SECTION: ClassVar[str] = "sync"
+
+    # rAthena map files (<map>.gat, or map_cache.dat) for walls and line of sight
+    map_dir: Path | None = field(default=None, metadata=_allow(_OptionalPath()))
+    error_budget: int = field(default=1, metadata=_allow(_Int(0, 8)))  # cells
+    interpolation_intervals: float = field(default=3.0, metadata=_allow(_Positive(20)))
+    max_playout_ms: int = field(default=1000, metadata=_allow(_Int(100, 5000)))
+    max_extrapolation_ms: int = field(default=2000, metadata=_allow(_Int(0, 5000)))
+    snap_cells: int = field(default=4, metadata=_allow(_Int(1, 1023)))
+    anomaly_threshold: float = field(default=20.0, metadata=_allow(_Positive(1_000_000)))
+    ban_seconds: float = field(default=300.0, metadata=_allow(_Positive(86400)))
+    snapshot_interval: float = field(default=60.0, metadata=_allow(_Positive(86400)))
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
 class CoordinatorServerSettings:
     """Section ``[coordinator_server]`` of the coordinator's own ini file."""
 
@@ -603,6 +625,7 @@ class DaemonConfig:
     ipc: IpcSettings = field(default_factory=IpcSettings)
     log: LogSettings = field(default_factory=LogSettings)
     coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
 
     def __post_init__(self) -> None:
         coordinator, (low, high) = self.coordinator, self.p2p.port_range
@@ -627,6 +650,7 @@ class DaemonConfig:
             incoming_byte_rate=2 * p2p.bandwidth_limit * 1024,
             send_rate=p2p.bandwidth_limit * 1024,
             total_send_rate=p2p.total_bandwidth_limit * 1024,
+            position_error_budget=self.sync.error_budget,
         )
 
 
@@ -645,6 +669,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "ipc": IpcSettings,
     "log": LogSettings,
     "coordinator": CoordinatorSettings,
+    "sync": SyncSettings,
 }
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 

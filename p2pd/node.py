@@ -22,12 +22,24 @@ from typing import Any
 from p2pd.channels.position_codec import PositionState
 from p2pd.channels.positions import predict
 from p2pd.channels.quality import REDUCED_DETAIL
+from p2pd.cheat.anomaly import Offence
+from p2pd.cheat.mapgrid import MapStore, Reader
 from p2pd.config import DaemonConfig
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import format_address
-from p2pd.ipc.messages import MAP_NAME_PATTERN, Environment, GameEvent, LegendData, Position
+from p2pd.ipc.messages import (
+    MAP_NAME_PATTERN,
+    AiInteraction,
+    Environment,
+    GameEvent,
+    LegendData,
+    Position,
+    SyncRequest,
+    VisualEffect,
+)
 from p2pd.ipc.outgoing import (
+    anomaly_event,
     coordinator_event,
     game_event_to_message,
     link_event,
@@ -49,6 +61,10 @@ from p2pd.session.events import (
 )
 from p2pd.session.rtt import percentile
 from p2pd.session.session import MessageTooLarge
+from p2pd.sync.core import GameSync
+from p2pd.sync.requests import SyncApi
+from p2pd.sync.settings import sync_rules
+from p2pd.sync.state import is_snapshot_request
 from p2pd.wire.errors import BadPacket, DropReason
 from p2pd.wire.relay import (
     decode_relay_untrusted,
@@ -81,6 +97,7 @@ class PeerLink:
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
     invalid: int = 0  # its events that did not decode or were impossible
+    deferred: PositionState | None = None  # the newest position its rate limit held back
     invalid_reported: int = 0
 
 
@@ -92,6 +109,7 @@ class Node:
         *,
         epoch: float = 0.0,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        map_reader: Reader | None = None,
     ) -> None:
         self.config = config
         self.p2p = config.p2p
@@ -113,12 +131,16 @@ class Node:
         self.positions_hidden = 0  # position updates not sent: the peer was out of view
         self.dropped_while_disabled = 0  # datagrams that arrived with enabled=false
         self.own_position: PositionState | None = None  # this player's, as the client sent it
+        self.own_position_at = 0.0  # when
         self.mesh: P2PManager | None = None  # with a coordinator: who to link with
         self._epoch = epoch
         self._now = 0.0  # the driver's latest now, for the wall clock of certificate checks
         self._next_watch = 0.0  # problems to report to the coordinator, once a second
         self._coordinator_state: str | None = None  # as last told to the clients
         self._auth_failures_reported = 0
+        # game-state sync and cheat checks (spec 4, 5.2): p2pd.sync, p2pd.cheat
+        self.sync = GameSync(sync_rules(config), MapStore(map_reader))
+        self.sync_api = SyncApi(self)
 
     @property
     def enabled(self) -> bool:
@@ -185,6 +207,7 @@ class Node:
         self._now = now
         self.endpoint.handle_timer(now)
         self._process_events(now)
+        self.sync_api.on_timer(now)
         mesh = self.mesh
         if mesh is not None and (deadline := mesh.deadline()) is not None and now >= deadline:
             mesh.handle_timer(now)
@@ -214,6 +237,8 @@ class Node:
 
     def get_timer(self) -> float | None:
         deadline = self.endpoint.get_timer()
+        if (snapshot := self.sync_api.deadline()) is not None:
+            deadline = snapshot if deadline is None else min(deadline, snapshot)
         if self.mesh is not None and (mesh := self.mesh.deadline()) is not None:
             return mesh if deadline is None else min(deadline, mesh)
         return deadline
@@ -263,6 +288,7 @@ class Node:
     def send_event(self, event: GameEvent, targets: Iterable[bytes], now: float) -> dict[str, int]:
         """Send ``event`` to ``targets`` (every linked peer when empty)."""
         self._require_enabled()
+        self._now = max(self._now, now)
         chosen = list(targets) or list(self._links)
         absent = []  # links down for now whose channels wait for the next (8.10)
         for key in chosen:
@@ -279,6 +305,7 @@ class Node:
             state = PositionState(event.map, event.x, event.y, event.dir, event.speed,
                                   event.moving, event.tick)
             self._set_own_position(state)
+            self.own_position_at = now
             if self.mesh is not None:
                 self.mesh.set_own_position(state.map, state.x, state.y, now,
                                            walking=state.moving)
@@ -291,12 +318,16 @@ class Node:
                     continue
                 if not self._position_allowed(link, state, now):
                     limited += 1
+                    link.deferred = state  # sent when the limit allows, unless replaced
                     continue
+                link.deferred = None
                 endpoint.send_position(key, state, now)
                 link.last_position = state
                 link.sent[kind] += 1
                 sent += 1
         else:
+            if isinstance(event, Environment | LegendData):
+                self.sync.on_state(event)  # what newcomers get (spec 10.2)
             packet_type, payload = encode_peer_event(
                 event, endpoint.config.max_message_size)
             value_key = _latest_value_key(event)
@@ -418,15 +449,97 @@ class Node:
         link = self._links.get(event.peer)
         if link is None:
             return
+        if event.type == PacketType.ENVIRONMENTAL and is_snapshot_request(event.payload):
+            self.sync_api.send_snapshot(event.peer, now)
+            return
         try:
             game_event = decode_peer_event_untrusted(event.type, event.payload)
-        except IpcError:
+        except IpcError as error:
             self.events_invalid += 1
             link.invalid += 1
+            self.offend(event.peer, Offence.INVALID_PACKET, str(error), now)
             return
+        extra = self._judge(event.peer, game_event, now)
+        if extra is None:
+            return  # refused, expired or stale
         link.received[game_event.OP] += 1
         self.events_received[game_event.OP] += 1
-        self._notify(game_event_to_message(game_event, event.peer.hex()))
+        message = game_event_to_message(game_event, event.peer.hex())
+        message.update(extra)
+        self._notify(message)
+
+    def _judge(self, peer: bytes, event: GameEvent, now: float) -> dict[str, Any] | None:
+        """Spec 4.2, 5.2, 9: what a peer's event adds to the pushed event, or None
+        when it is not to be shown (an offence counted, expired, or stale)."""
+        sync = self.sync
+        extra: dict[str, Any] = {}
+        if isinstance(event, VisualEffect):
+            rtt = self.endpoint.session_statistics(peer).rtt.smoothed
+            check, remaining = sync.on_effect(peer, event, now, rtt)
+            extra["remaining_ms"] = remaining
+        elif isinstance(event, AiInteraction):
+            check, remaining = sync.on_interaction(peer, event, now), 0
+            extra["claim"] = "claimed"  # until the server confirms it: verify_interaction
+        elif isinstance(event, Environment | LegendData):
+            return extra if sync.on_state(event) else None
+        else:
+            check, remaining = None, 0
+        if check is not None:
+            self.offend(peer, check[0], check[1], now)
+            return None
+        return None if remaining is None else extra
+
+    def offend(self, peer: bytes, offence: Offence, detail: str, now: float) -> None:
+        """Count an offence of ``peer``; past the anomaly threshold its data is
+        dropped from now on, its link closed, the coordinator told (spec 5.2)."""
+        if not self.sync.offend(peer, offence, now):
+            return
+        score = self.sync.peer(peer, now).score
+        self.sync.ban(peer, now)
+        self._notify(anomaly_event(peer.hex(), round(score.value(now), 2), offence.value,
+                                   detail, dict(score.counts)))
+        if self.mesh is not None:
+            self.mesh.report("warn", "anomalous_peer", f"{offence.value}: {detail}"[:200], now,
+                             peer)
+        if peer in self._links:
+            self.endpoint.close(peer, now)
+
+    def sync_request(self, request: SyncRequest, now: float) -> dict[str, Any]:
+        """``render``, ``server_position``, ``verify_interaction``, ``shared_state``,
+        ``request_snapshot`` (docs/ipc.md 6.8)."""
+        self._require_enabled()
+        return self.sync_api.handle(request, now)
+
+    @property
+    def links(self) -> dict[bytes, PeerLink]:
+        return self._links
+
+    @property
+    def now_hint(self) -> float:
+        """The latest ``now`` the node was given."""
+        return self._now
+
+    def in_view(self, link: PeerLink, own: PositionState, now: float) -> bool:
+        return self._in_view(link, own, now)
+
+    def send_deferred(self, now: float) -> bool:
+        """Positions the rate limit held back (a stop, a turn: what dead reckoning
+        cannot guess) go out as soon as it allows; True while some still wait."""
+        waiting = False
+        for key, link in self._links.items():
+            state = link.deferred
+            if state is None:
+                continue
+            if not self._in_view(link, state, now):
+                link.deferred = None
+            elif link.positions.take(1, now):
+                link.deferred = None
+                self.endpoint.send_position(key, state, now)
+                link.last_position = state
+                link.sent[Position.OP] += 1
+            else:
+                waiting = True
+        return waiting
 
     def _set_own_position(self, state: PositionState) -> None:
         old = self.own_position
@@ -447,6 +560,11 @@ class Node:
         if not _MAP_NAME.fullmatch(state.map):  # what a client could not send either
             self.events_invalid += 1
             link.invalid += 1
+            self.offend(event.peer, Offence.INVALID_PACKET, "impossible map name", now)
+            return
+        check = self.sync.on_position(event.peer, state, now)
+        if check is not None:  # spec 5.2: an impossible move is not shown
+            self.offend(event.peer, check[0], check[1], now)
             return
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state
@@ -467,6 +585,12 @@ class Node:
 
     def _on_established(self, event: SessionEstablished, now: float) -> None:
         was_pending = self._pending.pop(event.peer, None) is not None
+        if self.sync.banned(event.peer, now):  # flagged as a cheat: not again for a while
+            self._links.pop(event.peer, None)
+            self.endpoint.close(event.peer, now)
+            if was_pending:
+                self._notify(link_event(event.peer.hex(), "failed", None, reason="banned"))
+            return
         if event.peer not in self._links and len(self._links) >= self._max_links():
             self.endpoint.close(event.peer, now)  # a link beyond max_peers
             if was_pending:
@@ -486,6 +610,7 @@ class Node:
         self._prioritize(self._links[event.peer])
         self._notify(peer_joined_event(event.peer.hex(), format_address(event.address)))
         self._introduce_position(self._links[event.peer], now)
+        self.sync_api.ask_snapshot(event.peer, now)  # the area's state, one round trip away
 
     def _introduce_position(self, link: PeerLink, now: float) -> None:
         """A new link learns where this player stands at once: a player standing
@@ -498,6 +623,7 @@ class Node:
         link.sent[Position.OP] += 1
 
     def _on_closed(self, event: SessionClosed) -> None:
+        self.sync.forget(event.peer)
         if self._links.pop(event.peer, None) is not None:
             self._notify(peer_left_event(event.peer.hex(), event.reason.value))
         elif self._pending.pop(event.peer, None) is not None:
@@ -544,6 +670,7 @@ class Node:
                 "in_flight": stats.channels["in_flight"],
                 "events_sent": dict(link.sent),
                 "events_received": dict(link.received),
+                "sync": self.sync.peer_row(key, now),
             })
         for key, address in self._pending.items():
             rows.append({"peer": key.hex(), "address": format_address(address),
@@ -634,6 +761,7 @@ class Node:
                 "out_of_view": self.positions_hidden,
                 "notifications_dropped": self.notifications_dropped,
             },
+            "sync": self.sync.statistics(now),
         }
 
 

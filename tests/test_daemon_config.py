@@ -21,6 +21,7 @@ from p2pd.config import (
     LogLevel,
     LogSettings,
     P2PSettings,
+    SyncSettings,
     default_runtime_dir,
     default_unix_socket,
     load_config,
@@ -28,7 +29,8 @@ from p2pd.config import (
 from p2pd.session.config import EncryptionLevel, SessionConfig
 
 REPOSITORY_INI = Path(__file__).resolve().parent.parent / "ai_client.ini"
-SETTINGS = (P2PSettings, IdentitySettings, IpcSettings, LogSettings, CoordinatorSettings)
+SETTINGS = (P2PSettings, IdentitySettings, IpcSettings, LogSettings, CoordinatorSettings,
+            SyncSettings)
 
 
 def write_ini(directory: Path, text: str, name: str = "ai_client.ini") -> Path:

@@ -34,11 +34,16 @@ from p2pd.ipc.messages import (
     LegendData,
     Peers,
     Position,
+    Render,
     Request,
+    RequestSnapshot,
+    ServerPosition,
     SetLogLevel,
+    SharedState,
     Stats,
     Status,
     Subscribe,
+    VerifyInteraction,
     VisualEffect,
     parse_request_untrusted,
     request_id_of,
@@ -125,6 +130,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "data": {"line": "The winds are restless tonight...", "emotion": 3},
         "version": 5,
     },
+    "render": {"op": "render", "id": 15, "peers": [KEY]},
+    "server_position": {"op": "server_position", "id": 16, "peer": KEY, "map": "prontera",
+                        "x": 150, "y": 181, "speed": 150, "warp": False},
+    "verify_interaction": {"op": "verify_interaction", "id": 17, "peer": KEY,
+                           "ai_entity_id": 110001, "interaction_id": 3,
+                           "result": {"mood": "happy", "reply_id": 42}},
+    "shared_state": {"op": "shared_state", "id": 18},
+    "request_snapshot": {"op": "request_snapshot", "id": 19},
 }
 
 EXPECTED: dict[str, Request] = {
@@ -180,6 +193,14 @@ EXPECTED: dict[str, Request] = {
         data=(("emotion", 3), ("line", "The winds are restless tonight...")),
         version=5,
     ),
+    "render": Render(id=15, peers=(KEY,)),
+    "server_position": ServerPosition(id=16, peer=KEY, map="prontera", x=150, y=181,
+                                      speed=150),
+    "verify_interaction": VerifyInteraction(id=17, peer=KEY, ai_entity_id=110001,
+                                            interaction_id=3,
+                                            result=(("mood", "happy"), ("reply_id", 42))),
+    "shared_state": SharedState(id=18),
+    "request_snapshot": RequestSnapshot(id=19),
 }
 
 
@@ -365,6 +386,17 @@ def test_unknown_field_name_is_shortened() -> None:
 BIG = "x" * 5000
 BAD_FIELDS: list[tuple[str, str, Any, str]] = [
     # (op, field, value, field named in the error)
+    # sync requests
+    ("render", "peers", [], "peers"),
+    ("render", "peers", ["ab"], "peers.0"),
+    ("request_snapshot", "peers", "ab" * 32, "peers"),
+    ("server_position", "speed", 10, "speed"),
+    ("server_position", "speed", 1001, "speed"),
+    ("server_position", "x", 1024, "x"),
+    ("server_position", "peer", None, "peer"),
+    ("server_position", "warp", 1, "warp"),
+    ("verify_interaction", "result", [1], "result"),
+    ("verify_interaction", "interaction_id", -1, "interaction_id"),
     # hello
     ("hello", "token", "0f" * 31, "token"),
     ("hello", "token", "zz" * 32, "token"),

@@ -47,14 +47,15 @@ def linked(net: SimNetwork, count: int = 2,
 
 
 def position(x: int, tick: int) -> Position:
-    return Position(id=1, map="prontera", x=x, y=100, dir=6, moving=True, tick=tick)
+    # one cell per 50 ms (the tests send 20 a second): speed 50, so the moves are possible
+    return Position(id=1, map="prontera", x=x, y=100, dir=6, speed=50, moving=True, tick=tick)
 
 
 def test_loss_lowers_the_position_rate_first_and_it_recovers_when_the_path_clears() -> None:
     net = SimNetwork(5, LinkProfile(delay=0.02))
     sim, (a, b) = linked(net, position_update_rate=10.0)
     peer = b.core.public_key
-    sent_per_phase = []
+    sent_per_phase: list[tuple[int, float]] = []
     for profile in (LinkProfile(delay=0.02), LinkProfile(delay=0.02, loss=0.3),
                     LinkProfile(delay=0.02)):
         net.set_path(A_ADDR, B_ADDR, profile)
@@ -63,7 +64,8 @@ def test_loss_lowers_the_position_rate_first_and_it_recovers_when_the_path_clear
         for i in range(300):  # 15 s: positions at 20/s, chat at 20/s
             now = start + i * 0.05
             sim.run_until(now)
-            sent += a.core.send_event(position(i % 300, int(now * 1000)), (), now)["sent"]
+            x = len(sent_per_phase) * 300 + i  # on and on: no jump back at a new phase
+            sent += a.core.send_event(position(x, int(now * 1000)), (), now)["sent"]
             a.core.send_event(Chat(id=2, text=f"line {i}"), (), now)
         sent_per_phase.append((sent, a.core.endpoint.quality(peer, sim.now)))
     (clean, q_clean), (lossy, q_lossy), (cleared, q_cleared) = sent_per_phase

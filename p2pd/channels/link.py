@@ -104,6 +104,7 @@ class ChannelLink:
         "_max_queued_bytes",
         "_owner",
         "_part_size",
+        "_position_error_budget",
         "_positions_in",
         "_positions_out",
         "_receivers",
@@ -129,6 +130,7 @@ class ChannelLink:
         effect_max_wait: float,
         rto_max: float,
         owner: LinkOwner,
+        position_error_budget: int | None = 1,
     ) -> None:
         """``room``: plaintext bytes of a datagram's frame list; ``owner``: what
         messages, positions and round trips go to, and what says the RTO."""
@@ -146,6 +148,7 @@ class ChannelLink:
         self._effects: deque[bytes] | None = None  # frames, oldest first
         self._effect_times: deque[float] | None = None  # when each was queued
         self._effect_max_wait = effect_max_wait
+        self._position_error_budget = position_error_budget
         # control frames for the next datagram, and those to go after the data: None
         # when there are none (most datagrams carry none)
         self._control: list[bytes] | None = None
@@ -195,7 +198,7 @@ class ChannelLink:
     def positions_out(self) -> PositionSender:
         positions = self._positions_out
         if positions is None:
-            positions = self._positions_out = PositionSender()
+            positions = self._positions_out = PositionSender(self._position_error_budget)
         return positions
 
     @property

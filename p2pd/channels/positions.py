@@ -32,13 +32,14 @@ class PositionSender:
     last one sent stays within ``error_budget`` cells and that one is younger
     than ``refresh_ms`` (by the player's clock, ``tick``). Both hold only while
     the last one sent is acknowledged, or younger than ``resend_ms``: past that
-    without an ack it may be lost, and the next update goes out."""
+    without an ack it may be lost, and the next update goes out. With
+    ``error_budget`` None every update goes out (a fixed-rate stream)."""
 
     __slots__ = ("_baseline", "_history", "_last_sent", "_seq", "bytes_sent", "error_budget",
                  "full_states", "pending", "predicted", "refresh_ms", "resend_ms", "sent",
                  "superseded", "unchanged")
 
-    def __init__(self, error_budget: int = 1, refresh_ms: int = 1000,
+    def __init__(self, error_budget: int | None = 1, refresh_ms: int = 1000,
                  resend_ms: int = 1000) -> None:
         self.error_budget = error_budget
         self.refresh_ms = refresh_ms
@@ -64,7 +65,7 @@ class PositionSender:
             self.pending = None
         last = self._last_sent
         baseline = self._baseline
-        if last is not None and (
+        if last is not None and self.error_budget is not None and (
             (baseline is not None and baseline[1] is last)  # the peer has it
             or 0 <= state.tick - last.tick < self.resend_ms  # or its ack may be on the way
         ):
@@ -86,6 +87,7 @@ class PositionSender:
             return False
         x, y = predict(last, state.tick)
         budget = self.error_budget
+        assert budget is not None
         return abs(state.x - x) <= budget and abs(state.y - y) <= budget
 
     def frame_size(self) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from p2pd import __version__
+from p2pd.cheat.mapgrid import directory_reader
 from p2pd.config import DaemonConfig, default_runtime_dir
 from p2pd.crypto.identity import load_or_create_identity
 from p2pd.io import sdnotify
@@ -44,7 +45,7 @@ from p2pd.io.udp import UdpSocket
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import format_address, split_address
 from p2pd.ipc.framing import encode_message
-from p2pd.ipc.messages import Connect, CoordinatorToken, GameEvent
+from p2pd.ipc.messages import SYNC_REQUEST_CLASSES, Connect, CoordinatorToken, GameEvent
 from p2pd.logs import flush_logging, get_logger
 from p2pd.node import Node
 from p2pd.session.events import Address
@@ -104,6 +105,8 @@ class Daemon(Shell):
         result: dict[str, Any]
         if isinstance(request, GameEvent):
             result = self.node.send_event(request, [bytes.fromhex(k) for k in request.to], now)
+        elif isinstance(request, SYNC_REQUEST_CLASSES):
+            result = self.node.sync_request(request, now)
         elif isinstance(request, Connect):
             self.node.connect(address, bytes.fromhex(request.key), now)
             result = {"peer": request.key, "state": "connecting",
@@ -175,7 +178,9 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
                   "embedded_port, or address, or embedded = false)", file=sys.stderr)
         else:
             config = embedded.pin(config)
-    node = Node(config, identity, epoch=epoch)
+    map_dir = config.sync.map_dir
+    node = Node(config, identity, epoch=epoch,
+                map_reader=directory_reader(map_dir) if map_dir is not None else None)
     udp = UdpSocket.bind_in_range(UDP_BIND_HOST, *p2p.port_range, UDP_RECEIVE_BUFFER)
     node.udp_address = udp.address
     runtime_dir = ipc.runtime_dir or default_runtime_dir()

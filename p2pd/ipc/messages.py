@@ -70,6 +70,7 @@ EVENT_NAMES: Final = (
     "peer_left",
     "link",
     "coordinator",
+    "anomaly",
     "error",
 )
 LOG_LEVELS: Final = ("debug", "info", "warn", "error")
@@ -219,10 +220,69 @@ class LegendData:
     to: tuple[str, ...] = ()
 
 
+# -- game-state synchronization and verification (spec 4.1, 5.2, 10.2; p2pd.sync) ----
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Render:
+    """Where to draw peers' players now (the interpolation buffer)."""
+
+    OP: ClassVar[str] = "render"
+    id: int
+    peers: tuple[str, ...] = ()  # () = every peer with a known position
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerPosition:
+    """The game server's position of a peer's player (authoritative correction)."""
+
+    OP: ClassVar[str] = "server_position"
+    id: int
+    peer: str
+    map: str
+    x: int
+    y: int
+    speed: int = 0  # ms per cell as the server has it; 0: not known
+    warp: bool = False  # the server moved the player at once (warp, teleport, respawn)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyInteraction:
+    """The server's outcome of a peer's AI interaction: confirms or rejects its claim."""
+
+    OP: ClassVar[str] = "verify_interaction"
+    id: int
+    peer: str
+    ai_entity_id: int
+    interaction_id: int
+    result: str | ScalarMap | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedState:
+    """The environment and AI Legend values the daemon holds now."""
+
+    OP: ClassVar[str] = "shared_state"
+    id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSnapshot:
+    """Ask peers for their full shared state (spec 10.2)."""
+
+    OP: ClassVar[str] = "request_snapshot"
+    id: int
+    peers: tuple[str, ...] = ()
+
+
+SyncRequest: TypeAlias = Render | ServerPosition | VerifyInteraction | SharedState | RequestSnapshot
+SYNC_REQUEST_CLASSES: Final = (Render, ServerPosition, VerifyInteraction, SharedState,
+                               RequestSnapshot)
+
 GameEvent: TypeAlias = Position | VisualEffect | Chat | AiInteraction | Environment | LegendData
 Request: TypeAlias = (
     Hello | Status | Stats | Peers | Subscribe | Connect | Disconnect | SetLogLevel
-    | CoordinatorToken | GameEvent
+    | CoordinatorToken | GameEvent | SyncRequest
 )
 GAME_EVENT_CLASSES: Final = (Position, VisualEffect, Chat, AiInteraction, Environment, LegendData)
 
@@ -278,6 +338,15 @@ _I63 = check_int(0, I63_MAX)
 _CELL = check_int(0, MAX_CELL)
 _MAP_NAME = check_str(1, 32, pattern=MAP_NAME_PATTERN)
 _TO = Field("to", check_key_list(MAX_TO), (), None, _list_wire)
+_PEERS = Field("peers", check_key_list(MAX_TO), (), None, _list_wire)
+
+
+def _check_server_speed(value: Any, field: str) -> int:
+    speed: int = check_int(0, MAX_SPEED)(value, field)
+    if 0 < speed < MIN_SPEED:
+        raise bad_field(field, f"must be 0 (not known) or in {MIN_SPEED}..{MAX_SPEED}, "
+                               f"got {speed}")
+    return speed
 _PARAMS = Field("params", _check_params, (), "p", _map_wire)
 
 # (name, check, default, compact key in peer payloads, to wire form)
@@ -348,6 +417,23 @@ SCHEMAS: Final[Mapping[type[Request], tuple[Field, ...]]] = {
         Field("version", _I63, compact="s"),
         _TO,
     ),
+    Render: (_PEERS,),
+    ServerPosition: (
+        Field("peer", check_hex_key),
+        Field("map", _MAP_NAME),
+        Field("x", _CELL),
+        Field("y", _CELL),
+        Field("speed", _check_server_speed, 0),
+        Field("warp", check_bool, False),
+    ),
+    VerifyInteraction: (
+        Field("peer", check_hex_key),
+        Field("ai_entity_id", _U32),
+        Field("interaction_id", _U32),
+        Field("result", _check_result, None, None, _result_wire),
+    ),
+    SharedState: (),
+    RequestSnapshot: (_PEERS,),
 }
 OPS: Final[Mapping[str, type[Request]]] = {cls.OP: cls for cls in SCHEMAS}
 _ENVELOPE = ("op", "id")

@@ -21,6 +21,7 @@ from p2pd.ipc.errors import EVENTS_DROPPED
 from p2pd.ipc.messages import EVENT_NAMES, SCHEMAS, GameEvent, reply_error, reply_ok
 
 __all__ = [
+    "anomaly_event",
     "error_event",
     "event_message",
     "events_dropped_event",
@@ -71,6 +72,13 @@ def link_event(peer: str, state: str, rtt_ms: float | None, **extra: Any) -> dic
 def coordinator_event(state: str, degraded: bool, detail: str) -> dict[str, Any]:
     return event_message("coordinator", {"state": state, "degraded": degraded,
                                          "detail": detail})
+
+
+def anomaly_event(peer: str, score: float, reason: str, detail: str,
+                  offences: Mapping[str, int]) -> dict[str, Any]:
+    """A peer flagged as cheating (spec 5.2): its data dropped, its link closed."""
+    return event_message("anomaly", {"peer": peer, "score": score, "reason": reason,
+                                     "detail": detail, "offences": dict(offences)})
 
 
 def error_event(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -88,6 +88,9 @@ class SessionConfig:
     rto_min: float = 0.05
     rto_max: float = 2.0
     effect_max_wait: float = 0.5  # an effect not sent by then is dropped
+    # dead reckoning: a walking position is not sent while the peer's prediction
+    # stays within this many cells (None: every position goes out, a fixed stream)
+    position_error_budget: int | None = 1
     # seconds the channels of a closed session wait for a successor with the same
     # peer (0: never): reliable messages unacknowledged or queued are then sent in it
     resume_window: float = 30.0

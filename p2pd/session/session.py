@@ -199,6 +199,7 @@ class Session:
             effect_max_wait=config.effect_max_wait,
             rto_max=config.rto_max,
             owner=self,
+            position_error_budget=config.position_error_budget,
         )
 
     @property
