@@ -322,6 +322,42 @@ class _OptionalAddress(_Rule[str | None]):
         return value
 
 
+class _Names(_Rule[tuple[str, ...]]):
+    """A comma-separated list of names from a fixed set, in order, each once."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.expected = "one or more of " + ", ".join(names) + ", separated by commas, each once"
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        return self.check(tuple(item.strip().lower() for item in text.split(",")
+                                if item.strip()))
+
+    def check(self, value: object) -> tuple[str, ...]:
+        if (not isinstance(value, tuple) or not value or len(set(value)) != len(value)
+                or not all(isinstance(name, str) and name in self.names for name in value)):
+            raise _Invalid(self.expected)
+        return value
+
+
+class _OptionalIPv4(_Rule[str | None]):
+    expected = "an IPv4 address, or nothing"
+    empty_is_default = True
+
+    def parse(self, text: str) -> str | None:
+        return self.check(text.strip())
+
+    def check(self, value: object) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _Invalid(self.expected)
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise _Invalid(self.expected) from None
+
+
 _RULE = "p2pd.config.rule"
 
 
@@ -582,6 +618,25 @@ class SyncSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PortMappingSettings:
+    """Section ``[port_mapping]``: asking the router to forward the daemon's UDP port
+    (PCP, NAT-PMP, UPnP IGD; :mod:`p2pd.portmap`). Only with ``[P2P] nat_traversal``."""
+
+    SECTION: ClassVar[str] = "port_mapping"
+
+    enabled: bool = field(default=True, metadata=_allow(_Bool()))
+    protocols: tuple[str, ...] = field(default=("pcp", "natpmp", "upnp"),
+                                       metadata=_allow(_Names(("pcp", "natpmp", "upnp"))))
+    lifetime: int = field(default=7200, metadata=_allow(_Int(2, 86400)))  # seconds asked for
+    # the PCP / NAT-PMP server; none: the default route's gateway
+    gateway: str | None = field(default=None, metadata=_allow(_OptionalIPv4()))
+    retry_interval: float = field(default=300.0, metadata=_allow(_Positive(86400)))  # seconds
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
 class CoordinatorServerSettings:
     """Section ``[coordinator_server]`` of the coordinator's own ini file."""
 
@@ -626,6 +681,7 @@ class DaemonConfig:
     log: LogSettings = field(default_factory=LogSettings)
     coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    port_mapping: PortMappingSettings = field(default_factory=PortMappingSettings)
 
     def __post_init__(self) -> None:
         coordinator, (low, high) = self.coordinator, self.p2p.port_range
@@ -670,6 +726,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "log": LogSettings,
     "coordinator": CoordinatorSettings,
     "sync": SyncSettings,
+    "port_mapping": PortMappingSettings,
 }
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 

@@ -27,12 +27,15 @@ from p2pd.io.runtime import RUNTIME_FILE, RuntimeFileError, RuntimeInfo, read_ru
 def write_local_config(home: Path, *, port_low: int, port_high: int,
                        p2p: dict[str, str] | None = None,
                        ipc: dict[str, str] | None = None,
-                       coordinator: dict[str, str] | None = None) -> Path:
+                       coordinator: dict[str, str] | None = None,
+                       port_mapping: dict[str, str] | None = None) -> Path:
     """An ai_client.ini for a daemon living in ``home`` (IPC on a free TCP port).
 
     Without an embedded coordinator unless ``coordinator`` asks for one
     (``{"embedded": "true", "embedded_port": "0"}``): daemons on one machine
-    would otherwise each run their own, on the same port."""
+    would otherwise each run their own, on the same port. Without port mapping
+    unless ``port_mapping`` turns it on: daemons on loopback have nothing to
+    ask the machine's router for."""
     coordinator = {"embedded": "false", **(coordinator or {})}
     settings = {
         "enabled": "true", "port_range": f"{port_low}-{port_high}", "log_level": "debug",
@@ -44,6 +47,9 @@ def write_local_config(home: Path, *, port_low: int, port_high: int,
              *(f"{key}={value}" for key, value in (ipc or {}).items()),
              "", "[log]", "file=logs/p2p.log",
              "", "[coordinator]", *(f"{key}={value}" for key, value in coordinator.items()),
+             "", "[port_mapping]",
+             *(f"{key}={value}" for key, value in {"enabled": "false",
+                                                    **(port_mapping or {})}.items()),
              ""]
     home.mkdir(parents=True, exist_ok=True)
     path = home / "ai_client.ini"

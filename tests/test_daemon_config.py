@@ -22,6 +22,7 @@ from p2pd.config import (
     LogSettings,
     P2PSettings,
     SyncSettings,
+    PortMappingSettings,
     default_runtime_dir,
     default_unix_socket,
     load_config,
@@ -30,7 +31,7 @@ from p2pd.session.config import EncryptionLevel, SessionConfig
 
 REPOSITORY_INI = Path(__file__).resolve().parent.parent / "ai_client.ini"
 SETTINGS = (P2PSettings, IdentitySettings, IpcSettings, LogSettings, CoordinatorSettings,
-            SyncSettings)
+            SyncSettings, PortMappingSettings)
 
 
 def write_ini(directory: Path, text: str, name: str = "ai_client.ini") -> Path:
@@ -291,7 +292,23 @@ BAD_VALUES = [
     ("coordinator", "player_id", "4294967296", "an integer from 0 to 4294967295, or nothing"),
     ("coordinator", "player_id", "-1", "an integer from 0 to 4294967295, or nothing"),
     ("coordinator", "player_id", "hero", "an integer from 0 to 4294967295, or nothing"),
+    ("port_mapping", "enabled", "auto", "true/false"),
+    ("port_mapping", "protocols", "pcp,igd", "one or more of pcp, natpmp, upnp"),
+    ("port_mapping", "protocols", "pcp,pcp", "each once"),
+    ("port_mapping", "protocols", ",", "one or more of pcp, natpmp, upnp"),
+    ("port_mapping", "lifetime", "1", "an integer from 2 to 86400"),
+    ("port_mapping", "gateway", "router.lan", "an IPv4 address, or nothing"),
+    ("port_mapping", "retry_interval", "0", "a number greater than 0"),
 ]
+
+
+def test_port_mapping_settings_are_read(tmp_path: Path) -> None:
+    path = write_ini(tmp_path, "[port_mapping]\nprotocols = UPnP, pcp\nlifetime = 60\n"
+                               "gateway = 10.1.0.1\nretry_interval = 5\n")
+    settings = load_config(path).config.port_mapping
+    assert settings == PortMappingSettings(enabled=True, protocols=("upnp", "pcp"),
+                                           lifetime=60, gateway="10.1.0.1",
+                                           retry_interval=5.0)
 
 
 @pytest.mark.parametrize(("section", "key", "value", "expected"), BAD_VALUES)

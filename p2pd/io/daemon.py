@@ -33,6 +33,7 @@ from p2pd.io.embedded import (
     open_embedded_coordinator,
 )
 from p2pd.io.ipc_server import ClientConnection, client_handler, handle_common_request
+from p2pd.io.portmap import open_port_mapper, run_port_mapper
 from p2pd.io.runtime import (
     RuntimeInfo,
     prepare_runtime_dir,
@@ -48,6 +49,7 @@ from p2pd.ipc.framing import encode_message
 from p2pd.ipc.messages import SYNC_REQUEST_CLASSES, Connect, CoordinatorToken, GameEvent
 from p2pd.logs import flush_logging, get_logger
 from p2pd.node import Node
+from p2pd.portmap import PortMapper
 from p2pd.session.events import Address
 
 log = get_logger("p2pd.daemon")
@@ -71,6 +73,8 @@ class Daemon(Shell):
         self.started = trio.current_time()
         self.tcp_address: tuple[str, int] | None = None
         self.unix_socket: Path | None = None
+        # [port_mapping] with [P2P] nat_traversal: current() is the port-mapped candidate
+        self.port_mapper: PortMapper | None = None
 
     # -- the pump ----------------------------------------------------------------
 
@@ -133,6 +137,8 @@ class Daemon(Shell):
             "config": str(self.config.source),
             "ipc_clients": len(self.clients),
             "embedded_coordinator": self.embedded_status(),
+            "port_mapping": None if self.port_mapper is None
+            else self.port_mapper.status().as_dict(now),
         })
         return status
 
@@ -205,6 +211,11 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
             write_runtime_info(runtime_dir, info)
             nursery.start_soon(daemon.udp_loop)
             nursery.start_soon(daemon.timer_loop)
+            if p2p.enabled and p2p.nat_traversal and config.port_mapping.enabled:
+                daemon.port_mapper, gateway, gateway_socket = open_port_mapper(
+                    config.port_mapping, udp.address[1], trio.current_time())
+                # cancelled with the nursery, it deletes the mapping (2 s at most)
+                nursery.start_soon(run_port_mapper, daemon.port_mapper, gateway, gateway_socket)
             if embedded is not None:
                 nursery.start_soon(embedded.server.udp_loop)
                 nursery.start_soon(embedded.server.timer_loop)
