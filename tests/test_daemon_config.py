@@ -20,6 +20,7 @@ from p2pd.config import (
     IpcSettings,
     LogLevel,
     LogSettings,
+    MetricsSettings,
     P2PSettings,
     default_runtime_dir,
     default_unix_socket,
@@ -28,7 +29,8 @@ from p2pd.config import (
 from p2pd.session.config import EncryptionLevel, SessionConfig
 
 REPOSITORY_INI = Path(__file__).resolve().parent.parent / "ai_client.ini"
-SETTINGS = (P2PSettings, IdentitySettings, IpcSettings, LogSettings, CoordinatorSettings)
+SETTINGS = (P2PSettings, IdentitySettings, IpcSettings, LogSettings, CoordinatorSettings,
+            MetricsSettings)
 
 
 def write_ini(directory: Path, text: str, name: str = "ai_client.ini") -> Path:

@@ -62,10 +62,13 @@ from p2pd.coordinator.credentials import (
     verify_token_untrusted,
 )
 from p2pd.coordinator.messages import (
+    REPORT_CODES,
     Candidates,
     ControlMessage,
     ControlMessageError,
     Introduce,
+    LinkEntry,
+    Links,
     PeerEntry,
     Presence,
     Registered,
@@ -186,6 +189,8 @@ class DaemonRecord:
     relay_allowance: TokenBucket | None = None  # made at its first relayed packet
     relayed_packets: int = 0  # sent by it through the relay
     relayed_bytes: int = 0
+    reports_received: int = 0
+    links: tuple[LinkEntry, ...] = ()  # its links as it last told them (operator's view)
 
 
 def _was_introduced(record: DaemonRecord, key: bytes) -> bool:
@@ -287,6 +292,7 @@ class Coordinator:
         self.reports: deque[ReportReceived] = deque(maxlen=self.settings.report_history)
         self.refused: Counter[str] = Counter()
         self.messages: Counter[str] = Counter()  # control messages received, by kind
+        self.report_codes: Counter[str] = Counter()  # known codes; any other as "other"
         self.bad_messages = 0
         self._by_address: dict[Address, DaemonRecord] = {}
         self.relay_drops: Counter[str] = Counter()
@@ -468,6 +474,11 @@ class Coordinator:
             report = ReportReceived(record.daemon_id, record.player_id, message)
             self.reports.append(report)
             self._events.append(report)
+            record.reports_received += 1
+            self.report_codes[message.code if message.code in REPORT_CODES else "other"] += 1
+        elif isinstance(message, Links):
+            self.messages["links"] += 1
+            record.links = message.links
         else:  # registered, candidates, introduce: the coordinator's own
             self.bad_messages += 1
 
@@ -533,6 +544,7 @@ class Coordinator:
             "messages": dict(self.messages),
             "bad_messages": self.bad_messages,
             "reports": len(self.reports),
+            "report_codes": dict(self.report_codes),
             "relay": {"packets": self.relayed_packets, "bytes": self.relayed_bytes,
                       "dropped": dict(self.relay_drops)},
         }

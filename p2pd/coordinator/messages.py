@@ -17,6 +17,9 @@ registered    c -> d     i daemon id, c certificate, s coordinator's signing key
                          ("host:port"), e certificate expiry (unix seconds)
 candidates    c -> d     m map, p list of peers (below), nearest first
 introduce     c -> d     p one peer (below): it is dialling this daemon now
+links         d -> c     l the daemon's links (at most 64), each [daemon id, relayed
+                         (bool), smoothed RTT in ms (0-65535) or nil]: for the
+                         operator's view of the mesh
 ============  =========  ===========================================================
 
 A peer entry is a map: k key (32 bytes, X25519 static), u player id, i its
@@ -47,6 +50,10 @@ MAX_CERTIFICATE: Final = 256
 MAX_CODE: Final = 64
 MAX_DETAIL: Final = 512
 SEVERITIES: Final = ("info", "warn", "error", "critical")
+MAX_LINKS: Final = 64
+# the report codes daemons send (p2pd/node.py, p2pd/mesh/manager.py); others may come
+REPORT_CODES: Final = frozenset({"anomalous_peer", "invalid_events", "auth_failures",
+                                 "relay_fallback", "all_links_relayed", "internal_errors"})
 _MAP_NAME = re.compile(MAP_NAME_PATTERN)
 
 
@@ -103,7 +110,19 @@ class Introduce:
     peer: PeerEntry
 
 
-ControlMessage = Presence | Report | Registered | Candidates | Introduce
+@dataclass(frozen=True, slots=True)
+class LinkEntry:
+    daemon_id: int
+    relayed: bool
+    rtt_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    links: tuple[LinkEntry, ...]
+
+
+ControlMessage = Presence | Report | Registered | Candidates | Introduce | Links
 
 
 def _entry(peer: PeerEntry) -> dict[str, Any]:
@@ -125,6 +144,9 @@ def encode_control(message: ControlMessage) -> bytes:
                 "s": message.signing_key, "a": message.address, "e": message.expires_at}
     elif isinstance(message, Candidates):
         body = {"k": "candidates", "m": message.map, "p": [_entry(p) for p in message.peers]}
+    elif isinstance(message, Links):
+        body = {"k": "links",
+                "l": [[link.daemon_id, link.relayed, link.rtt_ms] for link in message.links]}
     else:
         body = {"k": "introduce", "p": _entry(message.peer)}
     packed: bytes = msgpack.packb(body, use_bin_type=True)
@@ -266,4 +288,18 @@ def decode_control_untrusted(payload: bytes) -> ControlMessage:
     if kind == "introduce":
         _fields(msg, kind, {"p"}, set())
         return Introduce(_peer(msg["p"]))
+    if kind == "links":
+        _fields(msg, kind, {"l"}, set())
+        links = msg["l"]
+        if not isinstance(links, list) or len(links) > MAX_LINKS:
+            raise ControlMessageError(f"l must be a list of at most {MAX_LINKS} links")
+        return Links(tuple(_link(link) for link in links))
     raise ControlMessageError(f"unknown message kind {str(kind)[:32]!r}")
+
+
+def _link(value: Any) -> LinkEntry:
+    if not isinstance(value, list) or len(value) != 3 or type(value[1]) is not bool:
+        raise ControlMessageError("a link must be [daemon id, relayed, rtt ms or nil]")
+    rtt = value[2]
+    return LinkEntry(_int(value[0], 1, 0xFFFFFFFF, "link daemon id"), value[1],
+                     None if rtt is None else _int(rtt, 0, 65535, "link rtt"))

@@ -32,6 +32,8 @@ from p2pd.coordinator.messages import (
     Candidates,
     ControlMessageError,
     Introduce,
+    LinkEntry,
+    Links,
     PeerEntry,
     Presence,
     Registered,
@@ -234,6 +236,15 @@ class P2PManager:
             self._send_report(report, now)
         else:
             self._reports_waiting.append(report)
+        return True
+
+    def tell_links(self, links: tuple[LinkEntry, ...], now: float) -> bool:
+        """Tell the coordinator which daemons this one is linked with (the
+        operator's view of the mesh); False while it is unreachable."""
+        if not self.coordinator_up:
+            return False
+        self.endpoint.send(self.coordinator_key, _COORDINATOR, encode_control(Links(links)),
+                           now)
         return True
 
     def _send_report(self, report: Report, now: float) -> None:
