@@ -133,7 +133,7 @@ class Node:
         self._auth_failures_reported = 0
         self.history = StatsHistory(MAX_STATS_HISTORY)  # per second, for stats (ipc.md 11.3)
         self._internal_errors_reported = 0
-        self._links_told: tuple[tuple[int, bool], ...] = ()  # as last told the coordinator
+        self._links_told: tuple[tuple[int, bool, bool], ...] = ()  # as told the coordinator
         self._links_told_at = float("-inf")
 
     @property
@@ -247,7 +247,7 @@ class Node:
             entries.append(LinkEntry(candidate.daemon_id, is_relay_address(link.address),
                                      None if rtt is None else min(round(rtt * 1000), 65535)))
         entries.sort(key=lambda e: e.daemon_id)
-        shape = tuple((e.daemon_id, e.relayed) for e in entries[:MAX_LINKS])
+        shape = tuple((e.daemon_id, e.relayed, e.rtt_ms is None) for e in entries[:MAX_LINKS])
         if shape == self._links_told and (
                 not shape or now - self._links_told_at < LINKS_TOLD_REFRESH):
             return

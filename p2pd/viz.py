@@ -17,7 +17,7 @@ into SVG or PNG by Graphviz's ``dot`` (``p2pctl graph``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +127,7 @@ def mesh_edges(daemons: Iterable[Mapping[str, Any]]) -> dict[tuple[int, int], di
     return edges
 
 
-def mesh_dot(map_name: str, daemons: list[Mapping[str, Any]]) -> str:
+def mesh_dot(map_name: str, daemons: Sequence[Mapping[str, Any]]) -> str:
     """The mesh of one map as the coordinator sees it (its status file's
     ``mesh`` entry for that map): one node per daemon, one edge per link."""
     lines = ["graph mesh {", '  layout="neato"; overlap="false"; splines="true";',
