@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +319,22 @@ async def _wait_for_quit(cancel: trio.CancelScope) -> None:
 
 async def run_top(runtime_dir: Path, *, interval: float = 1.0, iterations: int | None = None,
                   plain: bool = False) -> None:
-    """Until q, Ctrl-C, or ``iterations`` refreshes."""
+    """Until q, Ctrl-C (SIGINT) or SIGTERM, or ``iterations`` refreshes."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_quit_on_signal, signals, nursery.cancel_scope)
+            await _top(runtime_dir, interval, iterations, plain, nursery.cancel_scope)
+            nursery.cancel_scope.cancel()
+
+
+async def _quit_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
+
+
+async def _top(runtime_dir: Path, interval: float, iterations: int | None, plain: bool,
+               scope: trio.CancelScope) -> None:
     console = Console()
     view = View()
     client = await DaemonClient.open(runtime_dir, client_name="p2pctl top")
@@ -328,7 +344,7 @@ async def run_top(runtime_dir: Path, *, interval: float = 1.0, iterations: int |
             await _run_plain(client, view, interval, iterations)
             return
         with _keys_raw() as keys, Live(console=console, screen=True, auto_refresh=False,
-                                       transient=True) as live, trio.CancelScope() as scope:
+                                       transient=True) as live:
             async with trio.open_nursery() as nursery:
                 if keys:
                     nursery.start_soon(_wait_for_quit, scope)
