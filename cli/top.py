@@ -232,7 +232,7 @@ def graph_panel(view: View) -> RenderableType:
         drawn = look(link)
         colour = RICH_COLOURS[drawn.colour]
         edge = "┄┄" if drawn.style != "solid" else "──"
-        label = Text(f"{edge} {drawn.label} {edge}▶ ", colour)
+        label = Text(f"{drawn.label} {edge}▶ ", colour)
         label.append(f"{str(link.get('id', ''))[:16]}", "bold " + colour)
         label.append(f"  {link.get('role') or link.get('state', '')}", colour)
         if drawn.problem:
@@ -244,29 +244,34 @@ def graph_panel(view: View) -> RenderableType:
 
 
 def flow_panel(view: View) -> RenderableType:
-    table = Table(expand=True, box=None, header_style="bold")
-    for name, justify in (("peer", "left"), ("role", "left"), ("path", "left"),
-                          ("rtt", "right"), ("loss", "right"), ("in", "right"),
-                          ("out", "right"), ("pk in/s", "right"), ("pk out/s", "right"),
-                          ("retx/s", "right"), ("drop/s", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table = Table(box=None, header_style="bold", padding=(0, 1, 0, 0), pad_edge=False)
+    for name, justify, width in (("peer", "left", 16), ("role", "left", 6),
+                                 ("path", "left", 6), ("rtt", "right", 8),
+                                 ("loss", "right", 4), ("in/s", "right", 9),
+                                 ("out/s", "right", 9), ("pk in", "right", 5),
+                                 ("pk out", "right", 6), ("retx", "right", 4),
+                                 ("drop", "right", 4)):
+        table.add_column(name, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         min_width=width)
     for link in _links(view):
         second = _peer_second(view, link)
         problem = problem_of(link) if link.get("state") == "established" else None
         table.add_row(
             str(link.get("id", ""))[:16], str(link.get("role", link.get("state", ""))),
             str(link.get("path", "")), rtt_text(link.get("rtt_ms")),
-            f"{link.get('loss', 0.0):.0%}", rate(second.get("in_bytes", 0)),
-            rate(second.get("out_bytes", 0)), str(second.get("in_packets", 0)),
+            f"{link.get('loss', 0.0):.0%}", rate(second.get("in_bytes", 0)).removesuffix("/s"),
+            rate(second.get("out_bytes", 0)).removesuffix("/s"),
+            str(second.get("in_packets", 0)),
             str(second.get("out_packets", 0)), str(second.get("retransmissions", 0)),
             str(second.get("drops", 0)), style="red" if problem else None)
-    per_kind = Table(expand=True, box=None, header_style="bold")
+    per_kind = Table(box=None, header_style="bold", padding=(0, 2, 0, 0), pad_edge=False)
     for name in ("kind", "sent/s", "recv/s", "limited/s"):
         per_kind.add_column(name, justify="left" if name == "kind" else "right")
     for name, sent, received, limited in kinds(view):
         per_kind.add_row(name, str(sent), str(received), str(limited),
                          style="yellow" if limited else None)
-    return Panel(Group(table, Text(""), per_kind), title="packet flow (last second)",
+    return Panel(Group(table, Text(""), per_kind),
+                 title="packet flow (last second; per kind: events a second)",
                  border_style="blue")
 
 

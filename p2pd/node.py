@@ -229,7 +229,8 @@ class Node:
             self._auth_failures_reported = failures
         self._tell_links(mesh, now)
         relayed = [key for key, link in self._links.items() if is_relay_address(link.address)]
-        if len(relayed) >= ALL_RELAYED_REPORTED and len(relayed) == len(self._links):
+        if (len(relayed) >= ALL_RELAYED_REPORTED and len(relayed) == len(self._links)
+                and not self.config.coordinator.relay_only):  # relayed by choice
             mesh.report("error", "all_links_relayed",
                         f"every one of {len(relayed)} links goes through the relay", now)
 

@@ -130,15 +130,17 @@ def mesh_edges(daemons: Iterable[Mapping[str, Any]]) -> dict[tuple[int, int], di
 def mesh_dot(map_name: str, daemons: Sequence[Mapping[str, Any]]) -> str:
     """The mesh of one map as the coordinator sees it (its status file's
     ``mesh`` entry for that map): one node per daemon, one edge per link."""
-    lines = ["graph mesh {", '  layout="neato"; overlap="false"; splines="true";',
+    lines = ["graph mesh {", '  layout="neato"; overlap="false"; sep="+24"; splines="true";',
+             '  fontname="Helvetica";',
              f"  label={_quote(f'map {map_name}: {len(daemons)} daemons')};",
              '  node [fontname="Helvetica", fontsize="10"];',
-             '  edge [fontname="Helvetica", fontsize="9"];']
+             '  edge [fontname="Helvetica", fontsize="9", len="2.4"];']
     for daemon in daemons:
         where = f"({daemon['x']},{daemon['y']})" if daemon.get("x") is not None else ""
         troubled = bool(daemon.get("relay_fallback"))
         lines.append(f"  {_quote(str(daemon['daemon']))} " + _attributes({
-            "label": f"daemon {daemon['daemon']}\nplayer {daemon['player']}\n{where}",
+            "label": f"daemon {daemon['daemon']}\nplayer {daemon['player']}\n{where}"
+                     + ("\nrelay only" if daemon.get("relay_only") else ""),
             "shape": "box", "style": "rounded,filled",
             "color": RED if troubled else GREEN,
             "fillcolor": "#ffe0e0" if troubled else "white"}))

@@ -235,3 +235,15 @@ def test_daemons_tell_their_links_and_report_their_own_errors_and_a_relayed_area
     area = mesh_view(coordinator)["prontera"]
     assert area["relayed_links"] >= 2 and area["area_relayed"]
     assert area["relay_fallback"] >= 2
+
+
+def test_links_relayed_by_choice_are_not_reported_as_fallbacks() -> None:
+    w, _ = world(42)
+    a, b = mesh_daemon(w, 1, 100), mesh_daemon(w, 2, 103)
+    hidden = mesh_daemon(w, 3, 105, relay_only=True)  # relayed by its own choice
+    assert w.sim.run_while(lambda: a.path_to(hidden) != "relay" or b.path_to(hidden) != "relay"
+                           or a.path_to(b) != "direct", 15.0)
+    w.sim.run_until(w.sim.now + 5.0)
+    assert [r.report.code for r in w.coordinator.reports] == []
+    area = mesh_view(w.coordinator)["prontera"]
+    assert (area["links"], area["relayed_links"], area["area_relayed"]) == (3, 2, False)

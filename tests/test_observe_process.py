@@ -141,7 +141,7 @@ class Terminal:
 def rates_on(screen: str, name: str) -> list[float]:
     """The byte rates on the screen's lines that name a peer."""
     return [float(value) for line in screen.splitlines() if name in line
-            for value, _ in re.findall(r"(\d+(?:\.\d+)?) (B|KiB|MiB)/s", line)]
+            for value in re.findall(r"(\d+(?:\.\d+)?) (?:B|KiB|MiB)\b", line)]
 
 
 @needs_tmux

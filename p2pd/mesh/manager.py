@@ -335,10 +335,16 @@ class P2PManager:
                 continue
             state = self.paths.states.get(peer)
             fallbacks = state.fallbacks if state is not None else 0
+            # a fallback is a direct path that failed: one that was direct, or a first
+            # look at a link made through the relay after a direct dial timed out
+            # (not a link to or from a relay-only daemon, relayed by choice)
+            was_direct = (not state.relayed) if state is not None else (
+                peer in self._direct_failed)
             alive = self.paths.check(peer, self.direct_address(peer), self.relay_address(peer),
                                      now)
             state = self.paths.states.get(peer)
-            if state is not None and state.fallbacks > fallbacks and state.relayed:
+            if (state is not None and state.fallbacks > fallbacks and state.relayed
+                    and was_direct):
                 self.report("info", "relay_fallback", "the direct path failed: relayed", now,
                             peer)
             if not alive:
