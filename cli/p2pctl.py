@@ -15,6 +15,10 @@ from p2pd.client import ClientError, DaemonClient
 from p2pd.config import ConfigError, default_runtime_dir, load_config, load_coordinator_config
 from p2pd.coordinator.credentials import SigningKeyFileError, load_or_create_signing_key, mint_token
 from p2pd.io.runtime import RuntimeFileError
+from p2pd.viz import daemon_dot, mesh_dot
+
+from .graph import FORMATS, GraphError, render
+from .top import run_top
 
 EXIT_NO_DAEMON = 1
 EXIT_REFUSED = 3
@@ -144,6 +148,59 @@ def stats(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--plain", is_flag=True, help="the plain table even on a large terminal")
+@click.option("--interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
+              help="seconds between refreshes")
+@click.option("--iterations", type=click.IntRange(1), default=None,
+              help="stop after this many refreshes (default: until q or Ctrl-C)")
+@click.pass_context
+def top(ctx: click.Context, plain: bool, interval: float, iterations: int | None) -> None:
+    """A live view of the daemon (spec 8.3): connection graph, bandwidth graph,
+    packet flow per peer and per event kind, error indicators. q or Ctrl-C quits."""
+    runtime_dir = _runtime_dir(ctx)
+    try:
+        trio.run(lambda: run_top(runtime_dir, interval=interval, iterations=iterations,
+                                 plain=plain))
+    except KeyboardInterrupt:
+        pass
+    except RuntimeFileError as error:
+        click.echo(f"p2pctl: {error}", err=True)
+        sys.exit(EXIT_NO_DAEMON)
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+        click.echo(f"p2pctl: the daemon in {runtime_dir} does not answer ({error})", err=True)
+        sys.exit(EXIT_NO_DAEMON)
+    except ClientError as error:
+        click.echo(f"p2pctl: the daemon refused: {error}", err=True)
+        sys.exit(EXIT_REFUSED)
+
+
+def _write_graph(dot: str, fmt: str, out: Path | None) -> None:
+    try:
+        data = render(dot, fmt)
+    except GraphError as error:
+        click.echo(f"p2pctl: {error}", err=True)
+        sys.exit(EXIT_REFUSED)
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        out.write_bytes(data)
+        click.echo(f"wrote {out} ({len(data)} bytes, {fmt})", err=True)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="dot", show_default=True,
+              help="DOT text, or a picture drawn by Graphviz")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="write here (default: standard output)")
+@click.pass_context
+def graph(ctx: click.Context, fmt: str, out: Path | None) -> None:
+    """The daemon's connection graph as a picture, drawn as p2pctl top draws it:
+    green direct, orange dashed relay, red in trouble, grey backups and attempts."""
+    _write_graph(daemon_dot(_call(ctx, "stats")), fmt, out)
+
+
+@main.command()
 @click.argument("address")
 @click.argument("key")
 @click.pass_context
@@ -219,10 +276,16 @@ def token(config_path: Path, issuer_key_file: Path | None, player_id: int, accou
               default=Path("coordinator.ini"), show_default=True,
               help="the coordinator's configuration (names its status file)")
 @click.option("--json", "as_json", is_flag=True, help="the status file as it is")
-def coordinator_status(config_path: Path, as_json: bool) -> None:
-    """The operator's view of a coordinator: daemons, maps, relayed traffic,
-    refusals and the latest reports from daemons (its status file, rewritten
-    every few seconds while it runs)."""
+@click.option("--graph", "graph_map", default=None, metavar="MAP",
+              help="draw the mesh of this map instead (see --format and --out)")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="dot", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
+def coordinator_status(config_path: Path, as_json: bool, graph_map: str | None, fmt: str,
+                       out: Path | None) -> None:
+    """The operator's view of a coordinator: daemons per map with their links,
+    relayed traffic, refusals and the latest reports from daemons (its status
+    file, rewritten every few seconds while it runs); --graph MAP draws a map's
+    mesh."""
     try:
         config, _ = load_coordinator_config(config_path)
         path = config.server.status_file
@@ -234,6 +297,14 @@ def coordinator_status(config_path: Path, as_json: bool) -> None:
     except (OSError, ValueError) as error:
         click.echo(f"p2pctl: no status of the coordinator ({error}); is it running?", err=True)
         sys.exit(EXIT_NO_DAEMON)
+    mesh: dict[str, Any] = status.get("mesh", {})
+    if graph_map is not None:
+        if graph_map not in mesh:
+            click.echo(f"p2pctl: no daemon on map {graph_map!r} (maps: "
+                       f"{', '.join(mesh) or 'none'})", err=True)
+            sys.exit(EXIT_REFUSED)
+        _write_graph(mesh_dot(graph_map, mesh[graph_map]["listed"]), fmt, out)
+        return
     if as_json:
         click.echo(text.strip())
         return
@@ -245,12 +316,34 @@ def coordinator_status(config_path: Path, as_json: bool) -> None:
     click.echo(f"  relay     {relay.get('packets', 0)} packets, {relay.get('bytes', 0)} bytes, "
                f"dropped {relay.get('dropped', {})}")
     click.echo(f"  refused   {status.get('refused', {})}")
+    if status.get("metrics"):
+        click.echo(f"  metrics   {status['metrics']}")
+    _print_mesh(mesh)
     reports = status.get("recent_reports", [])
     click.echo(f"  reports   {status.get('reports', 0)} received; latest:")
     for report in reports[-20:]:
         peer = f" peer {report['peer'][:16]}" if report.get("peer") else ""
         click.echo(f"    daemon {report['daemon']} (player {report['player']}) "
                    f"{report['severity']} {report['code']}{peer}: {report['detail']}")
+
+
+def _print_mesh(mesh: dict[str, Any]) -> None:
+    for name, entry in mesh.items():
+        flag = "  AREA ON RELAY" if entry.get("area_relayed") else ""
+        click.echo(f"  map {name}: {entry['daemons']} daemons, {entry['links']} links "
+                   f"({entry['relayed_links']} relayed), relayed {entry['relayed_bytes']} "
+                   f"bytes, {entry['reports']} reports, {entry['relay_fallback']} fell back "
+                   f"to the relay{flag}")
+        for daemon in entry["listed"]:
+            where = f"({daemon['x']},{daemon['y']})" if daemon.get("x") is not None else "(-)"
+            links = " ".join(f"{other}{'r' if relayed else ''}"
+                             for other, relayed, _ in daemon["links"]) or "-"
+            click.echo(f"    daemon {daemon['daemon']:>5} player {daemon['player']:>10} "
+                       f"{daemon['address']:<21} {where:<10} links {links}  relayed "
+                       f"{daemon['relayed_bytes']} B, {daemon['reports']} reports")
+        hidden = entry["daemons"] - len(entry["listed"])
+        if hidden > 0:
+            click.echo(f"    ... and {hidden} more")
 
 
 if __name__ == "__main__":

@@ -664,12 +664,34 @@ class CoordinatorServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Section ``[metrics]``: the opt-in Prometheus endpoint (``GET /metrics``)."""
+
+    SECTION: ClassVar[str] = "metrics"
+
+    enabled: bool = field(default=False, metadata=_allow(_Bool()))
+    host: str = field(default="127.0.0.1", metadata=_allow(_Host()))
+    port: int = field(default=9470, metadata=_allow(_Int(0, 65535)))  # 0: any free port
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorMetricsSettings(MetricsSettings):
+    """``[metrics]`` of coordinator.ini: as the daemon's, on a port of its own."""
+
+    port: int = field(default=9471, metadata=_allow(_Int(0, 65535)))
+
+
+@dataclass(frozen=True, slots=True)
 class CoordinatorConfig:
     """The coordinator's configuration (its own ini file, not ai_client.ini)."""
 
     source: Path
     server: CoordinatorServerSettings = field(default_factory=CoordinatorServerSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    metrics: CoordinatorMetricsSettings = field(default_factory=CoordinatorMetricsSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,6 +704,7 @@ class DaemonConfig:
     coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     port_mapping: PortMappingSettings = field(default_factory=PortMappingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def __post_init__(self) -> None:
         coordinator, (low, high) = self.coordinator, self.p2p.port_range
@@ -727,6 +750,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "coordinator": CoordinatorSettings,
     "sync": SyncSettings,
     "port_mapping": PortMappingSettings,
+    "metrics": MetricsSettings,
 }
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -860,6 +884,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
                     f"{path}: [ipc] tcp_host = {settings.tcp_host!r} is not a loopback "
                     "address: anyone who can reach it can control the daemon"
                 )
+        _warn_public_metrics(path, settings, warnings)
         built[attribute] = settings
     try:
         config = DaemonConfig(source=path.absolute(), **built)
@@ -871,6 +896,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
 _COORDINATOR_SECTIONS: Mapping[str, type[Any]] = {
     "server": CoordinatorServerSettings,
     "log": LogSettings,
+    "metrics": CoordinatorMetricsSettings,
 }
 
 
@@ -909,7 +935,17 @@ def load_coordinator_config(
             if section == cls.SECTION and key not in given and Path(first).is_absolute():
                 overrides[key] = Path(first) / name
         built[attribute] = replace(settings, **overrides) if overrides else settings
+        _warn_public_metrics(path, settings, warnings)
     return CoordinatorConfig(source=path.absolute(), **built), tuple(warnings)
+
+
+def _warn_public_metrics(path: Path, settings: object, warnings: list[str]) -> None:
+    if (isinstance(settings, MetricsSettings) and settings.enabled
+            and not _is_loopback(settings.host)):
+        warnings.append(
+            f"{path}: [metrics] host = {settings.host!r} is not a loopback address: "
+            "anyone who can reach it can read the metrics"
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -25,11 +25,13 @@ from p2pd.channels.quality import REDUCED_DETAIL
 from p2pd.cheat.anomaly import Offence
 from p2pd.cheat.mapgrid import MapStore, Reader
 from p2pd.config import DaemonConfig
+from p2pd.coordinator.messages import MAX_LINKS, LinkEntry
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import format_address
 from p2pd.ipc.messages import (
     MAP_NAME_PATTERN,
+    MAX_STATS_HISTORY,
     AiInteraction,
     Environment,
     GameEvent,
@@ -61,6 +63,7 @@ from p2pd.session.events import (
 )
 from p2pd.session.rtt import percentile
 from p2pd.session.session import MessageTooLarge
+from p2pd.stats_history import PEER_ID_DIGITS, PeerTotals, StatsHistory, Totals
 from p2pd.sync.core import GameSync
 from p2pd.sync.requests import SyncApi
 from p2pd.sync.settings import sync_rules
@@ -79,6 +82,9 @@ _MAP_NAME = re.compile(MAP_NAME_PATTERN)
 MAX_NOTIFICATIONS = 10_000  # pushed events waiting for the IPC layer to take them
 INVALID_REPORTED = 5  # a peer's invalid events that make a report (spec 5.1)
 AUTH_FAILURES_REPORTED = 20  # datagrams failing authentication that make one (8.1)
+LINKS_TOLD_MIN = 2.0  # seconds between two link sets told to the coordinator, at least
+LINKS_TOLD_REFRESH = 30.0  # and at least this often while linked (fresh RTTs)
+ALL_RELAYED_REPORTED = 2  # links, every one relayed: the direct paths of an area failed
 
 
 @dataclass
@@ -141,6 +147,10 @@ class Node:
         # game-state sync and cheat checks (spec 4, 5.2): p2pd.sync, p2pd.cheat
         self.sync = GameSync(sync_rules(config), MapStore(map_reader))
         self.sync_api = SyncApi(self)
+        self.history = StatsHistory(MAX_STATS_HISTORY)  # per second, for stats (ipc.md 11.3)
+        self._internal_errors_reported = 0
+        self._links_told: tuple[tuple[int, bool, bool], ...] = ()  # as told the coordinator
+        self._links_told_at = float("-inf")
 
     @property
     def enabled(self) -> bool:
@@ -234,6 +244,33 @@ class Node:
             mesh.report("error", "auth_failures",
                         f"{failures} datagrams failed authentication", now)
             self._auth_failures_reported = failures
+        self._tell_links(mesh, now)
+        relayed = [key for key, link in self._links.items() if is_relay_address(link.address)]
+        if (len(relayed) >= ALL_RELAYED_REPORTED and len(relayed) == len(self._links)
+                and not self.config.coordinator.relay_only):  # relayed by choice
+            mesh.report("error", "all_links_relayed",
+                        f"every one of {len(relayed)} links goes through the relay", now)
+
+    def _tell_links(self, mesh: P2PManager, now: float) -> None:
+        """The operator's view of the mesh: this daemon's links (by the peers'
+        daemon ids), when they change and every LINKS_TOLD_REFRESH seconds."""
+        if now - self._links_told_at < LINKS_TOLD_MIN:
+            return
+        entries = []
+        for key, link in self._links.items():
+            candidate = mesh.candidates.get(key)
+            if candidate is None:
+                continue  # not known to the coordinator by this key
+            rtt = self.endpoint.session_statistics(key).rtt.smoothed
+            entries.append(LinkEntry(candidate.daemon_id, is_relay_address(link.address),
+                                     None if rtt is None else min(round(rtt * 1000), 65535)))
+        entries.sort(key=lambda e: e.daemon_id)
+        shape = tuple((e.daemon_id, e.relayed, e.rtt_ms is None) for e in entries[:MAX_LINKS])
+        if shape == self._links_told and (
+                not shape or now - self._links_told_at < LINKS_TOLD_REFRESH):
+            return
+        if mesh.tell_links(tuple(entries[:MAX_LINKS]), now):
+            self._links_told, self._links_told_at = shape, now
 
     def get_timer(self) -> float | None:
         deadline = self.endpoint.get_timer()
@@ -714,7 +751,74 @@ class Node:
             "backups": len(mesh.backups()),
         }
 
-    def stats(self, now: float) -> dict[str, Any]:
+    def totals(self, now: float, internal_errors: int = 0) -> Totals:
+        """The cumulative counters behind the per-second history."""
+        endpoint = self.endpoint.statistics()
+        drops = endpoint.drops
+        peers = {}
+        for key, link in self._links.items():
+            stats = self.endpoint.session_statistics(key)
+            peers[key] = PeerTotals(
+                path=_path(link.address), role=self._role(key), rtt_ms=_ms(stats.rtt.smoothed),
+                loss=round(stats.inbound_loss, 4), anomalous=stats.anomalous,
+                bytes_in=stats.bytes_received, bytes_out=stats.bytes_sent,
+                packets_in=stats.packets_received, packets_out=stats.packets_sent,
+                retransmissions=stats.channels.get("retransmissions", 0),
+                drops=sum(stats.drops.values()))
+        return Totals(
+            bytes_in=self.bytes_in.total, bytes_out=self.bytes_out.total,
+            packets_in=endpoint.datagrams_received, packets_out=endpoint.datagrams_sent,
+            events_sent=dict(self.events_sent), events_received=dict(self.events_received),
+            rate_limited=dict(self.events_limited),
+            auth_failures=sum(drops.get(r, 0) for r in _AUTH_FAILURES),
+            drops=sum(drops.values()), invalid_events=self.events_invalid,
+            rate_excess=drops.get("rate_limited", 0), internal_errors=internal_errors,
+            peers=peers)
+
+    def record_second(self, now: float, internal_errors: int = 0) -> None:
+        """Once a second, from the shell: a sample for the history, and the
+        daemon's own errors reported to the coordinator (spec 8.1)."""
+        self._now = now
+        self.history.record(now, self.totals(now, internal_errors))
+        mesh = self.mesh
+        if (mesh is not None and internal_errors > self._internal_errors_reported
+                and mesh.report("error", "internal_errors",
+                                f"{internal_errors} internal errors in the daemon (see its log)",
+                                now)):
+            self._internal_errors_reported = internal_errors
+
+    def graph_links(self, now: float) -> list[dict[str, Any]]:
+        """The connection graph's edges: each link and attempt, with its state."""
+        latest = self.history.latest()
+        rows = []
+        for row in self.peers(now):
+            entry = {name: row[name] for name in _LINK_FIELDS if name in row}
+            entry["id"] = row["peer"][:PEER_ID_DIGITS]
+            second = latest.peers.get(entry["id"]) if latest is not None else None
+            entry["idle_s"] = second.idle_s if second is not None else 0
+            rows.append(entry)
+        return rows
+
+    def stats(self, now: float, history: int = 0) -> dict[str, Any]:
+        """Spec 8.2's statistics; with ``history``, the newest seconds of the
+        per-second history as well (docs/ipc.md 11.3)."""
+        result = self._stats(now)
+        result["public_key"] = self.public_key.hex()
+        result["coordinator"] = self._coordinator_status()
+        result["links"] = self.graph_links(now)
+        result["bandwidth"]["limit_bytes_per_s_total"] = int(
+            self.p2p.total_bandwidth_limit * 1024)
+        drops = result["packets"]["dropped_by_reason"]
+        result["errors"]["rate_excess"] = drops.get("rate_limited", 0)
+        mesh = self.mesh
+        result["reports"] = ({"sent": mesh.reports_sent, "dropped": mesh.reports_dropped}
+                             if mesh is not None else None)
+        result["history_seconds"] = self.history.capacity
+        samples = list(self.history.samples)[-history:] if history > 0 else []
+        result["history"] = [sample.to_wire() for sample in samples]
+        return result
+
+    def _stats(self, now: float) -> dict[str, Any]:
         endpoint = self.endpoint.statistics()
         samples = sorted(x for key in self._links for x in self.endpoint.rtt_samples(key))
         drops = endpoint.drops
@@ -765,6 +869,9 @@ class Node:
         }
 
 
+_AUTH_FAILURES = ("auth_failed", "bad_mac", "handshake_failed")
+_LINK_FIELDS = ("peer", "address", "path", "role", "state", "rtt_ms", "loss", "anomalous",
+                "quality", "since_s")
 _NOT_DECODE = frozenset({"auth_failed", "bad_mac", "handshake_failed", "replayed",
                          "handshake_replayed", "queue_full", "peer_refused"})
 

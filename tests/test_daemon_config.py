@@ -20,6 +20,7 @@ from p2pd.config import (
     IpcSettings,
     LogLevel,
     LogSettings,
+    MetricsSettings,
     P2PSettings,
     PortMappingSettings,
     SyncSettings,
@@ -31,7 +32,7 @@ from p2pd.session.config import EncryptionLevel, SessionConfig
 
 REPOSITORY_INI = Path(__file__).resolve().parent.parent / "ai_client.ini"
 SETTINGS = (P2PSettings, IdentitySettings, IpcSettings, LogSettings, CoordinatorSettings,
-            SyncSettings, PortMappingSettings)
+            SyncSettings, PortMappingSettings, MetricsSettings)
 
 
 def write_ini(directory: Path, text: str, name: str = "ai_client.ini") -> Path:

@@ -405,6 +405,11 @@ BAD_FIELDS: list[tuple[str, str, Any, str]] = [
     ("hello", "client", "c" * 65, "client"),
     ("hello", "client", "bad\nname", "client"),
     ("hello", "client", None, "client"),
+    # stats
+    ("stats", "history", 301, "history"),
+    ("stats", "history", -1, "history"),
+    ("stats", "history", 1.0, "history"),
+    ("stats", "history", True, "history"),
     # subscribe
     ("subscribe", "events", "position", "events"),
     ("subscribe", "events", ["pos"], "events.0"),

@@ -65,11 +65,14 @@ from p2pd.coordinator.credentials import (
     verify_token_untrusted,
 )
 from p2pd.coordinator.messages import (
+    REPORT_CODES,
     Candidates,
     ControlMessage,
     ControlMessageError,
     Dial,
     Introduce,
+    LinkEntry,
+    Links,
     PeerEntry,
     Presence,
     Registered,
@@ -100,7 +103,7 @@ from p2pd.wire.types import PacketType
 _COORDINATOR = PacketType.COORDINATOR
 _PRESENCE = PacketType.PRESENCE
 _KIND = {Registered: "registered", Candidates: "candidates", Introduce: "introduce",
-         Report: "report", Dial: "dial"}
+         Report: "report", Dial: "dial", Links: "links"}
 _MAX_ADMITTED = 4096  # tokens admitted in handshakes whose sessions are not up yet
 
 
@@ -201,6 +204,8 @@ class DaemonRecord:
     dial_allowance: TokenBucket | None = None  # made at its first dial
     relayed_packets: int = 0  # sent by it through the relay
     relayed_bytes: int = 0
+    reports_received: int = 0
+    links: tuple[LinkEntry, ...] = ()  # its links as it last told them (operator's view)
 
 
 def _was_introduced(record: DaemonRecord, key: bytes) -> bool:
@@ -304,6 +309,7 @@ class Coordinator:
         self.messages: Counter[str] = Counter()  # control messages received, by kind
         self.sent: Counter[str] = Counter()  # control messages sent, by kind
         self.refused_dials: Counter[str] = Counter()
+        self.report_codes: Counter[str] = Counter()  # known codes; any other as "other"
         self.bad_messages = 0
         self._by_address: dict[Address, DaemonRecord] = {}
         self.relay_drops: Counter[str] = Counter()
@@ -531,6 +537,11 @@ class Coordinator:
             report = ReportReceived(record.daemon_id, record.player_id, message)
             self.reports.append(report)
             self._events.append(report)
+            record.reports_received += 1
+            self.report_codes[message.code if message.code in REPORT_CODES else "other"] += 1
+        elif isinstance(message, Links):
+            self.messages["links"] += 1
+            record.links = message.links
         else:  # registered, candidates, introduce: the coordinator's own
             self.bad_messages += 1
 
@@ -608,6 +619,7 @@ class Coordinator:
             "refused_dials": dict(self.refused_dials),
             "bad_messages": self.bad_messages,
             "reports": len(self.reports),
+            "report_codes": dict(self.report_codes),
             "relay": {"packets": self.relayed_packets, "bytes": self.relayed_bytes,
                       "dropped": dict(self.relay_drops)},
         }

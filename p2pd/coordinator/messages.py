@@ -17,6 +17,9 @@ candidates    c -> d     m map, p list of peers (below), nearest first
 dial          d -> c     i the daemon id of a peer from its list: this daemon is
                          dialling it now (the coordinator introduces it there)
 introduce     c -> d     p one peer (below): it is dialling this daemon now
+links         d -> c     l the daemon's links (at most 64), each [daemon id, relayed
+                         (bool), smoothed RTT in ms (0-65535) or nil]: for the
+                         operator's view of the mesh
 ============  =========  ===========================================================
 
 A peer entry is a map: k key (32 bytes, X25519 static), u player id, i its
@@ -62,6 +65,10 @@ MAX_CERTIFICATE: Final = 256
 MAX_CODE: Final = 64
 MAX_DETAIL: Final = 512
 SEVERITIES: Final = ("info", "warn", "error", "critical")
+MAX_LINKS: Final = 64
+# the report codes daemons send (p2pd/node.py, p2pd/mesh/manager.py); others may come
+REPORT_CODES: Final = frozenset({"anomalous_peer", "invalid_events", "auth_failures",
+                                 "relay_fallback", "all_links_relayed", "internal_errors"})
 _MAP_NAME = re.compile(MAP_NAME_PATTERN)
 _MAP_NAME_BYTES = re.compile(MAP_NAME_PATTERN.encode())
 PRESENCE_FIXED: Final = struct.Struct(">HHHBB")  # seq, x, y, want, flags; the map name follows
@@ -130,7 +137,19 @@ class Dial:
     daemon_id: int
 
 
-ControlMessage = Report | Registered | Candidates | Introduce | Dial
+@dataclass(frozen=True, slots=True)
+class LinkEntry:
+    daemon_id: int
+    relayed: bool
+    rtt_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    links: tuple[LinkEntry, ...]
+
+
+ControlMessage = Report | Registered | Candidates | Introduce | Dial | Links
 
 
 def _entry(peer: PeerEntry) -> dict[str, Any]:
@@ -152,6 +171,9 @@ def encode_control(message: ControlMessage) -> bytes:
                 "s": message.signing_key, "a": message.address, "e": message.expires_at}
     elif isinstance(message, Candidates):
         body = {"k": "candidates", "m": message.map, "p": [_entry(p) for p in message.peers]}
+    elif isinstance(message, Links):
+        body = {"k": "links",
+                "l": [[link.daemon_id, link.relayed, link.rtt_ms] for link in message.links]}
     elif isinstance(message, Introduce):
         body = {"k": "introduce", "p": _entry(message.peer)}
     else:
@@ -257,10 +279,24 @@ def decode_control_untrusted(payload: bytes) -> ControlMessage:
     if kind == "introduce":
         _fields(msg, kind, {"p"}, set())
         return Introduce(_peer(msg["p"]))
+    if kind == "links":
+        _fields(msg, kind, {"l"}, set())
+        links = msg["l"]
+        if not isinstance(links, list) or len(links) > MAX_LINKS:
+            raise ControlMessageError(f"l must be a list of at most {MAX_LINKS} links")
+        return Links(tuple(_link(link) for link in links))
     if kind == "dial":
         _fields(msg, kind, {"i"}, set())
         return Dial(_int(msg["i"], 1, 0xFFFFFFFF, "i"))
     raise ControlMessageError(f"unknown message kind {str(kind)[:32]!r}")
+
+
+def _link(value: Any) -> LinkEntry:
+    if not isinstance(value, list) or len(value) != 3 or type(value[1]) is not bool:
+        raise ControlMessageError("a link must be [daemon id, relayed, rtt ms or nil]")
+    rtt = value[2]
+    return LinkEntry(_int(value[0], 1, 0xFFFFFFFF, "link daemon id"), value[1],
+                     None if rtt is None else _int(rtt, 0, 65535, "link rtt"))
 
 
 def encode_presence(presence: Presence, seq: int) -> bytes:

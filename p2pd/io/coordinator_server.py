@@ -30,11 +30,14 @@ from p2pd.coordinator.core import (
     ReportReceived,
 )
 from p2pd.coordinator.credentials import load_or_create_signing_key, public_key_bytes
+from p2pd.coordinator.mesh_view import mesh_view
 from p2pd.crypto.identity import load_or_create_identity
 from p2pd.io import sdnotify
+from p2pd.io.metrics_server import serve_metrics
 from p2pd.io.shell import Shell
 from p2pd.io.udp import UdpSocket
 from p2pd.logs import flush_logging, get_logger
+from p2pd.metrics import CoordinatorCollector, registry_for
 from p2pd.session.config import SessionConfig
 
 log = get_logger("p2pd.coordinator")
@@ -87,6 +90,7 @@ def status_snapshot(coordinator: Coordinator, info: dict[str, str]) -> dict[str,
              "code": r.report.code, "detail": r.report.detail,
              "peer": r.report.peer.hex() if r.report.peer else None}
             for r in reports],
+        "mesh": mesh_view(coordinator),
     }
 
 
@@ -139,6 +143,20 @@ def coordinator_session_config(max_daemons: int) -> SessionConfig:
     )
 
 
+async def _open_metrics(nursery: trio.Nursery, config: CoordinatorConfig,
+                        coordinator: Coordinator) -> str:
+    """The Prometheus endpoint ([metrics]); its address, or why there is none."""
+    metrics = config.metrics
+    registry = registry_for(CoordinatorCollector(coordinator.status))
+    try:
+        address: str = await nursery.start(serve_metrics, registry, metrics.host, metrics.port)
+    except OSError as error:
+        log.error("metrics_unavailable", host=metrics.host, port=metrics.port,
+                  error=str(error.strerror or error))
+        return f"unavailable: {error.strerror or error}"
+    return address
+
+
 async def run_coordinator(config: CoordinatorConfig, info_file: Path | None = None) -> int:
     """Run until SIGINT or SIGTERM. ``info_file``: where to write a JSON line with
     the UDP address and public keys once ready (for scripts and tests)."""
@@ -168,6 +186,8 @@ async def _run(config: CoordinatorConfig, signals: AsyncIterator[int],
             nursery.start_soon(runner.udp_loop)
             nursery.start_soon(runner.timer_loop)
             nursery.start_soon(_write_status, coordinator, info, server.status_file)
+            if config.metrics.enabled:
+                info["metrics"] = await _open_metrics(nursery, config, coordinator)
             if info_file is not None:
                 info_file.write_text(json.dumps(info) + "\n")
             log.info("coordinator_ready", udp=info["udp"])

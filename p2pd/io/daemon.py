@@ -10,6 +10,7 @@ and timer loops) and joins the mesh through it.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import trio
 
 from p2pd import __version__
@@ -33,6 +35,7 @@ from p2pd.io.embedded import (
     open_embedded_coordinator,
 )
 from p2pd.io.ipc_server import ClientConnection, client_handler, handle_common_request
+from p2pd.io.metrics_server import serve_metrics
 from p2pd.io.portmap import open_port_mapper, run_port_mapper
 from p2pd.io.runtime import (
     RuntimeInfo,
@@ -45,9 +48,10 @@ from p2pd.io.shell import Shell
 from p2pd.io.udp import UdpSocket
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import format_address, split_address
-from p2pd.ipc.framing import encode_message
+from p2pd.ipc.framing import DEFAULT_MAX_FRAME_BYTES, encode_message
 from p2pd.ipc.messages import SYNC_REQUEST_CLASSES, Connect, CoordinatorToken, GameEvent
 from p2pd.logs import flush_logging, get_logger
+from p2pd.metrics import DaemonCollector, registry_for
 from p2pd.node import Node
 from p2pd.portmap import PortMapper
 from p2pd.session.events import Address
@@ -75,6 +79,7 @@ class Daemon(Shell):
         self.unix_socket: Path | None = None
         # [port_mapping] with [P2P] nat_traversal: current() is the port-mapped candidate
         self.port_mapper: PortMapper | None = None
+        self.metrics_address: str | None = None  # host:port of the metrics endpoint, if on
 
     # -- the pump ----------------------------------------------------------------
 
@@ -139,6 +144,7 @@ class Daemon(Shell):
             "embedded_coordinator": self.embedded_status(),
             "port_mapping": None if self.port_mapper is None
             else self.port_mapper.status().as_dict(now),
+            "metrics_address": self.metrics_address,
         })
         return status
 
@@ -149,11 +155,26 @@ class Daemon(Shell):
             return {"error": self.embedded_error}
         return None
 
-    def stats(self) -> dict[str, Any]:
-        stats = self.node.stats(trio.current_time())
+    def stats(self, history: int = 0) -> dict[str, Any]:
+        stats = self.node.stats(trio.current_time(), history)
         stats["ipc"] = dict(self.counters) | {"clients": len(self.clients),
                                                 "send_drops_udp": self.udp.send_drops}
+        stats["errors"]["internal"] = self.counters["internal_errors"]
+        stats["metrics_address"] = self.metrics_address
+        # the reply must fit one frame: the oldest seconds go first
+        samples = stats["history"]
+        limit = min(self.config.ipc.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES) - 256
+        while samples and len(msgpack.packb(stats, use_bin_type=True)) > limit:
+            del samples[:max(1, len(samples) // 8)]
         return stats
+
+    async def stats_loop(self) -> None:
+        """On every second: a sample for the statistics' history (and the
+        daemon's own errors to the coordinator: ``Node.record_second``)."""
+        while True:
+            await trio.sleep_until(math.floor(trio.current_time()) + 1)
+            self.node.record_second(trio.current_time(), self.counters["internal_errors"])
+            self.pump()  # a report may wait to go
 
 
 async def run_daemon(config: DaemonConfig) -> int:
@@ -199,6 +220,8 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
     try:
         async with trio.open_nursery() as nursery:
             await _open_tcp(nursery, daemon)
+            if config.metrics.enabled:
+                await _open_metrics(nursery, daemon)
             if hasattr(socket, "AF_UNIX") and sys.platform != "win32":
                 daemon.unix_socket = await _open_unix(nursery, daemon, runtime_dir)
             assert daemon.tcp_address is not None
@@ -216,6 +239,7 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
                     config.port_mapping, udp.address[1], trio.current_time())
                 # cancelled with the nursery, it deletes the mapping (2 s at most)
                 nursery.start_soon(run_port_mapper, daemon.port_mapper, gateway, gateway_socket)
+            nursery.start_soon(daemon.stats_loop)
             if embedded is not None:
                 nursery.start_soon(embedded.server.udp_loop)
                 nursery.start_soon(embedded.server.timer_loop)
@@ -242,6 +266,18 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
         log.info("daemon_stopped")
         flush_logging()
     return 0
+
+
+async def _open_metrics(nursery: trio.Nursery, daemon: Daemon) -> None:
+    """The Prometheus endpoint ([metrics]); a port taken is logged, not fatal."""
+    metrics = daemon.config.metrics
+    registry = registry_for(DaemonCollector(daemon.stats))
+    try:
+        daemon.metrics_address = await nursery.start(serve_metrics, registry, metrics.host,
+                                                     metrics.port)
+    except OSError as error:
+        log.error("metrics_unavailable", host=metrics.host, port=metrics.port,
+                  error=str(error.strerror or error))
 
 
 async def _start_mesh(daemon: Daemon) -> None:

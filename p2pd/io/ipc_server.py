@@ -207,7 +207,7 @@ def handle_common_request(daemon: Daemon, client: ClientConnection, request: obj
     if isinstance(request, Status):
         return daemon.status()
     if isinstance(request, Stats):
-        return daemon.stats()
+        return daemon.stats(request.history)
     if isinstance(request, Peers):
         return {"peers": node.peers(now)}
     if isinstance(request, Subscribe):

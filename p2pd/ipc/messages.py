@@ -99,6 +99,7 @@ class Status:
 class Stats:
     OP: ClassVar[str] = "stats"
     id: int
+    history: int = 0  # the newest seconds of the per-second history wanted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,6 +287,9 @@ Request: TypeAlias = (
 )
 GAME_EVENT_CLASSES: Final = (Position, VisualEffect, Chat, AiInteraction, Environment, LegendData)
 
+# seconds of per-second statistics the daemon keeps (stats history)
+MAX_STATS_HISTORY: Final = 300
+
 # a connect token (p2pd.coordinator.credentials.TOKEN_SIZE bytes) in hex
 TOKEN_HEX_DIGITS: Final = 2 * 141
 
@@ -356,7 +360,7 @@ SCHEMAS: Final[Mapping[type[Request], tuple[Field, ...]]] = {
         Field("client", check_str(0, MAX_CLIENT_NAME)),
     ),
     Status: (),
-    Stats: (),
+    Stats: (Field("history", check_int(0, MAX_STATS_HISTORY), 0),),
     Peers: (),
     Subscribe: (Field("events", _check_events, to_wire=_list_wire),),
     Connect: (Field("address", check_address), Field("key", check_hex_key)),

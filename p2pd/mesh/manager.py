@@ -33,6 +33,8 @@ from p2pd.coordinator.messages import (
     ControlMessageError,
     Dial,
     Introduce,
+    LinkEntry,
+    Links,
     PeerEntry,
     Presence,
     Registered,
@@ -245,6 +247,15 @@ class P2PManager:
             self._reports_waiting.append(report)
         return True
 
+    def tell_links(self, links: tuple[LinkEntry, ...], now: float) -> bool:
+        """Tell the coordinator which daemons this one is linked with (the
+        operator's view of the mesh); False while it is unreachable."""
+        if not self.coordinator_up:
+            return False
+        self.endpoint.send(self.coordinator_key, _COORDINATOR, encode_control(Links(links)),
+                           now)
+        return True
+
     def _send_report(self, report: Report, now: float) -> None:
         self._send_control(report, now)
         self.reports_sent += 1
@@ -342,10 +353,16 @@ class P2PManager:
                 continue
             state = self.paths.states.get(peer)
             fallbacks = state.fallbacks if state is not None else 0
+            # a fallback is a direct path that failed: one that was direct, or a first
+            # look at a link made through the relay after a direct dial timed out
+            # (not a link to or from a relay-only daemon, relayed by choice)
+            was_direct = (not state.relayed) if state is not None else (
+                peer in self._direct_failed)
             alive = self.paths.check(peer, self.direct_address(peer), self.relay_address(peer),
                                      now)
             state = self.paths.states.get(peer)
-            if state is not None and state.fallbacks > fallbacks and state.relayed:
+            if (state is not None and state.fallbacks > fallbacks and state.relayed
+                    and was_direct):
                 self.report("info", "relay_fallback", "the direct path failed: relayed", now,
                             peer)
             if not alive:
