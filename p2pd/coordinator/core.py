@@ -62,6 +62,7 @@ from p2pd.coordinator.credentials import (
     verify_token_untrusted,
 )
 from p2pd.coordinator.messages import (
+    Addresses,
     Candidates,
     ControlMessage,
     ControlMessageError,
@@ -186,6 +187,7 @@ class DaemonRecord:
     relay_allowance: TokenBucket | None = None  # made at its first relayed packet
     relayed_packets: int = 0  # sent by it through the relay
     relayed_bytes: int = 0
+    nat_candidates: tuple[str, ...] = ()  # what it published (addresses), for its peers
 
 
 def _was_introduced(record: DaemonRecord, key: bytes) -> bool:
@@ -463,6 +465,9 @@ class Coordinator:
         if isinstance(message, Presence):
             self.messages["presence"] += 1
             self._on_presence(record, message, now)
+        elif isinstance(message, Addresses):
+            self.messages["addresses"] += 1
+            record.nat_candidates = message.candidates
         elif isinstance(message, Report):
             self.messages["report"] += 1
             report = ReportReceived(record.daemon_id, record.player_id, message)
@@ -518,6 +523,8 @@ class Coordinator:
             address=None if record.relay_only else format_address(record.address),
             distance=distance,
             walking=record.walking,
+            candidates=(tuple(c for c in record.nat_candidates if c.startswith("relay "))
+                        if record.relay_only else record.nat_candidates),
         )
 
     def _send(self, record: DaemonRecord, message: ControlMessage, now: float) -> None:

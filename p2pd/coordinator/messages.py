@@ -17,12 +17,16 @@ registered    c -> d     i daemon id, c certificate, s coordinator's signing key
                          ("host:port"), e certificate expiry (unix seconds)
 candidates    c -> d     m map, p list of peers (below), nearest first
 introduce     c -> d     p one peer (below): it is dialling this daemon now
+addresses     d -> c     c list of this daemon's NAT candidates, at most 8, each
+                         "<kind> <ip>:<port>" (p2pd.nat.candidates), for its peers
 ============  =========  ===========================================================
 
 A peer entry is a map: k key (32 bytes, X25519 static), u player id, i its
 daemon id at the coordinator (what RELAY packets name, docs/protocol.md §13B),
 c its certificate, a its address ("host:port") or nil when it is relay-only,
-d distance in cells, w whether it was walking (its distance may grow).
+d distance in cells, w whether it was walking (its distance may grow),
+and, when the daemon published any, x its NAT candidates (a list as in
+``addresses``; only ``relay`` ones for a relay-only daemon).
 
 The decoder is a parser of untrusted bytes: it raises only
 :class:`ControlMessageError`, and refuses unknown kinds, unknown or missing
@@ -41,6 +45,8 @@ from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import split_address
 from p2pd.ipc.framing import unpack_map_untrusted
 from p2pd.ipc.messages import MAP_NAME_PATTERN, MAX_CELL
+from p2pd.nat.candidates import MAX_CANDIDATES as MAX_NAT_CANDIDATES
+from p2pd.nat.candidates import CandidateError, parse_candidate_untrusted
 
 MAX_CANDIDATES: Final = 64
 MAX_CERTIFICATE: Final = 256
@@ -90,6 +96,12 @@ class PeerEntry:
     address: str | None
     distance: int
     walking: bool = False
+    candidates: tuple[str, ...] = ()  # its NAT candidates, "<kind> <ip>:<port>"
+
+
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    candidates: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +115,15 @@ class Introduce:
     peer: PeerEntry
 
 
-ControlMessage = Presence | Report | Registered | Candidates | Introduce
+ControlMessage = Presence | Report | Registered | Candidates | Introduce | Addresses
 
 
 def _entry(peer: PeerEntry) -> dict[str, Any]:
-    return {"k": peer.key, "u": peer.player_id, "i": peer.daemon_id, "c": peer.certificate,
-            "a": peer.address, "d": peer.distance, "w": peer.walking}
+    entry = {"k": peer.key, "u": peer.player_id, "i": peer.daemon_id, "c": peer.certificate,
+             "a": peer.address, "d": peer.distance, "w": peer.walking}
+    if peer.candidates:
+        entry["x"] = list(peer.candidates)
+    return entry
 
 
 def encode_control(message: ControlMessage) -> bytes:
@@ -125,6 +140,8 @@ def encode_control(message: ControlMessage) -> bytes:
                 "s": message.signing_key, "a": message.address, "e": message.expires_at}
     elif isinstance(message, Candidates):
         body = {"k": "candidates", "m": message.map, "p": [_entry(p) for p in message.peers]}
+    elif isinstance(message, Addresses):
+        body = {"k": "addresses", "c": list(message.candidates)}
     else:
         body = {"k": "introduce", "p": _entry(message.peer)}
     packed: bytes = msgpack.packb(body, use_bin_type=True)
@@ -180,7 +197,7 @@ def _address(value: Any, what: str) -> str:
 def _peer(value: Any) -> PeerEntry:
     if not isinstance(value, dict):
         raise ControlMessageError("a peer entry must be a map")
-    _fields(value, "peer", {"k", "u", "i", "c", "a", "d", "w"}, set(), kind_key=False)
+    _fields(value, "peer", {"k", "u", "i", "c", "a", "d", "w"}, {"x"}, kind_key=False)
     if type(value["w"]) is not bool:
         raise ControlMessageError("peer w must be a boolean")
     address = value["a"]
@@ -192,7 +209,19 @@ def _peer(value: Any) -> PeerEntry:
         address=None if address is None else _address(address, "peer a"),
         distance=_int(value["d"], 0, MAX_CELL, "peer d"),
         walking=value["w"],
+        candidates=_nat_candidates(value.get("x", []), "peer x"),
     )
+
+
+def _nat_candidates(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_NAT_CANDIDATES:
+        raise ControlMessageError(f"{what} must be a list of at most {MAX_NAT_CANDIDATES}")
+    for item in value:
+        try:
+            parse_candidate_untrusted(item)
+        except CandidateError as error:
+            raise ControlMessageError(f"{what}: {error}") from None
+    return tuple(value)
 
 
 _PRESENCE_KEYS: Final = frozenset({"k", "m", "x", "y", "n", "r", "w"})
@@ -266,4 +295,7 @@ def decode_control_untrusted(payload: bytes) -> ControlMessage:
     if kind == "introduce":
         _fields(msg, kind, {"p"}, set())
         return Introduce(_peer(msg["p"]))
+    if kind == "addresses":
+        _fields(msg, kind, {"c"}, set())
+        return Addresses(_nat_candidates(msg["c"], "c"))
     raise ControlMessageError(f"unknown message kind {str(kind)[:32]!r}")

@@ -29,6 +29,7 @@ from p2pd.channels.position_codec import PositionState
 from p2pd.channels.positions import predict
 from p2pd.coordinator.credentials import certificate_policy
 from p2pd.coordinator.messages import (
+    Addresses,
     Candidates,
     ControlMessageError,
     Introduce,
@@ -41,6 +42,8 @@ from p2pd.coordinator.messages import (
 )
 from p2pd.ipc.fields import split_address
 from p2pd.mesh.paths import PathMonitor, PathSettings
+from p2pd.nat.agent import NatAgent
+from p2pd.nat.candidates import Candidate, CandidateError, parse_candidate_untrusted
 from p2pd.mesh.policy import VIEW_RANGE, Backoff, Link, MeshSettings, Role, chebyshev, plan
 from p2pd.meters import TokenBucket
 from p2pd.session.endpoint import Endpoint, SessionError
@@ -52,7 +55,7 @@ from p2pd.session.events import (
     SessionClosed,
     SessionEstablished,
 )
-from p2pd.wire.relay import relay_address
+from p2pd.wire.relay import is_relay_address, relay_address
 from p2pd.wire.types import PacketType
 
 _COORDINATOR = PacketType.COORDINATOR
@@ -87,8 +90,12 @@ class ManagerSettings:
 class P2PManager:
     def __init__(self, endpoint: Endpoint, coordinator_key: bytes, coordinator_address: Address,
                  token: bytes, settings: ManagerSettings, *, rng: random.Random,
-                 clock: Callable[[], float]) -> None:
-        """``clock``: wall-clock seconds, for certificate checks in handshakes."""
+                 clock: Callable[[], float], nat: NatAgent | None = None) -> None:
+        """``clock``: wall-clock seconds, for certificate checks in handshakes.
+        ``nat``: the NAT agent, when NAT traversal is on: dials check every
+        candidate path at once (p2pd.nat.agent), upgrades probe its better paths."""
+        self.nat = nat
+        self._own_candidates: tuple[str, ...] = ()  # published to the coordinator
         self.endpoint = endpoint
         self.coordinator_key = coordinator_key
         self.coordinator_address = coordinator_address
@@ -111,7 +118,7 @@ class P2PManager:
         self._dialing: dict[bytes, tuple[float, Role, bool]] = {}  # since, role, relayed
         self._direct_failed: dict[bytes, float] = {}  # peer -> when a direct dial failed
         self._resting: dict[bytes, tuple[float, int]] = {}  # peer -> (until, failures)
-        self.paths = PathMonitor(endpoint, settings.paths)
+        self.paths = PathMonitor(endpoint, settings.paths, self._is_relayed)
         self._next_path_check: float | None = None
         self.connects = 0
         self.drops = 0
@@ -123,6 +130,17 @@ class P2PManager:
         self._reports_waiting: deque[Report] = deque(maxlen=REPORTS_KEPT)
         self.reports_sent = 0
         self.reports_dropped = 0
+
+    def _is_relayed(self, address: Address) -> bool:
+        nat = self.nat
+        return is_relay_address(address) or (nat is not None and nat.is_relayed(address))
+
+    def publish_candidates(self, candidates: tuple[str, ...], now: float) -> None:
+        """This daemon's NAT candidates, for the coordinator to hand to peers."""
+        self._own_candidates = candidates
+        if self.coordinator_up and self.registered is not None:
+            self.endpoint.send(self.coordinator_key, _COORDINATOR,
+                               encode_control(Addresses(candidates)), now)
 
     @property
     def degraded(self) -> bool:
@@ -191,6 +209,9 @@ class P2PManager:
             elif isinstance(event, MessageReceived) and event.type == _COORDINATOR:
                 self._on_control(event.payload, now)
             return True
+        if self.nat is not None and peer is not None and isinstance(
+                event, SessionEstablished | SessionClosed):
+            self.nat.end_checks(peer)
         if isinstance(event, SessionEstablished) and peer is not None:
             role = self._dialing.pop(peer, (now, Role.ACTIVE, False))[1]
             self.links[peer] = Link(now, self._distance(peer, now), role)
@@ -258,6 +279,8 @@ class P2PManager:
                 return peer == coordinator or certified(peer, certificate)
 
             self.endpoint.set_peer_policy(policy)
+            if self._own_candidates:  # (re)registered: the coordinator forgot them
+                self.publish_candidates(self._own_candidates, now)
         elif isinstance(message, Candidates):
             if self._own is not None and message.map == self._own[0]:
                 self.candidates = {entry.key: entry for entry in message.peers}
@@ -324,8 +347,10 @@ class P2PManager:
                 continue
             state = self.paths.states.get(peer)
             fallbacks = state.fallbacks if state is not None else 0
-            alive = self.paths.check(peer, self.direct_address(peer), self.relay_address(peer),
-                                     now)
+            nat = self.nat
+            direct = (self.direct_address(peer) if nat is None
+                      else nat.upgrade_paths(peer, endpoint.address_of(peer)))
+            alive = self.paths.check(peer, direct, self.relay_address(peer), now)
             state = self.paths.states.get(peer)
             if state is not None and state.fallbacks > fallbacks and state.relayed:
                 self.report("info", "relay_fallback", "the direct path failed: relayed", now,
@@ -458,6 +483,14 @@ class P2PManager:
         if failed is not None and now - failed >= self.settings.direct_retry_after:
             del self._direct_failed[peer]
             failed = None
+        nat = self.nat
+        entry = self.candidates.get(peer)
+        if nat is not None and entry is not None:
+            relay = self.relay_address(peer)
+            seen = self.direct_address(peer)
+            paths = nat.plan(_peer_candidates(entry) if failed is None else [],
+                             seen if failed is None else None, relay)
+            return nat.begin_checks(peer, paths, relay, now)
         direct = self.direct_address(peer)
         if direct is not None and failed is None:
             return direct
@@ -476,3 +509,14 @@ class P2PManager:
 
     def backups(self) -> list[bytes]:
         return [p for p, link in self.links.items() if link.role is Role.BACKUP]
+
+
+def _peer_candidates(entry: PeerEntry) -> list[Candidate]:
+    """The NAT candidates a peer published, those that parse (the coordinator checked)."""
+    out = []
+    for text in entry.candidates:
+        try:
+            out.append(parse_candidate_untrusted(text))
+        except CandidateError:
+            continue
+    return out
