@@ -67,6 +67,7 @@ _MAP_NAME = re.compile(MAP_NAME_PATTERN)
 MAX_NOTIFICATIONS = 10_000  # pushed events waiting for the IPC layer to take them
 INVALID_REPORTED = 5  # a peer's invalid events that make a report (spec 5.1)
 AUTH_FAILURES_REPORTED = 20  # datagrams failing authentication that make one (8.1)
+NAT_GATHER_WAIT = 2.0  # seconds the first presence may wait for the NAT candidates
 
 
 @dataclass
@@ -148,6 +149,7 @@ class Node:
         self.mesh = P2PManager(self.endpoint, coordinator.public_key, address, token, settings,
                                rng=rng or random.Random(), clock=self._wall_clock,
                                nat=self.nat)
+        self._gate_presence(now)
         self.mesh.start(now)
 
     def start_nat(self, stun_servers: list[Address], turn_server: Address | None,
@@ -169,11 +171,19 @@ class Node:
                                punch_ttl=nat.punch_ttl, discovery=nat.discovery)
         self._now = now
         self.nat = NatAgent(settings, clock=self._wall_clock, random_bytes=random_bytes)
+        self.endpoint.on_collision = self.nat.learned_path
         self.nat.set_host_addresses([] if settings.relay_only else host_addresses)
         self.nat.start(now)
         if self.mesh is not None:
             self.mesh.nat = self.nat
+            self._gate_presence(now)
         return self.nat
+
+    def _gate_presence(self, now: float) -> None:
+        mesh, nat = self.mesh, self.nat
+        if mesh is not None and nat is not None:
+            mesh.presence_gate = lambda: nat.gathered
+            mesh.hold_presence_until = now + NAT_GATHER_WAIT
 
     def set_coordinator_token(self, token: bytes, address: Address | None,
                               now: float) -> dict[str, Any]:

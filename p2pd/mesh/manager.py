@@ -42,10 +42,10 @@ from p2pd.coordinator.messages import (
 )
 from p2pd.ipc.fields import split_address
 from p2pd.mesh.paths import PathMonitor, PathSettings
-from p2pd.nat.agent import NatAgent
-from p2pd.nat.candidates import Candidate, CandidateError, parse_candidate_untrusted
 from p2pd.mesh.policy import VIEW_RANGE, Backoff, Link, MeshSettings, Role, chebyshev, plan
 from p2pd.meters import TokenBucket
+from p2pd.nat.agent import NatAgent
+from p2pd.nat.candidates import Candidate, CandidateError, parse_candidate_untrusted
 from p2pd.session.endpoint import Endpoint, SessionError
 from p2pd.session.events import (
     Address,
@@ -96,6 +96,10 @@ class P2PManager:
         candidate path at once (p2pd.nat.agent), upgrades probe its better paths."""
         self.nat = nat
         self._own_candidates: tuple[str, ...] = ()  # published to the coordinator
+        # the first presence waits (until hold_presence_until at most) for this to hold:
+        # the NAT candidates gathered, so that the peers introduced get them
+        self.presence_gate: Callable[[], bool] | None = None
+        self.hold_presence_until = 0.0
         self.endpoint = endpoint
         self.coordinator_key = coordinator_key
         self.coordinator_address = coordinator_address
@@ -306,7 +310,14 @@ class P2PManager:
         settings = self.settings
         interval = (settings.presence_min_interval if self._presence_due
                     else settings.discovery_interval)
-        return self._presence_sent_at + interval
+        due = self._presence_sent_at + interval
+        gate = self.presence_gate
+        if gate is not None:
+            if gate():
+                self.presence_gate = None
+            else:
+                return max(due, self.hold_presence_until)
+        return due
 
     def handle_timer(self, now: float) -> None:
         if self._reconnect_at is not None and now >= self._reconnect_at:
@@ -488,8 +499,7 @@ class P2PManager:
         if nat is not None and entry is not None:
             relay = self.relay_address(peer)
             seen = self.direct_address(peer)
-            paths = nat.plan(_peer_candidates(entry) if failed is None else [],
-                             seen if failed is None else None, relay)
+            paths = nat.plan(_peer_candidates(entry), seen, relay, direct_ok=failed is None)
             return nat.begin_checks(peer, paths, relay, now)
         direct = self.direct_address(peer)
         if direct is not None and failed is None:

@@ -333,7 +333,7 @@ class NatAgent:
     # -- checks ------------------------------------------------------------------
 
     def plan(self, peer_candidates: list[Candidate], seen: Address | None,
-             relay: Address | None) -> list[Address]:
+             relay: Address | None, *, direct_ok: bool = True) -> list[Address]:
         """The paths to check to a peer, best first: its direct candidates (and
         the address the coordinator saw it at), its relayed candidate, the same
         through this daemon's TURN allocation, and the coordinator's relay."""
@@ -347,7 +347,7 @@ class NatAgent:
             self._relay_candidates.add(address)
         paths: list[Address] = []
         if not self.settings.relay_only:
-            paths += direct + relayed
+            paths += (direct if direct_ok else []) + relayed
         turn = self.turn
         if turn is not None and turn.state is TurnState.ALLOCATED:
             for address in direct + relayed:
@@ -373,7 +373,9 @@ class NatAgent:
         group = _CheckGroup(peer, now, paths[0], list(paths), relay)
         self._groups[paths[0]] = group
         self._by_peer[peer] = group
-        self._peer_paths[peer] = [p for p in paths if p != relay]
+        known = self._peer_paths.pop(peer, [])
+        self._peer_paths[peer] = [p for p in paths if p != relay] + [
+            p for p in known if p not in paths]
         if len(self._peer_paths) > 4 * MAX_CHECK_GROUPS:
             del self._peer_paths[next(iter(self._peer_paths))]
         turn = self.turn
@@ -387,6 +389,19 @@ class NatAgent:
         self.counters.checks_started += 1
         return paths[0]
 
+    def learned_path(self, peer: bytes, address: Address) -> None:
+        """A handshake request of ``peer`` came from ``address`` (peer-reflexive, RFC
+        8445 7.3.1.3): a path its NAT opened towards this side. Checked from now on."""
+        group = self._by_peer.get(peer)
+        if group is None or address in group.paths or len(group.paths) >= MAX_PATHS + 4:
+            return
+        if self.settings.relay_only and not is_turn_path(address):
+            return
+        group.paths.insert(0, address)
+        paths = self._peer_paths.setdefault(peer, [])
+        if address not in paths:
+            paths.insert(0, address)
+
     def end_checks(self, peer: bytes) -> None:
         group = self._by_peer.pop(peer, None)
         if group is not None:
@@ -396,11 +411,34 @@ class NatAgent:
         return peer in self._by_peer
 
     def upgrade_paths(self, peer: bytes, current: Address) -> list[Address]:
-        """Paths better than ``current`` worth a probe (direct ones first)."""
+        """Paths better than ``current`` worth a probe: direct ones first, then
+        (from the coordinator's relay) the paths through a TURN server."""
         paths = self._peer_paths.get(peer, [])
         if current in paths:
-            paths = paths[:paths.index(current)]
-        return [p for p in paths if not self.is_relayed(p)][:4]
+            return [p for p in paths[:paths.index(current)] if not self.is_relayed(p)][:4]
+        direct = [p for p in paths if not self.is_relayed(p)][:4]
+        if current in self._relay_candidates or is_turn_path(current):
+            return direct
+        relayed = [p for p in paths if self.is_relayed(p)]
+        turn = self.turn
+        if turn is not None and turn.state is TurnState.ALLOCATED and not self.settings.relay_only:
+            relayed += [turn_path(p) for p in paths if not is_turn_path(p)
+                        and p not in self._relay_candidates]
+        elif turn is not None and turn.state is TurnState.ALLOCATED:
+            relayed += [turn_path(p) for p in paths if not is_turn_path(p)]
+        if self.settings.relay_only:
+            direct = []
+            relayed = [p for p in relayed if is_turn_path(p)]
+        return direct + relayed[:4]
+
+    @property
+    def gathered(self) -> bool:
+        """Whether the first candidates are in: each STUN server answered or gave up,
+        and the TURN allocation is done or failed (the coordinator hands out what
+        a daemon published before its first presence)."""
+        if any(tag[0] in ("refresh", "m1") for tag in self._tx.tags()):
+            return False
+        return self.turn is None or self.turn.state is not TurnState.ALLOCATING
 
     def is_relayed(self, address: Address) -> bool:
         """A path through a TURN server (this side's or the peer's)."""
