@@ -212,16 +212,18 @@ class Node:
             self.dropped_while_disabled += 1
             return
         kind = classify(data)
-        if kind is not Kind.P2P:
-            nat = self.nat
-            inner = None
-            if nat is not None and kind is Kind.STUN:
+        nat = self.nat
+        if kind is Kind.UNKNOWN:
+            self.dropped_unknown += 1
+        elif kind is not Kind.P2P and nat is not None:
+            refused = nat.refused()
+            if kind is Kind.STUN:
                 inner = nat.receive_stun(data, address, now)
-            elif nat is not None and kind is Kind.CHANNEL_DATA:
+            else:
                 inner = nat.receive_channel_data(data, address)
-            elif kind is Kind.UNKNOWN:
-                self.dropped_unknown += 1
             if inner is None:
+                if nat.refused() > refused:  # counted with the other drops as well
+                    self.endpoint.count_drop(DropReason.MALFORMED)
                 self._after_nat(now)
                 return
             data, address = inner  # a peer's datagram through this daemon's TURN server

@@ -9,12 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pd.coordinator.messages import Addresses, encode_control
 from p2pd.nat.stun import (
     Attr,
     Class,
     Method,
     StunError,
     StunMessage,
+    binding_request,
     check_integrity,
     decode_error_code_untrusted,
     decode_message_untrusted,
@@ -216,3 +218,13 @@ def test_looks_like_stun() -> None:
     assert looks_like_stun(SAMPLE_REQUEST)
     assert not looks_like_stun(b"P2P2" + SAMPLE_REQUEST[4:])
     assert not looks_like_stun(SAMPLE_REQUEST[:19])
+
+
+def test_protocol_md_v9_vectors() -> None:
+    assert binding_request(TID).hex() == (
+        "000100082112a442b7e7a701bc34d686fa87dfae80280004fdf6ae02")
+    assert binding_request(TID, change_ip=True, change_port=True).hex() == (
+        "000100102112a442b7e7a701bc34d686fa87dfae000300040000000680280004ece90f05")
+    assert encode_control(Addresses(("host 10.0.1.2:7000", "srflx 203.0.113.1:7000"))).hex() == (
+        "82a16ba9616464726573736573a16392b2686f73742031302e302e312e323a37303030b67372"
+        "666c78203230332e302e3131332e313a37303030")

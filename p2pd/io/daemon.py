@@ -80,6 +80,8 @@ class Daemon(Shell):
         self.node.flush(now)
         for data, address in self.node.datagrams_to_send(now):
             self.udp.send(data, address)
+        for data, address, ttl in self.node.low_ttl_datagrams():
+            self.udp.send_with_ttl(data, address, ttl)
         for message in self.node.take_notifications():
             name = message["event"]
             if name in _LINK_EVENTS:
@@ -200,6 +202,7 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
             write_runtime_info(runtime_dir, info)
             nursery.start_soon(daemon.udp_loop)
             nursery.start_soon(daemon.timer_loop)
+            await _start_nat(daemon)
             if embedded is not None:
                 nursery.start_soon(embedded.server.udp_loop)
                 nursery.start_soon(embedded.server.timer_loop)
@@ -226,6 +229,40 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
         log.info("daemon_stopped")
         flush_logging()
     return 0
+
+
+async def _start_nat(daemon: Daemon) -> None:
+    """Resolve the [nat] servers and start NAT traversal ([P2P] nat_traversal): STUN,
+    behaviour discovery, the TURN allocation, candidates. A server that does not
+    resolve is logged and left out."""
+    node, config = daemon.node, daemon.config
+    if not config.p2p.nat_traversal or not node.enabled:
+        return
+    stun: list[Address] = []
+    for text in config.nat.stun_servers:
+        try:
+            stun.append(await resolve_udp_address(text))
+        except IpcError as error:
+            log.error("stun_server_unresolved", address=text, error=error.message)
+    turn: Address | None = None
+    if config.nat.turn_server is not None:
+        try:
+            turn = await resolve_udp_address(config.nat.turn_server)
+        except IpcError as error:
+            log.error("turn_server_unresolved", address=config.nat.turn_server,
+                      error=error.message)
+    hosts: list[Address] = []
+    port = daemon.udp.address[1]
+    for target in [*stun, *([turn] if turn else []), ("192.0.2.1", 9)]:
+        local = daemon.udp.local_address_towards(target)
+        if local is not None and local != "0.0.0.0" and (local, port) not in hosts:
+            hosts.append((local, port))
+            break
+    node.start_nat(stun, turn, hosts, trio.current_time())
+    log.info("nat_started", stun=[format_address(a) for a in stun],
+             turn=format_address(turn) if turn else None,
+             host=[format_address(a) for a in hosts])
+    daemon.pump()
 
 
 async def _start_mesh(daemon: Daemon) -> None:

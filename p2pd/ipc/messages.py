@@ -107,6 +107,12 @@ class Peers:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Nat:
+    OP: ClassVar[str] = "nat"
+    id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Subscribe:
     OP: ClassVar[str] = "subscribe"
     id: int
@@ -221,7 +227,7 @@ class LegendData:
 
 GameEvent: TypeAlias = Position | VisualEffect | Chat | AiInteraction | Environment | LegendData
 Request: TypeAlias = (
-    Hello | Status | Stats | Peers | Subscribe | Connect | Disconnect | SetLogLevel
+    Hello | Status | Stats | Peers | Nat | Subscribe | Connect | Disconnect | SetLogLevel
     | CoordinatorToken | GameEvent
 )
 GAME_EVENT_CLASSES: Final = (Position, VisualEffect, Chat, AiInteraction, Environment, LegendData)
@@ -289,6 +295,7 @@ SCHEMAS: Final[Mapping[type[Request], tuple[Field, ...]]] = {
     Status: (),
     Stats: (),
     Peers: (),
+    Nat: (),
     Subscribe: (Field("events", _check_events, to_wire=_list_wire),),
     Connect: (Field("address", check_address), Field("key", check_hex_key)),
     Disconnect: (Field("peer", check_hex_key),),

@@ -164,6 +164,11 @@ class NatAgent:
 
     # -- receiving -----------------------------------------------------------
 
+    def refused(self) -> int:
+        """STUN and TURN datagrams refused so far (bad, unmatched, unexpected)."""
+        c = self.counters
+        return c.stun_bad + c.stun_unmatched + c.turn_bad
+
     def receive_stun(self, data: bytes, source: Address,
                      now: float) -> tuple[bytes, Address] | None:
         """A STUN message on the socket: a response to one of our transactions,
