@@ -469,6 +469,8 @@ class Node:
             raise IpcError("p2p_disabled", "P2P is disabled (enabled=false): use the server path")
 
     def shutdown(self, now: float) -> None:
+        if self.nat is not None:
+            self.nat.close(now)  # the TURN allocation is deleted, not left to expire
         self.endpoint.close_all(now)
         self._process_events(now)
 

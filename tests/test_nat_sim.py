@@ -226,12 +226,16 @@ def test_a_mapping_change_is_survived() -> None:
     b = lab.daemon(2, 104, PORT_RESTRICTED)
     assert lab.linked(a, b, 20.0)
     assert lab.settle(a, b, "direct", 10.0)
+    before = a.core.endpoint.address_of(b.core.public_key)
     lab.nats[2].flush()  # B's router forgets every mapping: B's packets leave from new ports
     lab.w.sim.run_until(lab.w.sim.now + 1.0)
     chat(lab.w, b, a, "after the change")
     lab.w.sim.run_until(lab.w.sim.now + 15.0)
     assert a.chats == ["after the change"]
-    assert a.path_to(b) is not None and b.path_to(a) is not None
+    # A followed B's authenticated packets to B's new mapping; the path stayed direct
+    after = a.core.endpoint.address_of(b.core.public_key)
+    assert after != before and after[0] == before[0]
+    assert a.path_to(b) == b.path_to(a) == "direct"
 
 
 def test_keepalives_hold_a_short_nat_timeout_open() -> None:
