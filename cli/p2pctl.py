@@ -141,6 +141,40 @@ def peers(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def nat(ctx: click.Context, as_json: bool) -> None:
+    """The NAT picture: addresses, NAT behaviour, port mapping, candidates, paths."""
+    result = _call(ctx, "nat")
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    if not result.get("enabled"):
+        click.echo("NAT traversal is off ([P2P] nat_traversal = false, or P2P disabled)")
+    click.echo(f"  udp        {result.get('udp_address')}"
+               + ("   (relay only)" if result.get("relay_only") else ""))
+    click.echo(f"  local      {', '.join(result.get('local') or []) or '-'}")
+    for via, address in sorted((result.get("public") or {}).items()):
+        click.echo(f"  public     {address} (seen by {via})")
+    behaviour = result.get("behaviour")
+    if behaviour:
+        click.echo(f"  behaviour  mapping {behaviour.get('mapping')}, filtering "
+                   f"{behaviour.get('filtering')} ({behaviour.get('state')})")
+    mapping = result.get("port_mapping")
+    click.echo(f"  mapping    {json.dumps(mapping, sort_keys=True) if mapping else 'none'}")
+    turn = result.get("turn")
+    if turn:
+        click.echo(f"  turn       {turn.get('server')} {turn.get('state')}"
+                   f"{', relayed ' + str(turn.get('relayed')) if turn.get('relayed') else ''}"
+                   f"{', error: ' + str(turn.get('error')) if turn.get('error') else ''}")
+    for candidate in result.get("candidates") or []:
+        click.echo(f"  candidate  {candidate}")
+    for peer in result.get("peers") or []:
+        click.echo(f"  peer       {peer['peer'][:16]} {peer.get('path', ''):<7} "
+                   f"{peer.get('address', '')} {peer.get('state', '')}")
+
+
+@main.command()
 @click.pass_context
 def stats(ctx: click.Context) -> None:
     """Traffic, latency and error statistics (spec §8.2), as JSON."""

@@ -387,6 +387,54 @@ class _HexKeys(_Rule[tuple[bytes, ...]]):
         return value
 
 
+class _Addresses(_Rule[tuple[str, ...]]):
+    """Comma-separated ``host:port`` addresses (names resolved at start), or nothing."""
+
+    expected = "host:port addresses separated by commas, or nothing"
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        return self.check(tuple(item.strip() for item in text.split(",") if item.strip()))
+
+    def check(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, tuple) or len(value) > 8:
+            raise _Invalid(self.expected + " (at most 8)")
+        for item in value:
+            if not isinstance(item, str) or not _is_host_port(item):
+                raise _Invalid(self.expected)
+        return value
+
+
+class _OptionalHostPort(_OptionalAddress):
+    expected = "host:port, or nothing for none"
+
+    def check(self, value: object) -> str | None:
+        checked = super().check(value)
+        if checked is not None and not _is_host_port(checked):
+            raise _Invalid(self.expected)
+        return checked
+
+
+class _Text(_Rule[str]):
+    """Any text without surrounding spaces (a username, a password), possibly empty."""
+
+    expected = "text"
+    empty_is_default = True
+
+    def parse(self, text: str) -> str:
+        return self.check(text.strip())
+
+    def check(self, value: object) -> str:
+        if not isinstance(value, str) or len(value) > 256:
+            raise _Invalid("text of at most 256 characters")
+        return value
+
+
+def _is_host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 1 <= int(port) <= 65535
+                and not any(c.isspace() for c in text))
+
+
 def _allow(rule: _Rule[Any]) -> dict[str, _Rule[Any]]:
     """Field metadata: the rule the field's values must follow."""
     return {_RULE: rule}
@@ -637,6 +685,41 @@ class PortMappingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NatSettings:
+    """Section ``[nat]``: NAT traversal (spec §3.2), on when ``[P2P] nat_traversal``.
+
+    ``stun_servers``: STUN servers the daemon asks for its public mapping (the
+    first also for NAT behaviour discovery, RFC 5780, when it gives an
+    OTHER-ADDRESS). ``turn_server``: a TURN server for a relayed candidate, with
+    long-term credentials (``turn_username``, ``turn_password``) or REST-style
+    time-limited ones from ``turn_secret`` (``turn_username`` is then the user
+    part). ``punch_ttl``: the IP TTL of the first hole-punching packets (0: no
+    low-TTL punches)."""
+
+    SECTION: ClassVar[str] = "nat"
+
+    stun_servers: tuple[str, ...] = field(default=(), metadata=_allow(_Addresses()))
+    turn_server: str | None = field(default=None, metadata=_allow(_OptionalHostPort()))
+    turn_username: str = field(default="", metadata=_allow(_Text()))
+    turn_password: str = field(default="", metadata=_allow(_Text()))
+    turn_secret: str = field(default="", metadata=_allow(_Text()))
+    punch_ttl: int = field(default=2, metadata=_allow(_Int(0, 255)))
+    discovery: bool = field(default=True, metadata=_allow(_Bool()))
+
+    def __post_init__(self) -> None:
+        _validate(self, self.SECTION)
+        if self.turn_server is not None and not (self.turn_secret or (
+                self.turn_username and self.turn_password)):
+            raise ConfigError(
+                f"[{self.SECTION}] turn_server = {self.turn_server!r}: expected "
+                "turn_username and turn_password, or turn_secret (REST credentials)")
+        if self.turn_secret and self.turn_password:
+            raise ConfigError(
+                f"[{self.SECTION}] turn_secret and turn_password: expected one of them "
+                "(REST credentials derive the password from the secret)")
+
+
+@dataclass(frozen=True, slots=True)
 class CoordinatorServerSettings:
     """Section ``[coordinator_server]`` of the coordinator's own ini file."""
 
@@ -705,6 +788,7 @@ class DaemonConfig:
     sync: SyncSettings = field(default_factory=SyncSettings)
     port_mapping: PortMappingSettings = field(default_factory=PortMappingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    nat: NatSettings = field(default_factory=NatSettings)
 
     def __post_init__(self) -> None:
         coordinator, (low, high) = self.coordinator, self.p2p.port_range
@@ -751,6 +835,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "sync": SyncSettings,
     "port_mapping": PortMappingSettings,
     "metrics": MetricsSettings,
+    "nat": NatSettings,
 }
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 

@@ -52,6 +52,10 @@ from p2pd.ipc.peer_codec import decode_peer_event_untrusted, encode_peer_event
 from p2pd.mesh.manager import PREDICT_FOR, ManagerSettings, P2PManager
 from p2pd.mesh.policy import VIEW_RANGE, MeshSettings, chebyshev
 from p2pd.meters import RateMeter, TokenBucket
+from p2pd.nat.agent import NatAgent, NatSettings
+from p2pd.nat.candidates import is_turn_path
+from p2pd.nat.demux import Kind, classify
+from p2pd.nat.turn import TurnCredentials
 from p2pd.session.endpoint import Endpoint, SendQueueFull, SessionError
 from p2pd.session.events import (
     Address,
@@ -85,6 +89,7 @@ AUTH_FAILURES_REPORTED = 20  # datagrams failing authentication that make one (8
 LINKS_TOLD_MIN = 2.0  # seconds between two link sets told to the coordinator, at least
 LINKS_TOLD_REFRESH = 30.0  # and at least this often while linked (fresh RTTs)
 ALL_RELAYED_REPORTED = 2  # links, every one relayed: the direct paths of an area failed
+NAT_GATHER_WAIT = 2.0  # seconds the first presence may wait for the NAT candidates
 
 
 @dataclass
@@ -139,6 +144,9 @@ class Node:
         self.own_position: PositionState | None = None  # this player's, as the client sent it
         self.own_position_at = 0.0  # when
         self.mesh: P2PManager | None = None  # with a coordinator: who to link with
+        self.nat: NatAgent | None = None  # NAT traversal ([P2P] nat_traversal): start_nat
+        self._low_ttl: list[tuple[bytes, Address, int]] = []  # punches, for the driver
+        self.dropped_unknown = 0  # datagrams neither p2pd, STUN nor ChannelData
         self._epoch = epoch
         self._now = 0.0  # the driver's latest now, for the wall clock of certificate checks
         self._next_watch = 0.0  # problems to report to the coordinator, once a second
@@ -171,8 +179,43 @@ class Node:
         )
         self._now = now
         self.mesh = P2PManager(self.endpoint, coordinator.public_key, address, token, settings,
-                               rng=rng or random.Random(), clock=self._wall_clock)
+                               rng=rng or random.Random(), clock=self._wall_clock,
+                               nat=self.nat)
+        self._gate_presence(now)
         self.mesh.start(now)
+
+    def start_nat(self, stun_servers: list[Address], turn_server: Address | None,
+                  host_addresses: list[Address], now: float,
+                  random_bytes: Callable[[int], bytes] = os.urandom) -> NatAgent | None:
+        """Start NAT traversal ([nat], with the server names resolved by the
+        driver, and the host's own addresses); None when ``nat_traversal`` is off."""
+        if not self.p2p.nat_traversal or not self.enabled:
+            return None
+        nat = self.config.nat
+        credentials = None
+        if turn_server is not None:
+            credentials = TurnCredentials(username=nat.turn_username,
+                                          password=nat.turn_password,
+                                          secret=nat.turn_secret or None)
+        settings = NatSettings(stun_servers=tuple(stun_servers), turn_server=turn_server,
+                               turn_credentials=credentials,
+                               relay_only=self.config.coordinator.relay_only,
+                               punch_ttl=nat.punch_ttl, discovery=nat.discovery)
+        self._now = now
+        self.nat = NatAgent(settings, clock=self._wall_clock, random_bytes=random_bytes)
+        self.endpoint.on_collision = self.nat.learned_path
+        self.nat.set_host_addresses([] if settings.relay_only else host_addresses)
+        self.nat.start(now)
+        if self.mesh is not None:
+            self.mesh.nat = self.nat
+            self._gate_presence(now)
+        return self.nat
+
+    def _gate_presence(self, now: float) -> None:
+        mesh, nat = self.mesh, self.nat
+        if mesh is not None and nat is not None:
+            mesh.presence_gate = lambda: nat.gathered
+            mesh.hold_presence_until = now + NAT_GATHER_WAIT
 
     def set_coordinator_token(self, token: bytes, address: Address | None,
                               now: float) -> dict[str, Any]:
@@ -200,6 +243,22 @@ class Node:
         if not self.enabled:
             self.dropped_while_disabled += 1
             return
+        kind = classify(data)
+        nat = self.nat
+        if kind is Kind.UNKNOWN:
+            self.dropped_unknown += 1
+        elif kind is not Kind.P2P and nat is not None:
+            refused = nat.refused()
+            if kind is Kind.STUN:
+                inner = nat.receive_stun(data, address, now)
+            else:
+                inner = nat.receive_channel_data(data, address)
+            if inner is None:
+                if nat.refused() > refused:  # counted with the other drops as well
+                    self.endpoint.count_drop(DropReason.MALFORMED)
+                self._after_nat(now)
+                return
+            data, address = inner  # a peer's datagram through this daemon's TURN server
         if is_relay(data):  # a peer's datagram through the coordinator
             mesh = self.mesh
             try:
@@ -218,6 +277,10 @@ class Node:
         self.endpoint.handle_timer(now)
         self._process_events(now)
         self.sync_api.on_timer(now)
+        nat = self.nat
+        if nat is not None and (deadline := nat.deadline()) is not None and now >= deadline:
+            nat.handle_timer(now)
+            self._after_nat(now)
         mesh = self.mesh
         if mesh is not None and (deadline := mesh.deadline()) is not None and now >= deadline:
             mesh.handle_timer(now)
@@ -262,7 +325,7 @@ class Node:
             if candidate is None:
                 continue  # not known to the coordinator by this key
             rtt = self.endpoint.session_statistics(key).rtt.smoothed
-            entries.append(LinkEntry(candidate.daemon_id, is_relay_address(link.address),
+            entries.append(LinkEntry(candidate.daemon_id, self._path(link.address) != "direct",
                                      None if rtt is None else min(round(rtt * 1000), 65535)))
         entries.sort(key=lambda e: e.daemon_id)
         shape = tuple((e.daemon_id, e.relayed, e.rtt_ms is None) for e in entries[:MAX_LINKS])
@@ -277,23 +340,61 @@ class Node:
         if (snapshot := self.sync_api.deadline()) is not None:
             deadline = snapshot if deadline is None else min(deadline, snapshot)
         if self.mesh is not None and (mesh := self.mesh.deadline()) is not None:
-            return mesh if deadline is None else min(deadline, mesh)
+            deadline = mesh if deadline is None else min(deadline, mesh)
+        if self.nat is not None and (nat := self.nat.deadline()) is not None:
+            deadline = nat if deadline is None else min(deadline, nat)
         return deadline
+
+    def _after_nat(self, now: float) -> None:
+        """Publish this daemon's candidates when they changed."""
+        nat, mesh = self.nat, self.mesh
+        if nat is None or mesh is None or not mesh.coordinator_up or mesh.registered is None:
+            return
+        texts = nat.candidates_to_publish()
+        if texts is not None:
+            mesh.publish_candidates(texts, now)
 
     def flush(self, now: float) -> None:
         """Send the messages waiting to be batched (end of an input burst)."""
         self.endpoint.flush(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        mesh = self.mesh
+        """What to send at the normal IP TTL; :meth:`low_ttl_datagrams` holds the
+        hole punches to send with a low one."""
+        mesh, nat = self.mesh, self.nat
         out = []
         for data, address in self.endpoint.datagrams_to_send(now):
-            if not is_relay_address(address):
+            if nat is not None:
+                for item, path, ttl in nat.expand(data, address, now):
+                    if ttl is not None:
+                        self._low_ttl.append((item, path, ttl))
+                    elif is_relay_address(path):
+                        if mesh is not None:
+                            out.append((encode_relay(path[1], item), mesh.coordinator_address))
+                    else:
+                        out.append((item, path))
+            elif not is_relay_address(address):
                 out.append((data, address))
             elif mesh is not None:  # wrapped for the coordinator to pass on (none: dropped)
                 out.append((encode_relay(address[1], data), mesh.coordinator_address))
+        if nat is not None:
+            for data, address, ttl in nat.take_datagrams():
+                if ttl is None:
+                    out.append((data, address))
+                else:
+                    self._low_ttl.append((data, address, ttl))
+            self._after_nat(now)
         for data, _ in out:
             self.bytes_out.add(len(data), now)
+        return out
+
+    def low_ttl_datagrams(self) -> list[tuple[bytes, Address, int]]:
+        """Hole punches: each to be sent with the IP TTL it names (after
+        :meth:`datagrams_to_send`, which makes them)."""
+        out = self._low_ttl
+        self._low_ttl = []
+        for data, _, _ in out:
+            self.bytes_out.add(len(data), self._now)
         return out
 
     def take_notifications(self) -> list[dict[str, Any]]:
@@ -436,6 +537,8 @@ class Node:
             raise IpcError("p2p_disabled", "P2P is disabled (enabled=false): use the server path")
 
     def shutdown(self, now: float) -> None:
+        if self.nat is not None:
+            self.nat.close(now)  # the TURN allocation is deleted, not left to expire
         self.endpoint.close_all(now)
         self._process_events(now)
 
@@ -457,6 +560,8 @@ class Node:
             elif isinstance(event, SessionClosed):
                 self._on_closed(event)
             elif isinstance(event, PeerAddressChanged):
+                if self.nat is not None:
+                    self.nat.end_checks(event.peer)
                 link = self._links.get(event.peer)
                 if link is not None:
                     link.address = event.new
@@ -689,7 +794,7 @@ class Node:
             rows.append({
                 "peer": key.hex(),
                 "address": format_address(link.address),
-                "path": _path(link.address),
+                "path": self._path(link.address),
                 "role": self._role(key),
                 "state": "established",
                 "since_s": round(now - link.since, 3),
@@ -711,8 +816,44 @@ class Node:
             })
         for key, address in self._pending.items():
             rows.append({"peer": key.hex(), "address": format_address(address),
-                         "path": _path(address), "state": "connecting"})
+                         "path": self._path(address), "state": "connecting"})
         return rows
+
+    def _path(self, address: Address) -> str:
+        """direct, turn (through a TURN server) or relay (the coordinator's)."""
+        return _kind_of(address, self.nat)
+
+    def nat_status(self, now: float) -> dict[str, Any]:
+        """The NAT picture for ``p2pctl nat`` (docs/ipc.md): addresses, behaviour,
+        port mapping, candidates, and the path each peer uses."""
+        nat = self.nat
+        mesh = self.mesh
+        paths = []
+        for key, link in self._links.items():
+            paths.append({"peer": key.hex(), "path": self._path(link.address),
+                          "address": format_address(link.address),
+                          "since_s": round(now - link.since, 3)})
+        for key, address in self._pending.items():
+            paths.append({"peer": key.hex(), "path": self._path(address),
+                          "address": format_address(address), "state": "connecting"})
+        body: dict[str, Any] = {
+            "enabled": nat is not None,
+            "udp_address": format_address(self.udp_address) if self.udp_address else None,
+            "relay_only": self.config.coordinator.relay_only,
+            "peers": paths,
+            "path_fallbacks": mesh.paths.fallbacks if mesh is not None else 0,
+            "path_recoveries": mesh.paths.recoveries if mesh is not None else 0,
+        }
+        if nat is not None:
+            body.update(nat.status())
+        else:
+            body.update({"local": [], "public": {}, "behaviour": None, "port_mapping": None,
+                         "turn": None, "candidates": []})
+        if mesh is not None and mesh.registered is not None and (
+                "coordinator" not in body["public"]):
+            body["public"]["coordinator"] = mesh.registered.address
+        body["dropped_unknown"] = self.dropped_unknown
+        return body
 
     def _role(self, peer: bytes) -> str:
         """``active`` or ``backup`` as the mesh holds it; ``manual`` without one."""
@@ -759,7 +900,7 @@ class Node:
         for key, link in self._links.items():
             stats = self.endpoint.session_statistics(key)
             peers[key] = PeerTotals(
-                path=_path(link.address), role=self._role(key), rtt_ms=_ms(stats.rtt.smoothed),
+                path=self._path(link.address), role=self._role(key), rtt_ms=_ms(stats.rtt.smoothed),
                 loss=round(stats.inbound_loss, 4), anomalous=stats.anomalous,
                 bytes_in=stats.bytes_received, bytes_out=stats.bytes_sent,
                 packets_in=stats.packets_received, packets_out=stats.packets_sent,
@@ -898,8 +1039,12 @@ def _latest_value_key(event: GameEvent) -> bytes | None:
     return hashlib.blake2b(name.encode(), digest_size=16).digest()
 
 
-def _path(address: Address) -> str:
-    return "relay" if is_relay_address(address) else "direct"
+def _kind_of(address: Address, nat: NatAgent | None) -> str:
+    if is_relay_address(address):
+        return "relay"
+    if is_turn_path(address) or (nat is not None and nat.is_relayed(address)):
+        return "turn"
+    return "direct"
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -5,7 +5,8 @@ the IPC ``stats`` snapshot or the coordinator's status (no I/O).
 The encoding, everywhere:
 
 - an edge is a link; its label is its path kind and smoothed RTT;
-- green: a direct path; orange: through the coordinator's relay (dashed);
+- green: a direct path; orange: through the coordinator's relay or a TURN server
+  (dashed);
 - red: a link in trouble (loss above 5%, the peer anomalous, or silent for more
   than ``SILENT_AFTER`` seconds), whatever its path;
 - grey and dashed: a warm backup; grey and dotted: a connection attempt;
@@ -23,6 +24,7 @@ from typing import Any
 
 LOSS_RED = 0.05  # a link losing more than this is drawn red
 SILENT_AFTER = 10  # seconds without a datagram from a peer (it pings every 5 s)
+RELAYED_PATHS = frozenset({"relay", "turn"})  # drawn as relayed: not a direct path
 GREEN, ORANGE, RED, GREY = "#2e9e44", "#e08a00", "#d62728", "#8c8c8c"
 RICH_COLOURS = {GREEN: "green", ORANGE: "dark_orange", RED: "bold red", GREY: "grey50"}
 
@@ -66,8 +68,8 @@ def look(link: Mapping[str, Any]) -> Look:
     elif link.get("role") == "backup":
         colour = GREY
     else:
-        colour = ORANGE if path == "relay" else GREEN
-    style = "dashed" if path == "relay" or link.get("role") == "backup" else "solid"
+        colour = ORANGE if path in RELAYED_PATHS else GREEN
+    style = "dashed" if path in RELAYED_PATHS or link.get("role") == "backup" else "solid"
     return Look(colour, style, label, problem)
 
 

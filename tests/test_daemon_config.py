@@ -21,6 +21,7 @@ from p2pd.config import (
     LogLevel,
     LogSettings,
     MetricsSettings,
+    NatSettings,
     P2PSettings,
     PortMappingSettings,
     SyncSettings,
@@ -32,7 +33,7 @@ from p2pd.session.config import EncryptionLevel, SessionConfig
 
 REPOSITORY_INI = Path(__file__).resolve().parent.parent / "ai_client.ini"
 SETTINGS = (P2PSettings, IdentitySettings, IpcSettings, LogSettings, CoordinatorSettings,
-            SyncSettings, PortMappingSettings, MetricsSettings)
+            SyncSettings, PortMappingSettings, MetricsSettings, NatSettings)
 
 
 def write_ini(directory: Path, text: str, name: str = "ai_client.ini") -> Path:
@@ -558,3 +559,27 @@ def test_systemd_service_directories_fill_unset_paths(tmp_path: Path) -> None:
     assert config.ipc.unix_socket in (Path("/run/user/1000/p2pd/p2pd.sock"), None)
     plain = load_config(ini, {}).config
     assert plain.identity.key_file == tmp_path / "state" / "identity.key"
+
+
+def test_nat_section(tmp_path: Path) -> None:
+    ini = tmp_path / "ai_client.ini"
+    ini.write_text("[nat]\nstun_servers = 192.0.2.1:3478, stun.example.net:3478\n"
+                   "turn_server = 192.0.2.1:3478\nturn_username = alice\nturn_secret = s3cret\n"
+                   "punch_ttl = 3\n")
+    nat = load_config(ini).config.nat
+    assert nat.stun_servers == ("192.0.2.1:3478", "stun.example.net:3478")
+    assert (nat.turn_server, nat.turn_username, nat.turn_secret, nat.punch_ttl) == (
+        "192.0.2.1:3478", "alice", "s3cret", 3)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("stun_servers = 192.0.2.1", "stun_servers"),
+    ("turn_server = 192.0.2.1:3478", "turn_username and turn_password, or turn_secret"),
+    ("turn_server = 192.0.2.1:3478\nturn_secret = a\nturn_password = b", "one of them"),
+    ("punch_ttl = 300", "punch_ttl"),
+])
+def test_nat_section_refuses(tmp_path: Path, text: str, expected: str) -> None:
+    ini = tmp_path / "ai_client.ini"
+    ini.write_text(f"[nat]\n{text}\n")
+    with pytest.raises(ConfigError, match=expected):
+        load_config(ini)

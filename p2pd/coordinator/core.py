@@ -66,6 +66,7 @@ from p2pd.coordinator.credentials import (
 )
 from p2pd.coordinator.messages import (
     REPORT_CODES,
+    Addresses,
     Candidates,
     ControlMessage,
     ControlMessageError,
@@ -206,6 +207,7 @@ class DaemonRecord:
     relayed_bytes: int = 0
     reports_received: int = 0
     links: tuple[LinkEntry, ...] = ()  # its links as it last told them (operator's view)
+    nat_candidates: tuple[str, ...] = ()  # what it published (addresses), for its peers
 
 
 def _was_introduced(record: DaemonRecord, key: bytes) -> bool:
@@ -532,6 +534,9 @@ class Coordinator:
         if isinstance(message, Dial):
             self.messages["dial"] += 1
             self._on_dial(record, message, now)
+        elif isinstance(message, Addresses):
+            self.messages["addresses"] += 1
+            record.nat_candidates = message.candidates
         elif isinstance(message, Report):
             self.messages["report"] += 1
             report = ReportReceived(record.daemon_id, record.player_id, message)
@@ -601,6 +606,8 @@ class Coordinator:
             y=y,
             walking=record.walking,
             certificate=record.certificate if with_certificate else None,
+            candidates=(tuple(c for c in record.nat_candidates if c.startswith("relay "))
+                        if record.relay_only else record.nat_candidates),
         )
 
     def _send(self, record: DaemonRecord, message: ControlMessage, now: float) -> None:

@@ -20,6 +20,8 @@ introduce     c -> d     p one peer (below): it is dialling this daemon now
 links         d -> c     l the daemon's links (at most 64), each [daemon id, relayed
                          (bool), smoothed RTT in ms (0-65535) or nil]: for the
                          operator's view of the mesh
+addresses     d -> c     c list of this daemon's NAT candidates, at most 8, each
+                         "<kind> <ip>:<port>" (p2pd.nat.candidates), for its peers
 ============  =========  ===========================================================
 
 A peer entry is a map: k key (32 bytes, X25519 static), u player id, i its
@@ -28,7 +30,9 @@ a its address ("host:port") or nil when it is relay-only, x and y its cell
 when last reported (on the receiver's map, within its view range), w whether
 it was walking (it may have moved on since), and in an introduction only, c
 its certificate (the peer presents it again in its handshake, where it is
-checked; a list leaves it out, as it would repeat it every few cells).
+checked; a list leaves it out, as it would repeat it every few cells), and,
+when the daemon published any, n its NAT candidates (a list as in
+``addresses``; only ``relay`` ones for a relay-only daemon).
 
 A daemon's presence, the commonest message by far, is not one of them: it is
 a latest-value report that the next one supersedes, so it travels unreliably
@@ -59,6 +63,8 @@ from p2pd.ipc.errors import IpcError
 from p2pd.ipc.fields import split_address
 from p2pd.ipc.framing import unpack_map_untrusted
 from p2pd.ipc.messages import MAP_NAME_PATTERN, MAX_CELL
+from p2pd.nat.candidates import MAX_CANDIDATES as MAX_NAT_CANDIDATES
+from p2pd.nat.candidates import CandidateError, parse_candidate_untrusted
 
 MAX_CANDIDATES: Final = 64
 MAX_CERTIFICATE: Final = 256
@@ -119,6 +125,12 @@ class PeerEntry:
     y: int
     walking: bool = False
     certificate: bytes | None = None  # in introductions; lists leave it out
+    candidates: tuple[str, ...] = ()  # its NAT candidates, "<kind> <ip>:<port>"
+
+
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    candidates: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +161,7 @@ class Links:
     links: tuple[LinkEntry, ...]
 
 
-ControlMessage = Report | Registered | Candidates | Introduce | Dial | Links
+ControlMessage = Report | Registered | Candidates | Introduce | Dial | Links | Addresses
 
 
 def _entry(peer: PeerEntry) -> dict[str, Any]:
@@ -157,6 +169,8 @@ def _entry(peer: PeerEntry) -> dict[str, Any]:
              "x": peer.x, "y": peer.y, "w": peer.walking}
     if peer.certificate is not None:
         entry["c"] = peer.certificate
+    if peer.candidates:
+        entry["n"] = list(peer.candidates)
     return entry
 
 
@@ -174,6 +188,8 @@ def encode_control(message: ControlMessage) -> bytes:
     elif isinstance(message, Links):
         body = {"k": "links",
                 "l": [[link.daemon_id, link.relayed, link.rtt_ms] for link in message.links]}
+    elif isinstance(message, Addresses):
+        body = {"k": "addresses", "c": list(message.candidates)}
     elif isinstance(message, Introduce):
         body = {"k": "introduce", "p": _entry(message.peer)}
     else:
@@ -231,7 +247,7 @@ def _address(value: Any, what: str) -> str:
 def _peer(value: Any) -> PeerEntry:
     if not isinstance(value, dict):
         raise ControlMessageError("a peer entry must be a map")
-    _fields(value, "peer", {"k", "u", "i", "a", "x", "y", "w"}, {"c"}, kind_key=False)
+    _fields(value, "peer", {"k", "u", "i", "a", "x", "y", "w"}, {"c", "n"}, kind_key=False)
     if type(value["w"]) is not bool:
         raise ControlMessageError("peer w must be a boolean")
     address = value["a"]
@@ -246,7 +262,19 @@ def _peer(value: Any) -> PeerEntry:
         walking=value["w"],
         certificate=(None if certificate is None
                      else _bytes(certificate, 1, MAX_CERTIFICATE, "peer c")),
+        candidates=_nat_candidates(value.get("n", []), "peer n"),
     )
+
+
+def _nat_candidates(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_NAT_CANDIDATES:
+        raise ControlMessageError(f"{what} must be a list of at most {MAX_NAT_CANDIDATES}")
+    for item in value:
+        try:
+            parse_candidate_untrusted(item)
+        except CandidateError as error:
+            raise ControlMessageError(f"{what}: {error}") from None
+    return tuple(value)
 
 
 def decode_control_untrusted(payload: bytes) -> ControlMessage:
@@ -288,6 +316,9 @@ def decode_control_untrusted(payload: bytes) -> ControlMessage:
     if kind == "dial":
         _fields(msg, kind, {"i"}, set())
         return Dial(_int(msg["i"], 1, 0xFFFFFFFF, "i"))
+    if kind == "addresses":
+        _fields(msg, kind, {"c"}, set())
+        return Addresses(_nat_candidates(msg["c"], "c"))
     raise ControlMessageError(f"unknown message kind {str(kind)[:32]!r}")
 
 

@@ -36,7 +36,7 @@ from p2pd.io.embedded import (
 )
 from p2pd.io.ipc_server import ClientConnection, client_handler, handle_common_request
 from p2pd.io.metrics_server import serve_metrics
-from p2pd.io.portmap import open_port_mapper, run_port_mapper
+from p2pd.io.portmap import PortMapperHook, open_port_mapper, run_port_mapper
 from p2pd.io.runtime import (
     RuntimeInfo,
     prepare_runtime_dir,
@@ -90,6 +90,8 @@ class Daemon(Shell):
         self.node.flush(now)
         for data, address in self.node.datagrams_to_send(now):
             self.udp.send(data, address)
+        for data, address, ttl in self.node.low_ttl_datagrams():
+            self.udp.send_with_ttl(data, address, ttl)
         for message in self.node.take_notifications():
             name = message["event"]
             if name in _LINK_EVENTS:
@@ -239,6 +241,11 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
                     config.port_mapping, udp.address[1], trio.current_time())
                 # cancelled with the nursery, it deletes the mapping (2 s at most)
                 nursery.start_soon(run_port_mapper, daemon.port_mapper, gateway, gateway_socket)
+            await _start_nat(daemon)
+            if daemon.port_mapper is not None and daemon.node.nat is not None:
+                # the mapping in force is the NAT agent's 'mapped' candidate
+                daemon.node.nat.port_mapper = PortMapperHook(daemon.port_mapper,
+                                                             trio.current_time)
             nursery.start_soon(daemon.stats_loop)
             if embedded is not None:
                 nursery.start_soon(embedded.server.udp_loop)
@@ -278,6 +285,40 @@ async def _open_metrics(nursery: trio.Nursery, daemon: Daemon) -> None:
     except OSError as error:
         log.error("metrics_unavailable", host=metrics.host, port=metrics.port,
                   error=str(error.strerror or error))
+
+
+async def _start_nat(daemon: Daemon) -> None:
+    """Resolve the [nat] servers and start NAT traversal ([P2P] nat_traversal): STUN,
+    behaviour discovery, the TURN allocation, candidates. A server that does not
+    resolve is logged and left out."""
+    node, config = daemon.node, daemon.config
+    if not config.p2p.nat_traversal or not node.enabled:
+        return
+    stun: list[Address] = []
+    for text in config.nat.stun_servers:
+        try:
+            stun.append(await resolve_udp_address(text))
+        except IpcError as error:
+            log.error("stun_server_unresolved", address=text, error=error.message)
+    turn: Address | None = None
+    if config.nat.turn_server is not None:
+        try:
+            turn = await resolve_udp_address(config.nat.turn_server)
+        except IpcError as error:
+            log.error("turn_server_unresolved", address=config.nat.turn_server,
+                      error=error.message)
+    hosts: list[Address] = []
+    port = daemon.udp.address[1]
+    for target in [*stun, *([turn] if turn else []), ("192.0.2.1", 9)]:
+        local = daemon.udp.local_address_towards(target)
+        if local is not None and local != "0.0.0.0" and (local, port) not in hosts:
+            hosts.append((local, port))
+            break
+    node.start_nat(stun, turn, hosts, trio.current_time())
+    log.info("nat_started", stun=[format_address(a) for a in stun],
+             turn=format_address(turn) if turn else None,
+             host=[format_address(a) for a in hosts])
+    daemon.pump()
 
 
 async def _start_mesh(daemon: Daemon) -> None:

@@ -26,6 +26,7 @@ from p2pd.ipc.framing import FrameDecoder, encode_message
 from p2pd.ipc.messages import (
     Disconnect,
     Hello,
+    Nat,
     Peers,
     SetLogLevel,
     Stats,
@@ -210,6 +211,8 @@ def handle_common_request(daemon: Daemon, client: ClientConnection, request: obj
         return daemon.stats(request.history)
     if isinstance(request, Peers):
         return {"peers": node.peers(now)}
+    if isinstance(request, Nat):
+        return node.nat_status(now)
     if isinstance(request, Subscribe):
         client.subscriptions = frozenset(request.events)
         return {"events": sorted(client.subscriptions)}

@@ -164,6 +164,23 @@ class GatewayIo:
             return None
 
 
+class PortMapperHook:
+    """The NAT agent's view of the port mapper (``p2pd.nat.candidates.PortMapper``):
+    the mapping in force as its 'mapped' candidate, and the status ``p2pctl nat``
+    shows."""
+
+    def __init__(self, mapper: PortMapper, clock: Callable[[], float]) -> None:
+        self._mapper = mapper
+        self._clock = clock
+
+    def mapped_address(self) -> tuple[str, int] | None:
+        mapping = self._mapper.current()
+        return None if mapping is None else (mapping.external_ip, mapping.external_port)
+
+    def status(self) -> dict[str, object]:
+        return dict(self._mapper.status().as_dict(self._clock()))
+
+
 def open_port_mapper(settings: PortMappingSettings, internal_port: int, now: float,
                      io: GatewayIo | None = None
                      ) -> tuple[PortMapper, GatewayIo, socket.socket | None]:

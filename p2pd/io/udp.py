@@ -82,5 +82,32 @@ class UdpSocket:
         except (BlockingIOError, OSError):
             self.send_drops += 1
 
+    def send_with_ttl(self, data: bytes, address: Address, ttl: int) -> None:
+        """Send with the IP TTL ``ttl`` (a hole punch that must not reach the far
+        NAT), then put the socket's own TTL back."""
+        sock = self._sock
+        try:
+            default = sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        except OSError:  # not settable here: the punch goes at the normal TTL
+            self.send(data, address)
+            return
+        try:
+            self.send(data, address)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, default)
+
+    def local_address_towards(self, address: Address) -> str | None:
+        """The IP address of the interface this host would send to ``address`` from
+        (a host candidate; the socket itself is bound to every interface)."""
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect(address)  # no packet: only the route is looked up
+                return str(probe.getsockname()[0])
+        except OSError:
+            return None
+
     def close(self) -> None:
         self._sock.close()

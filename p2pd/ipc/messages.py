@@ -109,6 +109,12 @@ class Peers:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Nat:
+    OP: ClassVar[str] = "nat"
+    id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Subscribe:
     OP: ClassVar[str] = "subscribe"
     id: int
@@ -282,7 +288,7 @@ SYNC_REQUEST_CLASSES: Final = (Render, ServerPosition, VerifyInteraction, Shared
 
 GameEvent: TypeAlias = Position | VisualEffect | Chat | AiInteraction | Environment | LegendData
 Request: TypeAlias = (
-    Hello | Status | Stats | Peers | Subscribe | Connect | Disconnect | SetLogLevel
+    Hello | Status | Stats | Peers | Nat | Subscribe | Connect | Disconnect | SetLogLevel
     | CoordinatorToken | GameEvent | SyncRequest
 )
 GAME_EVENT_CLASSES: Final = (Position, VisualEffect, Chat, AiInteraction, Environment, LegendData)
@@ -362,6 +368,7 @@ SCHEMAS: Final[Mapping[type[Request], tuple[Field, ...]]] = {
     Status: (),
     Stats: (Field("history", check_int(0, MAX_STATS_HISTORY), 0),),
     Peers: (),
+    Nat: (),
     Subscribe: (Field("events", _check_events, to_wire=_list_wire),),
     Connect: (Field("address", check_address), Field("key", check_hex_key)),
     Disconnect: (Field("peer", check_hex_key),),

@@ -29,6 +29,7 @@ from p2pd.channels.position_codec import PositionState
 from p2pd.channels.positions import predict
 from p2pd.coordinator.credentials import certificate_policy
 from p2pd.coordinator.messages import (
+    Addresses,
     Candidates,
     ControlMessageError,
     Dial,
@@ -47,6 +48,8 @@ from p2pd.ipc.fields import split_address
 from p2pd.mesh.paths import PathMonitor, PathSettings
 from p2pd.mesh.policy import VIEW_RANGE, Backoff, Link, MeshSettings, Role, chebyshev, plan
 from p2pd.meters import TokenBucket
+from p2pd.nat.agent import NatAgent
+from p2pd.nat.candidates import Candidate, CandidateError, parse_candidate_untrusted
 from p2pd.session.endpoint import Endpoint, SessionError
 from p2pd.session.events import (
     Address,
@@ -56,7 +59,7 @@ from p2pd.session.events import (
     SessionClosed,
     SessionEstablished,
 )
-from p2pd.wire.relay import relay_address
+from p2pd.wire.relay import is_relay_address, relay_address
 from p2pd.wire.types import PacketType
 
 _COORDINATOR = PacketType.COORDINATOR
@@ -94,8 +97,16 @@ class ManagerSettings:
 class P2PManager:
     def __init__(self, endpoint: Endpoint, coordinator_key: bytes, coordinator_address: Address,
                  token: bytes, settings: ManagerSettings, *, rng: random.Random,
-                 clock: Callable[[], float]) -> None:
-        """``clock``: wall-clock seconds, for certificate checks in handshakes."""
+                 clock: Callable[[], float], nat: NatAgent | None = None) -> None:
+        """``clock``: wall-clock seconds, for certificate checks in handshakes.
+        ``nat``: the NAT agent, when NAT traversal is on: dials check every
+        candidate path at once (p2pd.nat.agent), upgrades probe its better paths."""
+        self.nat = nat
+        self._own_candidates: tuple[str, ...] = ()  # published to the coordinator
+        # the first presence waits (until hold_presence_until at most) for this to hold:
+        # the NAT candidates gathered, so that the peers introduced get them
+        self.presence_gate: Callable[[], bool] | None = None
+        self.hold_presence_until = 0.0
         self.endpoint = endpoint
         self.coordinator_key = coordinator_key
         self.coordinator_address = coordinator_address
@@ -121,7 +132,7 @@ class P2PManager:
         self._dialing: dict[bytes, tuple[float, Role, bool]] = {}  # since, role, relayed
         self._direct_failed: dict[bytes, float] = {}  # peer -> when a direct dial failed
         self._resting: dict[bytes, tuple[float, int]] = {}  # peer -> (until, failures)
-        self.paths = PathMonitor(endpoint, settings.paths)
+        self.paths = PathMonitor(endpoint, settings.paths, self._is_relayed)
         self._next_path_check: float | None = None
         self.connects = 0
         self.drops = 0
@@ -133,6 +144,17 @@ class P2PManager:
         self._reports_waiting: deque[Report] = deque(maxlen=REPORTS_KEPT)
         self.reports_sent = 0
         self.reports_dropped = 0
+
+    def _is_relayed(self, address: Address) -> bool:
+        nat = self.nat
+        return is_relay_address(address) or (nat is not None and nat.is_relayed(address))
+
+    def publish_candidates(self, candidates: tuple[str, ...], now: float) -> None:
+        """This daemon's NAT candidates, for the coordinator to hand to peers."""
+        self._own_candidates = candidates
+        if self.coordinator_up and self.registered is not None:
+            self.endpoint.send(self.coordinator_key, _COORDINATOR,
+                               encode_control(Addresses(candidates)), now)
 
     @property
     def degraded(self) -> bool:
@@ -202,6 +224,9 @@ class P2PManager:
             elif isinstance(event, MessageReceived) and event.type == _COORDINATOR:
                 self._on_control(event.payload, now)
             return True
+        if self.nat is not None and peer is not None and isinstance(
+                event, SessionEstablished | SessionClosed):
+            self.nat.end_checks(peer)
         if isinstance(event, SessionEstablished) and peer is not None:
             role = self._dialing.pop(peer, (now, Role.ACTIVE, False))[1]
             self.links[peer] = Link(now, self._distance(peer, now), role)
@@ -281,6 +306,8 @@ class P2PManager:
                 return peer == coordinator or certified(peer, certificate)
 
             self.endpoint.set_peer_policy(policy)
+            if self._own_candidates:  # (re)registered: the coordinator forgot them
+                self.publish_candidates(self._own_candidates, now)
         elif isinstance(message, Candidates):
             if self._own is not None and message.map == self._own[0]:
                 self._listed_map = message.map
@@ -312,7 +339,14 @@ class P2PManager:
             interval = settings.presence_confirm
         else:
             interval = settings.discovery_interval
-        return self._presence_sent_at + interval
+        due = self._presence_sent_at + interval
+        gate = self.presence_gate
+        if gate is not None:
+            if gate():
+                self.presence_gate = None
+            else:
+                return max(due, self.hold_presence_until)
+        return due
 
     def handle_timer(self, now: float) -> None:
         if self._reconnect_at is not None and now >= self._reconnect_at:
@@ -358,8 +392,10 @@ class P2PManager:
             # (not a link to or from a relay-only daemon, relayed by choice)
             was_direct = (not state.relayed) if state is not None else (
                 peer in self._direct_failed)
-            alive = self.paths.check(peer, self.direct_address(peer), self.relay_address(peer),
-                                     now)
+            nat = self.nat
+            direct = (self.direct_address(peer) if nat is None
+                      else nat.upgrade_paths(peer, endpoint.address_of(peer)))
+            alive = self.paths.check(peer, direct, self.relay_address(peer), now)
             state = self.paths.states.get(peer)
             if (state is not None and state.fallbacks > fallbacks and state.relayed
                     and was_direct):
@@ -502,6 +538,13 @@ class P2PManager:
         if failed is not None and now - failed >= self.settings.direct_retry_after:
             del self._direct_failed[peer]
             failed = None
+        nat = self.nat
+        entry = self.candidates.get(peer)
+        if nat is not None and entry is not None:
+            relay = self.relay_address(peer)
+            seen = self.direct_address(peer)
+            paths = nat.plan(_peer_candidates(entry), seen, relay, direct_ok=failed is None)
+            return nat.begin_checks(peer, paths, relay, now)
         direct = self.direct_address(peer)
         if direct is not None and failed is None:
             return direct
@@ -520,3 +563,14 @@ class P2PManager:
 
     def backups(self) -> list[bytes]:
         return [p for p, link in self.links.items() if link.role is Role.BACKUP]
+
+
+def _peer_candidates(entry: PeerEntry) -> list[Candidate]:
+    """The NAT candidates a peer published, those that parse (the coordinator checked)."""
+    out = []
+    for text in entry.candidates:
+        try:
+            out.append(parse_candidate_untrusted(text))
+        except CandidateError:
+            continue
+    return out

@@ -17,10 +17,16 @@ its datagrams travel; this module decides, from what the session hears:
 
 A daemon that is relay-only, or a peer whose address it was not given, never
 has a direct path: nothing is probed.
+
+With NAT traversal a path through a TURN server counts as relayed too
+(``is_relayed``): it is probed for better paths (several ``direct`` ones: each
+probe round sends to all of them) and, gone quiet, falls back to the
+coordinator's relay.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from p2pd.session.endpoint import Endpoint
@@ -58,9 +64,11 @@ class PathState:
 
 
 class PathMonitor:
-    def __init__(self, endpoint: Endpoint, settings: PathSettings) -> None:
+    def __init__(self, endpoint: Endpoint, settings: PathSettings,
+                 is_relayed: Callable[[Address], bool] = is_relay_address) -> None:
         self.endpoint = endpoint
         self.settings = settings
+        self.is_relayed = is_relayed
         self.states: dict[bytes, PathState] = {}
         self.fallbacks = 0
         self.recoveries = 0
@@ -72,8 +80,8 @@ class PathMonitor:
         state = self.states.get(peer)
         return state is not None and state.relayed
 
-    def check(self, peer: bytes, direct: Address | None, relay: Address | None,
-              now: float) -> bool:
+    def check(self, peer: bytes, direct: Address | Sequence[Address] | None,
+              relay: Address | None, now: float) -> bool:
         """Look after one established link; False when it is dead (close it).
 
         ``direct``: the peer's direct address, if this daemon may use one;
@@ -84,13 +92,15 @@ class PathMonitor:
         state = self.states.get(peer)
         if state is None:
             state = self.states[peer] = PathState(next_ping=now + settings.quiet_ping)
-        relayed = is_relay_address(endpoint.address_of(peer))
+        address = endpoint.address_of(peer)
+        relayed = self.is_relayed(address)
         if relayed != state.relayed:  # the peer's packets moved the session
             self._moved(state, relayed, now)
         quiet = now - endpoint.last_received(peer)
         if quiet >= settings.link_timeout:
             return False
-        if not relayed and quiet >= settings.path_timeout and relay is not None:
+        if (quiet >= settings.path_timeout and relay is not None
+                and not is_relay_address(address)):
             endpoint.move(peer, relay, now)  # pings there at once
             self._moved(state, True, now)
             state.next_ping = now + settings.quiet_ping
@@ -98,9 +108,10 @@ class PathMonitor:
         if quiet >= settings.quiet_ping and now >= state.next_ping:
             endpoint.ping(peer, now)
             state.next_ping = now + settings.quiet_ping
-        if relayed and direct is not None and state.next_probe is not None \
+        if relayed and direct and state.next_probe is not None \
                 and now >= state.next_probe:
-            endpoint.probe(peer, direct, now)
+            for target in _addresses(direct):
+                endpoint.probe(peer, target, now)
             state.next_probe = now + state.probe_delay
             state.probe_delay = min(state.probe_delay * 2, settings.probe_max)
         return True
@@ -116,3 +127,9 @@ class PathMonitor:
             state.recoveries += 1
             self.recoveries += 1
             state.next_probe = None
+
+
+def _addresses(direct: Address | Sequence[Address]) -> list[Address]:
+    if len(direct) == 2 and isinstance(direct[0], str) and isinstance(direct[1], int):
+        return [(direct[0], direct[1])]
+    return [a for a in direct if not isinstance(a, (str, int))]

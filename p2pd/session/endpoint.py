@@ -160,6 +160,9 @@ class Endpoint:
         self._handshake_requests = 0
         self._cookie_replies = 0
         self._collisions = 0
+        # told of the source of a peer's handshake request that the simultaneous-open
+        # tie-break leaves unanswered (NAT traversal learns a path from it)
+        self.on_collision: Callable[[bytes, Address], None] | None = None
         self._drops: dict[str, int] = {}
 
     # -- the application's calls ---------------------------------------------
@@ -451,6 +454,8 @@ class Endpoint:
             # Simultaneous open: the lower static key keeps the initiator role;
             # the peer will answer our request instead.
             self._collisions += 1
+            if self.on_collision is not None:
+                self.on_collision(peer, address)
             return
         session.respond(handshake, framed.index, certificate, address, now,
                         peer_fresh=peer_fresh)

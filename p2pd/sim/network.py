@@ -8,6 +8,13 @@ exactly the same run. Impairments are configured per direction (src -> dst) with
 Per datagram the link applies, in order: blackhole (by send time), the rate-limited queue
 (tail drop), Gilbert-Elliott burst loss, independent loss, then per delivered copy
 jitter, reordering and corruption; duplication adds a second copy with its own delay.
+
+NAT routers (:class:`p2pd.sim.nat.SimNat`, :meth:`SimNetwork.add_nat`) translate the
+source of what their private hosts send (at send time) and the destination of what
+arrives at their public IP (at arrival time, filtering it); a datagram sent with a
+low IP TTL (``send_with_ttl``) dies past its own NAT. A node may hand such datagrams
+out from ``low_ttl_datagrams()``, which the Simulation sends after
+``datagrams_to_send()``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Protocol
+
+from p2pd.sim.nat import MIN_TTL_ACROSS, SimNat
 
 Address = tuple[str, int]
 _Link = tuple[Address, Address]
@@ -81,6 +90,9 @@ class NetworkStats:
     corrupted: int = 0
     reordered: int = 0
     undeliverable: int = 0  # delivered, but no node had the destination address
+    lost_ttl: int = 0  # sent with a TTL too low to cross the internet
+    nat_filtered: int = 0  # arrived at a NAT that let it not in
+    unroutable: int = 0  # to a private address behind another NAT
     bytes_sent: int = 0
     bytes_delivered: int = 0
 
@@ -99,6 +111,16 @@ class SimNetwork:
         self._pending: list[tuple[float, int, Address, Address, bytes]] = []  # heap
         self._seq = 0
         self._stats = NetworkStats()
+        self._nats: dict[str, SimNat] = {}  # by public IP
+        self._inside: dict[str, SimNat] = {}  # private IP -> its NAT
+
+    def add_nat(self, nat: SimNat) -> None:
+        self._nats[nat.public_ip] = nat
+        for ip in nat.inside:
+            self._inside[ip] = nat
+
+    def nat_of(self, ip: str) -> SimNat | None:
+        return self._inside.get(ip)
 
     def set_link(self, src: Address, dst: Address, profile: LinkProfile) -> None:
         self._profiles[(src, dst)] = profile
@@ -111,6 +133,24 @@ class SimNetwork:
         return self._profiles.get((src, dst), self.default)
 
     def send(self, src: Address, dst: Address, data: bytes, now: float) -> None:
+        self.send_with_ttl(src, dst, data, now, None)
+
+    def send_with_ttl(self, src: Address, dst: Address, data: bytes, now: float,
+                      ttl: int | None) -> None:
+        """``send`` with an IP TTL: below MIN_TTL_ACROSS it dies past its own NAT."""
+        if self._inside:
+            nat = self._inside.get(src[0])
+            far = self._inside.get(dst[0])
+            if far is not None and far is not nat:  # a private address of another realm
+                self._stats.sent += 1
+                self._stats.unroutable += 1
+                return
+            if nat is not None and far is None:
+                src = nat.outbound(src, dst, now)
+        if ttl is not None and ttl < MIN_TTL_ACROSS:
+            self._stats.sent += 1
+            self._stats.lost_ttl += 1
+            return
         link = (src, dst)
         p = self._profiles.get(link, self.default)
         rng, stats = self._rng, self._stats
@@ -176,6 +216,13 @@ class SimNetwork:
         pending, out = self._pending, []
         while pending and pending[0][0] <= now:
             time, _, src, dst, data = heapq.heappop(pending)
+            nat = self._nats.get(dst[0]) if self._nats else None
+            if nat is not None:
+                inside = nat.inbound(src, dst[1], time)
+                if inside is None:
+                    self._stats.nat_filtered += 1
+                    continue
+                dst = inside
             out.append(Delivery(time, src, dst, data))
             self._stats.bytes_delivered += len(data)
         self._stats.delivered += len(out)
@@ -310,6 +357,10 @@ class Simulation:
         addr, now = node.address, self.now
         for data, dst in node.datagrams_to_send(now):
             self.network.send(addr, dst, data, now)
+        low = getattr(node, "low_ttl_datagrams", None)
+        if low is not None:
+            for data, dst, ttl in low():
+                self.network.send_with_ttl(addr, dst, data, now, ttl)
         deadline = node.get_timer()
         if deadline != self._timers.get(addr):
             if deadline is None:

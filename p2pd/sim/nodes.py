@@ -42,6 +42,12 @@ class CoreNode(Generic[C]):
     def get_timer(self) -> float | None:
         return self.core.get_timer()
 
+    def low_ttl_datagrams(self) -> list[tuple[bytes, Address, int]]:
+        """Hole punches of a core that makes them (a daemon's Node), sent with a low TTL."""
+        low = getattr(self.core, "low_ttl_datagrams", None)
+        out: list[tuple[bytes, Address, int]] = low() if low is not None else []
+        return out
+
 
 class EndpointNode:
     """An :class:`Endpoint` at an address, recording every event it reports."""

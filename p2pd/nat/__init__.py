@@ -1,0 +1,1 @@
+"""NAT traversal, sans-IO: STUN/TURN codecs and clients, NAT discovery, candidates, checks."""
