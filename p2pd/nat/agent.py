@@ -183,16 +183,7 @@ class NatAgent:
         turn = self.turn
         if turn is not None and source == turn.server:
             if message.method == Method.DATA and message.cls is Class.INDICATION:
-                try:
-                    peer, inner = turn.unwrap_data_indication_untrusted(message)
-                except StunError:
-                    self.counters.turn_bad += 1
-                    return None
-                if inner[:4] != P2P_MAGIC:
-                    self.counters.turn_bad += 1
-                    return None
-                self.counters.turn_data += 1
-                return inner, turn_path(peer)
+                return self._from_turn(lambda: turn.unwrap_data_indication_untrusted(message))
             if turn.owns(message):
                 turn.receive(message, now)
                 return None
@@ -209,8 +200,15 @@ class NatAgent:
         if turn is None or source != turn.server:
             self.counters.turn_bad += 1
             return None
+        return self._from_turn(lambda: turn.unwrap_channel_data_untrusted(data))
+
+    def _from_turn(self, unwrap: Callable[[], tuple[Address, bytes]]
+                   ) -> tuple[bytes, Address] | None:
+        """The p2pd datagram a peer sent through the TURN server, with its ``turn/``
+        pseudo-address; None (counted) when ``unwrap`` refuses it or it is no
+        p2pd datagram."""
         try:
-            peer, inner = turn.unwrap_channel_data_untrusted(data)
+            peer, inner = unwrap()
         except StunError:
             self.counters.turn_bad += 1
             return None
