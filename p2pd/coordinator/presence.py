@@ -77,6 +77,10 @@ class PresenceStatistics:
     buckets: int
 
 
+def _first(pair: tuple[int, list[_Entry]]) -> int:
+    return pair[0]
+
+
 class PresenceIndex:
     """Positions of registered daemons, per map, with nearest-in-view queries.
 
@@ -166,8 +170,11 @@ class PresenceIndex:
         Nearest first, ties by daemon id; only daemons on the same map within
         ``view_range`` cells (Chebyshev), never the daemon itself. Raises
         ``KeyError`` for a daemon not registered. The work is bounded by the
-        3 x 3 buckets around the daemon; the candidates are sorted as they
-        are found, into one list per distance, so only the ties need sorting.
+        3 x 3 buckets around the daemon, visited nearest first (by their
+        nearest cell): once ``count`` are found, a bucket whose nearest cell is
+        farther than the ``count``-th is not read, nor any after it (in a crowd,
+        most of them). The candidates are sorted as they are found, into one
+        list per distance, so only the ties need sorting.
         """
         entry = self._entries[daemon]
         if count <= 0:
@@ -177,28 +184,40 @@ class PresenceIndex:
         y = entry.y
         bx = x // view
         by = y // view
+        # the buckets around, nearest first by their nearest cell to (x, y)
+        get = entry.map.buckets.get
+        near: list[tuple[int, list[_Entry]]] = []
+        rows = range(by - 1 if by else 0, min(by + 1, _CELL_MAX // view) + 1)
+        for column in range(bx - 1 if bx else 0, bx + 2):
+            base = column << _AXIS
+            left = column * view
+            gap_x = left - x if left > x else x - left - view + 1 if x >= left + view else 0
+            for row in rows:
+                bucket = get(base + row)
+                if bucket is not None:
+                    top = row * view
+                    gap_y = top - y if top > y else y - top - view + 1 if y >= top + view else 0
+                    near.append((gap_x if gap_x > gap_y else gap_y, bucket))
+        near.sort(key=_first)
         # candidates sorted by distance as they come: one list of daemons per distance
         # (the index's own, emptied again before returning: no lists made per query)
         rings = self._rings
         try:
-            get = entry.map.buckets.get
-            rows = range(by - 1 if by else 0, min(by + 1, _CELL_MAX // view) + 1)
-            for column in range(bx - 1 if bx else 0, bx + 2):
-                base = column << _AXIS
-                for row in rows:
-                    bucket = get(base + row)
-                    if bucket is None:
-                        continue
-                    for other in bucket:
-                        dx = other.x - x
-                        if dx < 0:
-                            dx = -dx
-                        dy = other.y - y
-                        if dy < 0:
-                            dy = -dy
-                        distance = dx if dx > dy else dy
-                        if distance <= view:
-                            rings[distance].append(other.daemon)
+            held = 0  # candidates found, itself included
+            for gap, bucket in near:
+                if held > count and gap > self._kth(count):
+                    break  # every daemon left is farther than the count found: a crowd
+                for other in bucket:
+                    dx = other.x - x
+                    if dx < 0:
+                        dx = -dx
+                    dy = other.y - y
+                    if dy < 0:
+                        dy = -dy
+                    distance = dx if dx > dy else dy
+                    if distance <= view:
+                        rings[distance].append(other.daemon)
+                        held += 1
             rings[0].remove(entry.daemon)  # itself, at distance 0 in its own bucket
             found: list[tuple[int, int]] = []
             for distance, ring in enumerate(rings):
@@ -212,6 +231,16 @@ class PresenceIndex:
                 ring.clear()
             raise
         return found
+
+    def _kth(self, count: int) -> int:
+        """The distance of the ``count``-th candidate in the rings, the asking daemon
+        (at distance 0) not counted; call only with more than ``count`` held."""
+        seen = -1  # itself
+        for distance, ring in enumerate(self._rings):
+            seen += len(ring)
+            if seen >= count:
+                return distance
+        raise AssertionError("fewer candidates held than counted")
 
     def within(self, map_name: str, x: int, y: int, radius: int) -> list[int]:
         """Daemons on ``map_name`` within ``radius`` cells (Chebyshev) of (x, y), by id.
