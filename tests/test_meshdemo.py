@@ -31,6 +31,7 @@ from p2pd.meshdemo.players import (
     write_scripts,
 )
 from p2pd.meshdemo.report import KINDS, Ledger, LinkBook, Sent, chat_text, parse_chat
+from p2pd.meshdemo.run import _identify
 from p2pd.session.config import EncryptionLevel
 
 STARTED_IN = re.compile(r"on loopback in (\S+) \.\.\.")
@@ -111,6 +112,27 @@ def test_the_ledger_counts_each_receiver_once_and_only_events_it_saw_sent() -> N
     assert [round(x, 6) for x in chat.latencies] == [0.004, 0.006]
     assert ledger.tallies()["effect"].sent == 0 and ledger.failures == {"busy": 1}
     assert (ledger.duplicates, ledger.unmatched) == (1, 1)
+
+
+def test_shared_state_a_new_link_brings_is_counted_apart_from_deliveries() -> None:
+    ledger = Ledger()
+    weather = (0, "environment", 4)
+    ledger.will_send(weather, Sent("environment", 0, 100.0, frozenset({1, 2})))
+    ledger.was_sent(weather, {"sent": 1})
+    ledger.delivered(weather, 1, 100.0, 100.003, link_since=99.0)  # over a standing link
+    ledger.delivered(weather, 2, 100.0, 105.0, link_since=104.9)  # a later link's snapshot
+    tally = ledger.tallies()["environment"]
+    assert (tally.expected, tally.delivered, ledger.state_on_link) == (1, 1, 1)
+    assert [round(x, 6) for x in tally.latencies] == [0.003]
+
+
+def test_environment_is_matched_to_its_author_and_other_kinds_to_their_sender() -> None:
+    mark = {"demo_seq": 7, "sent_at": 100.5}
+    passed_on = {"value": {"type": "rain", "demo_from": 3, **mark}}
+    assert _identify("environment", 1, passed_on) == (3, 7, 100.5)
+    assert _identify("effect", 1, {"params": {"demo_from": 3, **mark}}) == (1, 7, 100.5)
+    assert _identify("position", 2, {"tick": 100_250}) == (2, 100_250, 100.25)
+    assert _identify("environment", 1, {"value": {"type": "rain"}}) is None
 
 
 def test_a_link_forms_with_its_first_side_and_drops_with_its_last() -> None:

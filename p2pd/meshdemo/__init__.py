@@ -52,7 +52,13 @@ What the figures mean, for each kind of event:
     and p99 per kind and over all deliveries. A daemon gives a new link the
     sender's standing position at once; such a position, sent before the link
     came up, is not a late delivery of that send: it is counted apart, as
-    ``positions_on_link``, outside ``delivered`` and the latencies.
+    ``positions_on_link``, outside ``delivered`` and the latencies. Likewise
+    shared state (environment: each player's weather under its own key, with
+    its own versions) that a new link's snapshot brings: ``state_on_link`` when
+    the author sent it before the link came up, ``state_passed_on`` when a peer
+    passed on a third player's value. A standing player's daemon sends its
+    position again each second with the clock moved on, until the peer has it;
+    such a position is no send of the script's: ``positions_refreshed``.
 
 ``links_max`` is the most links any one daemon held at any time (its
 ``peer_joined`` less ``peer_left`` events, and the established entries of

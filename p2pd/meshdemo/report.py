@@ -75,6 +75,11 @@ class Ledger:
         # a sender's standing position given to a link made after it was sent
         # (docs/protocol.md 13A): the state, not a late delivery of that send
         self.positions_on_link = 0
+        # shared state (environment) a new link's snapshot brought: sent before the
+        # link came up, or authored by a third player and passed on by the peer
+        self.state_on_link = 0
+        self.state_passed_on = 0
+        self.positions_refreshed = 0  # a standing player's position, sent again by its daemon
         self.latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
 
     def will_send(self, key: tuple[int, str, int], record: Sent) -> None:
@@ -88,6 +93,9 @@ class Ledger:
             _count(reply, "sent"), _count(reply, "rate_limited"),
             _count(reply, "out_of_view"), _count(reply, "absent"))
 
+    def knows(self, key: tuple[int, str, int]) -> bool:
+        return key in self._sent
+
     def failed(self, key: tuple[int, str, int], code: str) -> None:
         self._sent.pop(key, None)
         self.failures[code] += 1
@@ -100,9 +108,13 @@ class Ledger:
         if record is None:
             self.unmatched += 1
             return
-        if record.kind == "position" and link_since is not None and link_since > sent_at:
-            self.positions_on_link += 1
-            return
+        if link_since is not None and link_since > sent_at:
+            if record.kind == "position":
+                self.positions_on_link += 1
+                return
+            if record.kind == "environment":
+                self.state_on_link += 1
+                return
         if receiver in record.receivers:
             self.duplicates += 1
             return
@@ -288,6 +300,9 @@ def build_report(*, players: int, seconds: float, seed: int, max_peers: int, bac
         "duplicates": ledger.duplicates,
         "unmatched": ledger.unmatched,
         "positions_on_link": ledger.positions_on_link,
+        "state_on_link": ledger.state_on_link,
+        "state_passed_on": ledger.state_passed_on,
+        "positions_refreshed": ledger.positions_refreshed,
     }
 
 

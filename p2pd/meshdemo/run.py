@@ -210,9 +210,13 @@ def _request(player: Player, action: Action, seq: int, sent_at: float,
                                        "params": {"npc": action.npc, "topic": action.topic,
                                                   **mark}}
     assert isinstance(action, Weather)
-    return "environment", seq, {"kind": "weather", "key": MAP, "version": seq,
+    # each player's own key: versions are its own count (a value with a higher
+    # version of the same key from another author would supersede it)
+    return "environment", seq, {"kind": "weather", "key": f"{MAP}.{player.index}",
+                                "version": seq,
                                 "value": {"type": action.weather,
-                                          "intensity": action.intensity, **mark}}
+                                          "intensity": action.intensity,
+                                          "demo_from": player.index, **mark}}
 
 
 # -- the receiving side -------------------------------------------------------------
@@ -235,25 +239,36 @@ async def _listen(player: Player, index_of: dict[str, int], ledger: Ledger,
             found = _identify(str(name), peer, event)
             if found is None:
                 ledger.unmatched += 1
+            elif found[0] != peer:  # shared state a peer passed on in its snapshot
+                ledger.state_passed_on += 1
+            elif (name == "position" and not event.get("moving")
+                  and not ledger.knows((peer, "position", found[1]))):
+                # a standing player's position its daemon sent again with the clock
+                # moved on (docs/ipc.md: refreshed each second until acknowledged)
+                ledger.positions_refreshed += 1
             else:
-                ident, sent_at = found
+                _, ident, sent_at = found
                 ledger.delivered((peer, str(name), ident), player.index, sent_at, now,
                                  links.since(peer, player.index))
 
 
-def _identify(kind: str, sender: int, event: dict[str, Any]) -> tuple[int, float] | None:
-    """The ledger id of a delivered event and the send time embedded in it."""
+def _identify(kind: str, sender: int, event: dict[str, Any]
+              ) -> tuple[int, int, float] | None:
+    """The author, ledger id and embedded send time of a delivered event. The
+    author is the sending peer, except for shared state (environment), which a
+    peer also passes on from others in its snapshots (docs/ipc.md)."""
     if kind == "position":
-        return int(event["tick"]), int(event["tick"]) / 1000
+        return sender, int(event["tick"]), int(event["tick"]) / 1000
     if kind == "chat":
         mark = parse_chat(str(event.get("text", "")))
         if mark is None or mark[0] != sender:
             return None
-        return mark[1], mark[2]
+        return sender, mark[1], mark[2]
     holder = event.get("value") if kind == "environment" else event.get("params")
     if not isinstance(holder, dict) or "demo_seq" not in holder or "sent_at" not in holder:
         return None
-    return int(holder["demo_seq"]), float(holder["sent_at"])
+    author = int(holder.get("demo_from", sender)) if kind == "environment" else sender
+    return author, int(holder["demo_seq"]), float(holder["sent_at"])
 
 
 # -- watching -----------------------------------------------------------------------
