@@ -296,20 +296,37 @@ def test_a_relay_only_daemon_never_has_its_address_handed_out() -> None:
     w.sim.run_until(1.5)
     (offer,) = [m for m in control(seeker) if isinstance(m, Candidates)]
     assert [(e.player_id, e.address) for e in offer.peers] == [(1, None)]
-    (listed,) = [m for m in control(hidden) if isinstance(m, Candidates)]
-    assert [(e.player_id, e.address) for e in listed.peers] == []  # it came first
+    # the hidden one came first (an empty list) and has room: it gets a fresh list
+    # naming the seeker at once, with its address (the seeker is not hiding)
+    first, fresh = [m for m in control(hidden) if isinstance(m, Candidates)]
+    assert first.peers == ()
+    assert [(e.player_id, e.address) for e in fresh.peers] == [(2, "10.9.1.2:7000")]
     say(w, seeker, Dial(offer.peers[0].daemon_id))
     w.sim.run_until(2.0)
     (intro,) = [m for m in control(hidden) if isinstance(m, Introduce)]
-    assert intro.peer.address == "10.9.1.2:7000"  # the seeker is not hiding
-    # a list made after the seeker arrived, and the hidden one's own dial: no address
-    say(w, hidden, Presence("payon", 50, 51, 13, True))
-    w.sim.run_until(2.5)
-    listed = [m for m in control(hidden) if isinstance(m, Candidates)][-1]
-    say(w, hidden, Dial(listed.peers[0].daemon_id))
+    assert intro.peer.address == "10.9.1.2:7000"
+    # the hidden one's own dial: the seeker is told of it without an address
+    say(w, hidden, Dial(fresh.peers[0].daemon_id))
     w.sim.run_until(3.0)
     (back,) = [m for m in control(seeker) if isinstance(m, Introduce)]
     assert (back.peer.player_id, back.peer.address) == (1, None)
+
+
+def test_a_standing_daemon_with_room_hears_at_once_of_one_that_arrives_in_view() -> None:
+    """It reports only every discovery_interval while it stands; the arrival's
+    report gets it a fresh list, unless its list is full (then it waits)."""
+    w, _ = world(51)
+    standing, full, arriving = w.daemon(1), w.daemon(2), w.daemon(3)
+    w.sim.run_until(1.0)
+    say(w, standing, Presence("payon", 50, 50, 13))
+    say(w, full, Presence("payon", 60, 50, 1))  # wants one: its list is full with 1
+    w.sim.run_until(1.2)
+    say(w, arriving, Presence("payon", 55, 50))
+    w.sim.run_until(1.5)
+    lists = [m for m in control(standing) if isinstance(m, Candidates)]
+    assert [[e.player_id for e in m.peers] for m in lists] == [[], [2], [3, 2]]
+    full_lists = [m for m in control(full) if isinstance(m, Candidates)]
+    assert [[e.player_id for e in m.peers] for m in full_lists] == [[1]]
 
 
 def test_reports_reach_the_operator() -> None:

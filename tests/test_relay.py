@@ -598,15 +598,48 @@ def test_a_walker_alone_gets_one_list_until_someone_comes_into_view() -> None:
                             w.sim.now + 2.0)
 
 
-def test_only_the_dialler_asks_for_an_introduction() -> None:
+def dials_seen(w: World) -> list[tuple[int, int]]:
+    """(dialler's player id, dialled daemon id) of every dial the coordinator takes."""
+    seen: list[tuple[int, int]] = []
+    coordinator = w.coordinator
+    take = coordinator._on_dial
+
+    def recording(record: Any, dial: Any, now: float) -> None:
+        seen.append((record.player_id, dial.daemon_id))
+        take(record, dial, now)
+
+    coordinator._on_dial = recording  # type: ignore[method-assign]
+    return seen
+
+
+def test_two_daemons_that_list_each_other_each_dial_once_and_link() -> None:
     w, _ = world(43)
+    dials = dials_seen(w)
     a = mesh_daemon(w, 1, 100)
     w.sim.run_until(2.0)
-    b = mesh_daemon(w, 2, 104)  # b's list names a; a's (alone) named nobody
+    b = mesh_daemon(w, 2, 104)  # b's report gets a, alone and with room, a fresh list
     assert w.sim.run_while(lambda: a.path_to(b) is None or b.path_to(a) is None,
                             w.sim.now + 10.0)
-    assert w.coordinator.messages["dial"] == 1  # b's; a answered the introduction
-    assert w.coordinator.sent["introduce"] == 1
+    w.sim.run_until(w.sim.now + 5.0)
+    assert sorted(player for player, _ in dials) == [1, 2]  # both dialled at once, once
+    assert w.coordinator.sent["introduce"] == 2
+
+
+def test_a_daemon_answering_an_introduction_sends_no_dial_of_its_own() -> None:
+    w, _ = world(45)
+    dials = dials_seen(w)
+    a = mesh_daemon(w, 1, 100, max_peers=1)  # wants 2 candidates: c and d fill its list
+    c, d = mesh_daemon(w, 3, 109), mesh_daemon(w, 4, 110)
+    w.sim.run_until(5.0)
+    manager = a.core.mesh
+    assert manager is not None and set(manager.candidates) == {c.core.public_key,
+                                                               d.core.public_key}
+    b = mesh_daemon(w, 2, 101)  # nearest to a; a's full list gets no fresh one
+    assert w.sim.run_while(lambda: a.path_to(b) is None, w.sim.now + 10.0)
+    w.sim.run_until(w.sim.now + 3.0)
+    b_id = w.coordinator.store.by_key(b.core.public_key).daemon_id  # type: ignore[union-attr]
+    assert (2, w.coordinator.store.by_key(a.core.public_key).daemon_id) in dials  # type: ignore[union-attr]
+    assert (1, b_id) not in dials  # a heard of b from b's dial, and answered it
 
 
 def test_a_presence_frame_from_a_peer_is_dropped_as_invalid() -> None:

@@ -568,6 +568,20 @@ class Coordinator:
         if not (moved or map_changed or stepped or refresh):
             return
         record.candidates_x, record.candidates_y = presence.x, presence.y
+        others = self._answer(record, presence.map, now, force=map_changed or refresh)
+        # A daemon with room that has not heard of this one gets a fresh list now
+        # (it may be standing still and report only every discovery_interval);
+        # one whose list is full of nearer peers waits for its next question.
+        for other in others:
+            if other.candidates_short and not _was_introduced(other, record.key):
+                other_map = other.map
+                if other_map is not None:
+                    self._answer(other, other_map, now, force=False)
+
+    def _answer(self, record: DaemonRecord, map_name: str, now: float, *,
+                force: bool) -> list[DaemonRecord]:
+        """Ask the index for ``record``'s nearest and send them as its list when they
+        differ from its last one (or ``force``); the daemons found."""
         nearest = self.presence.nearest(record.daemon_id, record.want)
         record.candidates_short = len(nearest) < record.want
         # The same peers as the last list (each walking or not as then): nothing new
@@ -577,8 +591,8 @@ class Coordinator:
         by_id = self.store.by_id
         others = [other for other_id, _ in nearest if (other := by_id(other_id)) is not None]
         answer = hash(tuple(sorted([(other.daemon_id, other.walking) for other in others])))
-        if answer == record.answered and not (map_changed or refresh):
-            return
+        if answer == record.answered and not force:
+            return others
         record.answered = answer
         record.candidates_at = now
         position = self.presence.position
@@ -591,9 +605,10 @@ class Coordinator:
             entries.append(self._entry(other, x, y))
             _note_introduced(record, other.key)  # it may dial that one: see _on_dial
         if record.introduced is not None and (
-                len(record.introduced) > settings.max_introduced):
+                len(record.introduced) > self.settings.max_introduced):
             record.introduced = [entry.key for entry in entries]
-        self._send(record, Candidates(presence.map, tuple(entries)), now)
+        self._send(record, Candidates(map_name, tuple(entries)), now)
+        return others
 
     def _entry(self, record: DaemonRecord, x: int, y: int, *,
                with_certificate: bool = False) -> PeerEntry:
