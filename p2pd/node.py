@@ -85,6 +85,8 @@ from p2pd.wire.types import PacketType
 _MAP_NAME = re.compile(MAP_NAME_PATTERN)
 MAX_NOTIFICATIONS = 10_000  # pushed events waiting for the IPC layer to take them
 INVALID_REPORTED = 5  # a peer's invalid events that make a report (spec 5.1)
+# seconds after a course change (a stop, a turn) when it goes again unless acknowledged
+POSITION_REPEATS = (0.15, 0.8)
 AUTH_FAILURES_REPORTED = 20  # datagrams failing authentication that make one (8.1)
 LINKS_TOLD_MIN = 2.0  # seconds between two link sets told to the coordinator, at least
 LINKS_TOLD_REFRESH = 30.0  # and at least this often while linked (fresh RTTs)
@@ -110,6 +112,8 @@ class PeerLink:
     invalid: int = 0  # its events that did not decode or were impossible
     deferred: PositionState | None = None  # the newest position its rate limit held back
     invalid_reported: int = 0
+    course_at: float | None = None  # when the last course change went (see hand_position)
+    repeats: int = 0  # how many of POSITION_REPEATS are done for it
 
 
 class Node:
@@ -140,6 +144,7 @@ class Node:
         self.events_limited: Counter[str] = Counter()
         self.events_invalid = 0
         self.positions_hidden = 0  # position updates not sent: the peer was out of view
+        self.positions_repeated = 0  # course changes sent a second time (hand_position)
         self.dropped_while_disabled = 0  # datagrams that arrived with enabled=false
         self.own_position: PositionState | None = None  # this player's, as the client sent it
         self.own_position_at = 0.0  # when
@@ -459,8 +464,7 @@ class Node:
                     link.deferred = state  # sent when the limit allows, unless replaced
                     continue
                 link.deferred = None
-                endpoint.send_position(key, state, now)
-                link.last_position = state
+                self.hand_position(link, state, now)
                 link.sent[kind] += 1
                 sent += 1
         else:
@@ -526,6 +530,11 @@ class Node:
                 and last.y == state.y and last.map == state.map
                 and last.moving == state.moving):
             return False  # reduced detail: turns and clock ticks in place wait
+        if link.deferred is None and on_course(last, state):
+            # the next cell of a walk the peer predicts: the position channel sends
+            # none of these but a refresh a second, so they take no token and the
+            # tokens are there for the stops and turns that must go at once
+            return True
         return link.positions.take(1, now)
 
     def _effect_allowed(self, link: PeerLink, now: float) -> bool:
@@ -668,7 +677,7 @@ class Node:
         """Positions the rate limit held back (a stop, a turn: what dead reckoning
         cannot guess) go out as soon as it allows; True while some still wait."""
         waiting = False
-        for key, link in self._links.items():
+        for link in self._links.values():
             state = link.deferred
             if state is None:
                 continue
@@ -676,12 +685,41 @@ class Node:
                 link.deferred = None
             elif link.positions.take(1, now):
                 link.deferred = None
-                self.endpoint.send_position(key, state, now)
-                link.last_position = state
+                self.hand_position(link, state, now)
                 link.sent[Position.OP] += 1
             else:
                 waiting = True
         return waiting
+
+    def hand_position(self, link: PeerLink, state: PositionState, now: float) -> None:
+        """Give ``state`` to the link's position channel (which leaves out what
+        the peer can predict). A course change (a start, a stop, a turn, a jump:
+        what dead reckoning cannot guess) goes again at each of POSITION_REPEATS
+        after it, unless the peer acknowledged it by then (it acknowledges after
+        up to position_ack_delay, so the first repeat nearly always goes, the
+        second only when the course change and its repeat were lost): a lost
+        stop or turn would leave the peer walking the player on until the next
+        update."""
+        if changes_course(link.last_position, state):
+            link.course_at, link.repeats = now, 0
+        self.endpoint.send_position(link.key, state, now)
+        link.last_position = state
+
+    def repeat_positions(self, now: float) -> None:
+        """The course changes due again (see hand_position), to peers still in view."""
+        own = self.own_position
+        for key, link in self._links.items():
+            at = _repeat_due(link)
+            if at is None or at > now:
+                continue
+            link.repeats += 1
+            if own is not None and self._in_view(link, own, now) and (
+                    self.endpoint.repeat_position(key, now)):
+                self.positions_repeated += 1
+
+    def next_repeat(self) -> float | None:
+        times = [at for link in self._links.values() if (at := _repeat_due(link)) is not None]
+        return min(times) if times else None
 
     def _set_own_position(self, state: PositionState) -> None:
         old = self.own_position
@@ -704,9 +742,11 @@ class Node:
             link.invalid += 1
             self.offend(event.peer, Offence.INVALID_PACKET, "impossible map name", now)
             return
-        check = self.sync.on_position(event.peer, state, now)
+        check, news = self.sync.on_position(event.peer, state, now)
         if check is not None:  # spec 5.2: an impossible move is not shown
             self.offend(event.peer, check[0], check[1], now)
+            return
+        if not news:  # the same position again (a course change repeated): shown once
             return
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state
@@ -760,8 +800,7 @@ class Node:
         own = self.own_position
         if own is None or not self._in_view(link, own, now):
             return
-        self.endpoint.send_position(link.key, own, now)
-        link.last_position = own
+        self.hand_position(link, own, now)
         link.sent[Position.OP] += 1
 
     def _on_closed(self, event: SessionClosed) -> None:
@@ -1015,6 +1054,29 @@ _LINK_FIELDS = ("peer", "address", "path", "role", "state", "rtt_ms", "loss", "a
                 "quality", "since_s")
 _NOT_DECODE = frozenset({"auth_failed", "bad_mac", "handshake_failed", "replayed",
                          "handshake_replayed", "queue_full", "peer_refused"})
+
+
+def changes_course(last: PositionState | None, state: PositionState) -> bool:
+    """Whether the peer, walking ``last`` on, could not guess ``state``: a start,
+    a stop, a turn, another speed or map, or a jump of more than a cell."""
+    return (last is None or last.moving != state.moving or last.dir != state.dir
+            or last.speed != state.speed or last.map != state.map
+            or (not state.moving and (abs(last.x - state.x) > 1 or abs(last.y - state.y) > 1)))
+
+
+def _repeat_due(link: PeerLink) -> float | None:
+    if link.course_at is None or link.repeats >= len(POSITION_REPEATS):
+        return None
+    return link.course_at + POSITION_REPEATS[link.repeats]
+
+
+def on_course(last: PositionState | None, state: PositionState) -> bool:
+    """Whether ``state`` continues the walk of ``last``: the same course, within a
+    cell of where dead reckoning from ``last`` puts it."""
+    if last is None or changes_course(last, state) or not state.moving:
+        return False
+    x, y = predict(last, state.tick)
+    return abs(x - state.x) <= 1 and abs(y - state.y) <= 1
 
 
 def proximity_weight(own: PositionState | None, peer: PositionState | None) -> float:

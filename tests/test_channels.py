@@ -1091,6 +1091,26 @@ def test_predictable_walk_is_not_sent_until_refresh_ms() -> None:
     assert sender.predicted == 4
 
 
+def test_repeat_sends_the_last_position_again_only_while_unacknowledged() -> None:
+    sender = PositionSender()
+    assert not sender.repeat()  # nothing sent yet
+    stop = PositionState("payon", 105, 100, 6, 150, False, 900)
+    take_position(sender, walk(0))
+    sender.on_ack(0)
+    take_position(sender, stop)  # seq 1, not acknowledged
+    assert sender.repeat()
+    frame = sender.take()
+    assert frame is not None
+    seq, base, coded = position_fields(frame)
+    assert (seq, base) == (2, 0) and coded == encode_position(stop, walk(0))  # a new seq
+    sender.queue(PositionState("payon", 106, 100, 6, 150, True, 1000))  # a newer one waits
+    assert not sender.repeat() and sender.repeated == 1
+    assert sender.take() is not None
+    sender.on_ack(3)  # the peer has the newest one: nothing to repeat
+    assert not sender.repeat()
+    assert sender.repeated == 1
+
+
 def test_a_baseline_too_old_is_never_used_again_even_after_the_wrap() -> None:
     sender = PositionSender()
     take_position(sender, walk(0))

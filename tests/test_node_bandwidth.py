@@ -51,6 +51,16 @@ def position(x: int, tick: int) -> Position:
     return Position(id=1, map="prontera", x=x, y=100, dir=6, speed=50, moving=True, tick=tick)
 
 
+def zigzag(x: int, tick: int) -> Position:
+    """A walk east that turns at every step (north-east, south-east, ...): every
+    position is a course change, none of which dead reckoning can predict, so
+    each one takes the position rate's token (a straight walk's next cells
+    take none: see Node._position_allowed)."""
+    up = x % 2 == 1
+    return Position(id=1, map="prontera", x=x, y=101 if up else 100, dir=7 if up else 5,
+                    speed=50, moving=True, tick=tick)
+
+
 def test_loss_lowers_the_position_rate_first_and_it_recovers_when_the_path_clears() -> None:
     net = SimNetwork(5, LinkProfile(delay=0.02))
     sim, (a, b) = linked(net, position_update_rate=10.0)
@@ -65,7 +75,7 @@ def test_loss_lowers_the_position_rate_first_and_it_recovers_when_the_path_clear
             now = start + i * 0.05
             sim.run_until(now)
             x = len(sent_per_phase) * 300 + i  # on and on: no jump back at a new phase
-            sent += a.core.send_event(position(x, int(now * 1000)), (), now)["sent"]
+            sent += a.core.send_event(zigzag(x, int(now * 1000)), (), now)["sent"]
             a.core.send_event(Chat(id=2, text=f"line {i}"), (), now)
         sent_per_phase.append((sent, a.core.endpoint.quality(peer, sim.now)))
     (clean, q_clean), (lossy, q_lossy), (cleared, q_cleared) = sent_per_phase

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from p2pd.channels.position_codec import PositionState
 from p2pd.cheat.mapgrid import MapGrid
 from p2pd.config import DaemonConfig, P2PSettings, SyncSettings
 from p2pd.crypto.identity import Identity
@@ -30,6 +31,7 @@ from p2pd.sim.network import LinkProfile, SimNetwork, Simulation
 from p2pd.sim.nodes import CoreNode
 from p2pd.sim.walks import Walk, record_walk
 from p2pd.sync.state import SNAPSHOT_REQUEST, is_snapshot_request
+from p2pd.sync.track import between
 from tests.maps import walled_field
 
 A_ADDR = ("10.7.0.1", 7000)
@@ -91,12 +93,14 @@ def play(sim: Simulation, sender: CoreNode[Node], walk: Walk, start: float,
 # -- smoothing ------------------------------------------------------------------------
 
 
-# p95 within about a cell everywhere; the worst case is a lost update that
-# said "stopped" or "turned": the receiver walks the player on until the next
-# one (a standing player's position goes out again each second), several
-# cells at walking speed, then corrects.
+# Within a cell everywhere (what the receiver draws moves smoothly between
+# cells, the truth jumps from cell to cell), the worst case included: a lost
+# update that said "stopped" or "turned" would let the receiver walk the player
+# on for cells, but each such course change goes twice (and a third time when
+# still unacknowledged), and the receiver draws the turn between two samples
+# where their courses meet, not across the corner.
 @pytest.mark.parametrize(("kind", "p95_bound", "max_bound"), [
-    ("straight", 1.0, 2.0), ("turns", 1.5, 3.5), ("stops", 1.0, 3.5), ("mixed", 1.0, 6.0)])
+    ("straight", 1.0, 1.25), ("turns", 1.0, 1.25), ("stops", 1.0, 1.25), ("mixed", 1.0, 1.25)])
 def test_dead_reckoning_and_interpolation_follow_recorded_walks(
         kind: str, p95_bound: float, max_bound: float) -> None:
     # 100 ms of jitter and 4% loss: below the 5% at which adaptive quality lowers
@@ -130,6 +134,87 @@ def test_dead_reckoning_and_interpolation_follow_recorded_walks(
     assert sent / 60.0 <= 5.0  # never above position_update_rate
     if kind == "straight":
         assert sent < cells / 4  # dead reckoning covers a straight walk
+
+
+def test_between_two_samples_the_path_follows_their_courses() -> None:
+    east = PositionState("m", 0, 0, 6, 150, True, 0)  # dir 6: x + 1 per 150 ms
+    # five cells east (the turn at 750 ms, left out: dead reckoning predicted it),
+    # then north (dir 0: y + 1) for two cells
+    north = PositionState("m", 5, 2, 0, 150, True, 1050)
+    assert between(east, 0, north, 1050, 375) == pytest.approx((2.5, 0.0))
+    assert between(east, 0, north, 1050, 750) == pytest.approx((5.0, 0.0))  # not the chord
+    assert between(east, 0, north, 1050, 900) == pytest.approx((5.0, 1.0))
+    # the same turn, then a stop on the second cell north
+    stopped = PositionState("m", 5, 2, 0, 150, False, 1050)
+    assert between(east, 0, stopped, 1050, 750) == pytest.approx((5.0, 0.0))
+    # walking straight into a stop: along the course, then standing
+    arrived = PositionState("m", 4, 0, 6, 150, False, 1000)
+    assert between(east, 0, arrived, 1000, 300) == pytest.approx((2.0, 0.0))
+    assert between(east, 0, arrived, 1000, 800) == pytest.approx((4.0, 0.0))
+    # a start: standing until the walk to the next sample must begin
+    standing = PositionState("m", 0, 0, 6, 150, False, 0)
+    walking = PositionState("m", 3, 0, 6, 150, True, 2000)
+    assert between(standing, 0, walking, 2000, 1000) == (0.0, 0.0)
+    assert between(standing, 0, walking, 2000, 1775) == pytest.approx((1.5, 0.0))
+    # courses that never meet (turns lost): the straight line
+    far = PositionState("m", 0, 9, 0, 150, True, 1000)
+    assert between(east, 0, far, 1000, 500) == pytest.approx((0.0, 4.5))
+
+
+def test_a_course_change_goes_twice_and_a_third_time_only_when_unacknowledged() -> None:
+    net = SimNetwork(12, LinkProfile(delay=0.03))
+    sim, a, b = pair(net)
+    peer = b.core.public_key
+    tick = TICK_BASE
+    for x in range(100, 110):  # a walk east (dir 6), each cell as the client hands it
+        a.core.send_event(Position(id=1, map="field", x=x, y=50, dir=6, moving=True,
+                                   tick=tick), (), sim.now)
+        sim.run_until(sim.now + 0.15)
+        tick += 150
+    sim.run_until(sim.now + 2.0)  # every acknowledgement owed has gone (0.5 s at most)
+    b.core.take_notifications()
+    channels = a.core.endpoint.session_statistics(peer).channels
+    repeated = channels["positions_repeated"]  # the start's repeat
+    tick += 2000
+    stop = Position(id=1, map="field", x=110, y=50, dir=6, moving=False, tick=tick)
+    a.core.send_event(stop, (), sim.now)
+    sim.run_until(sim.now + 2.0)
+    channels = a.core.endpoint.session_statistics(peer).channels
+    assert channels["positions_repeated"] == repeated + 1  # once: acknowledged by 0.8 s
+    stops = [m for m in events(b, "position") if not m["moving"]]
+    assert [(m["x"], m["tick"]) for m in stops] == [(110, tick)]  # shown once
+    # the stop and its repeat lost: the third sending, 0.8 s after it, repairs it
+    a.core.send_event(Position(id=1, map="field", x=110, y=50, dir=0, moving=True,
+                               tick=tick + 2000), (), sim.now)
+    sim.run_until(sim.now + 0.15)
+    lost_from = sim.now
+    net.set_path(A_ADDR, B_ADDR, LinkProfile(delay=0.03,
+                                             blackholes=((lost_from, lost_from + 0.3),)))
+    a.core.send_event(Position(id=1, map="field", x=110, y=51, dir=0, moving=False,
+                               tick=tick + 2150), (), sim.now)
+    sim.run_until(lost_from + 0.7)
+    heard = b.core.sync.peer(a.core.public_key, sim.now).reported
+    assert heard is not None and heard.moving  # the stop not heard yet
+    sim.run_until(lost_from + 1.0)
+    reported = b.core.sync.peer(a.core.public_key, sim.now).reported
+    assert reported is not None and (reported.y, reported.moving) == (51, False)
+    channels = a.core.endpoint.session_statistics(peer).channels
+    assert channels["positions_repeated"] == repeated + 4  # start 1, stop 2 (+1 before)
+
+
+def test_the_next_cells_of_a_walk_take_no_token_so_a_turn_goes_at_once() -> None:
+    net = SimNetwork(13, LinkProfile(delay=0.03))
+    sim, a, _ = pair(net)
+    tick = TICK_BASE
+    for x in range(100, 140):  # 6.7 cells a second for 6 s: more than the 5 tokens a second
+        result = a.core.send_event(Position(id=1, map="field", x=x, y=50, dir=6, moving=True,
+                                            tick=tick), (), sim.now)
+        assert result["rate_limited"] == 0
+        sim.run_until(sim.now + 0.15)
+        tick += 150
+    turn = a.core.send_event(Position(id=1, map="field", x=140, y=51, dir=0, moving=True,
+                                      tick=tick), (), sim.now)
+    assert turn["sent"] == 1 and turn["rate_limited"] == 0
 
 
 # -- cheats ---------------------------------------------------------------------------

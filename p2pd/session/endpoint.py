@@ -279,6 +279,15 @@ class Endpoint:
         session.send_position(state, now)
         self._touched[session] = None
 
+    def repeat_position(self, peer: bytes, now: float) -> bool:
+        """Send the last position sent to ``peer`` once more, unless it acknowledged
+        it or a newer one waits (redundancy for a stop or a turn); True when queued."""
+        session = self._session(peer)
+        if not session.repeat_position(now):
+            return False
+        self._touched[session] = None
+        return True
+
     def set_priority(self, peer: bytes, weight: float) -> None:
         """How much ``peer`` matters when the shared budget is short (nearer
         peers higher); waiting sessions accumulate it, so all get through."""

@@ -525,6 +525,14 @@ class Session:
         self._dirty_sessions[self] = None
         self._data_queued(now)
 
+    def repeat_position(self, now: float) -> bool:
+        """The last position sent, once more unless the peer acknowledged it."""
+        if not self.link.repeat_position():
+            return False
+        self._dirty_sessions[self] = None
+        self._data_queued(now)
+        return True
+
     def _data_queued(self, now: float) -> None:
         if not self._coalesce:
             self.pump(now)

@@ -60,7 +60,7 @@ class PeerSync:
     """What the daemon keeps of one remote player."""
 
     __slots__ = ("clock", "corrections", "disagreements", "effects", "moves",
-                 "positions", "reported", "reported_at", "score", "track")
+                 "positions", "repeats", "reported", "reported_at", "score", "track")
 
     def __init__(self, rules: SyncRules, maps: MapStore, now: float) -> None:
         self.clock = PeerClock(rules.playout)
@@ -74,6 +74,7 @@ class PeerSync:
         self.reported_at = 0.0
         self.corrections = 0
         self.disagreements = 0
+        self.repeats = 0  # its newest position received again
 
 
 class GameSync:
@@ -122,18 +123,24 @@ class GameSync:
 
     # -- events from peers ---------------------------------------------------
 
-    def on_position(self, key: bytes, state: PositionState, now: float) -> Check:
+    def on_position(self, key: bytes, state: PositionState, now: float) -> tuple[Check, bool]:
+        """(offence, news): news is False for the newest accepted position again
+        (its sender repeats a course change), which changes nothing (it would
+        look like a late sample to the clock)."""
         peer = self.peer(key, now)
         if not peer.positions.take(1, now):
-            return (Offence.RATE_EXCESS, "positions beyond the allowance")
+            return (Offence.RATE_EXCESS, "positions beyond the allowance"), False
+        if state == peer.reported:
+            peer.repeats += 1
+            return None, False
         peer.clock.observe(state.tick, now)
         verdict = peer.moves.check(state, now, peer.clock.jitter)
         if verdict.fault is not None:
-            return (Offence.REJECTED_MOVE, f"{verdict.fault.value}: {verdict.detail}")
+            return (Offence.REJECTED_MOVE, f"{verdict.fault.value}: {verdict.detail}"), False
         peer.track.add(state)
         peer.reported = state
         peer.reported_at = now
-        return None
+        return None, True
 
     def _sight_check(self, peer: PeerSync, map_name: str, x: int, y: int, what: str) -> Check:
         """The peer's player must see the cell (x, y): in view range, no wall between.

@@ -100,6 +100,9 @@ class SyncApi:
 
     def deadline(self) -> float | None:
         deadline = self._deadline()
+        repeat = self.node.next_repeat()
+        if repeat is not None:
+            deadline = repeat if deadline is None else min(deadline, repeat)
         deferred = self._deferred_at
         if deferred is None:
             if any(link.deferred is not None for link in self.node.links.values()):
@@ -132,15 +135,15 @@ class SyncApi:
         if own is None or own.moving or now < self._next_refresh:
             return
         self._next_refresh = now + 1.0
-        state = replace(own, tick=own.tick + int((now - node.own_position_at) * 1000))
-        for key, link in node.links.items():
+        state = replace(own, tick=own.tick + max(int((now - node.own_position_at) * 1000), 0))
+        for link in node.links.values():
             if node.in_view(link, own, now):  # information hiding holds here too
-                node.endpoint.send_position(key, state, now)
-                link.last_position = state
+                node.hand_position(link, state, now)
 
     def on_timer(self, now: float) -> None:
         node = self.node
         self._deferred_at = now + 0.05 if node.send_deferred(now) else None
+        node.repeat_positions(now)
         self.refresh_standing(now)
         if not node.links or not len(node.sync.state):
             return
