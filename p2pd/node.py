@@ -647,6 +647,8 @@ class Node:
             return
         score = self.sync.peer(peer, now).score
         self.sync.ban(peer, now)
+        if self.mesh is not None:  # not dialled again while banned
+            self.mesh.ban(peer, now + self.sync.rules.ban_seconds, now)
         self._notify(anomaly_event(peer.hex(), round(score.value(now), 2), offence.value,
                                    detail, dict(score.counts)))
         if self.mesh is not None:
