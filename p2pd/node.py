@@ -33,6 +33,7 @@ from p2pd.ipc.messages import (
     MAP_NAME_PATTERN,
     MAX_STATS_HISTORY,
     AiInteraction,
+    Chat,
     Environment,
     GameEvent,
     LegendData,
@@ -633,6 +634,8 @@ class Node:
             extra["claim"] = "claimed"  # until the server confirms it: verify_interaction
         elif isinstance(event, Environment | LegendData):
             return extra if sync.on_state(event) else None
+        elif isinstance(event, Chat):
+            check, remaining = sync.on_chat(peer, now), 0
         else:
             check, remaining = None, 0
         if check is not None:
@@ -1073,9 +1076,10 @@ def _repeat_due(link: PeerLink) -> float | None:
 
 
 def on_course(last: PositionState | None, state: PositionState) -> bool:
-    """Whether ``state`` continues the walk of ``last``: the same course, within a
-    cell of where dead reckoning from ``last`` puts it."""
-    if last is None or changes_course(last, state) or not state.moving:
+    """Whether ``state`` is a next cell of the walk of ``last``: the same course,
+    another cell, within a cell of where dead reckoning from ``last`` puts it."""
+    if (last is None or changes_course(last, state) or not state.moving
+            or (last.x, last.y) == (state.x, state.y)):
         return False
     x, y = predict(last, state.tick)
     return abs(x - state.x) <= 1 and abs(y - state.y) <= 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2pd.channels.position_codec import PositionState
-from p2pd.config import DaemonConfig, P2PSettings
+from p2pd.config import DaemonConfig, P2PSettings, SyncSettings
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.messages import Chat, LegendData, Position
@@ -21,8 +21,16 @@ A_ADDR = ("10.2.0.1", 7000)
 B_ADDR = ("10.2.0.2", 7000)
 
 
+# The chat here is load for the senders' bandwidth and queue policy, far above
+# what a player types (20 lines a second; hundreds queued at once): the
+# receivers allow it. The receive-side flood limit ([sync] chat_rate and
+# chat_burst) has its own tests (tests/test_sync.py).
+LOAD_ALLOWED = SyncSettings(chat_rate=1000.0, chat_burst=10_000)
+
+
 def make_node(rng: random.Random, address: tuple[str, int], **p2p: object) -> CoreNode[Node]:
-    config = DaemonConfig(source=Path("test.ini"), p2p=P2PSettings(**p2p))  # type: ignore[arg-type]
+    config = DaemonConfig(source=Path("test.ini"), p2p=P2PSettings(**p2p),  # type: ignore[arg-type]
+                          sync=LOAD_ALLOWED)
     return CoreNode(address, Node(config, Identity.from_private_bytes(rng.randbytes(32)),
                                  random_bytes=random.Random(rng.random()).randbytes))
 

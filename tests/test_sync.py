@@ -17,6 +17,7 @@ from p2pd.config import DaemonConfig, P2PSettings, SyncSettings
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.messages import (
     AiInteraction,
+    Chat,
     Environment,
     LegendData,
     Position,
@@ -328,6 +329,45 @@ def test_a_flood_of_effects_is_flagged() -> None:
     (alarm,) = flagged(b)
     assert alarm["reason"] == "rate_excess"
     assert not b.core.links
+
+
+@pytest.mark.parametrize("kind", ["chat", "ai_interaction"])
+def test_a_flood_of_chat_or_ai_interactions_is_cut_at_the_allowance_and_flagged(
+        kind: str) -> None:
+    net = SimNetwork(14, LinkProfile(delay=0.02))
+    sim, a, b = pair(net)
+    b.core.take_notifications()
+
+    def event(i: int) -> Chat | AiInteraction:
+        if kind == "chat":
+            return Chat(id=i, text=f"buy cheap zeny {i}")
+        return AiInteraction(id=i, interaction_id=i, ai_entity_id=77, player_id=9)
+
+    burst = 50  # [sync] chat_burst and interaction_burst
+    for i in range(40):  # a paste of 40 lines at once, then a line every 0.5 s: fine
+        a.core.send_event(event(i), (), sim.now)
+    for i in range(40, 60):
+        sim.run_until(sim.now + 0.5)
+        a.core.send_event(event(i), (), sim.now)
+    sim.run_until(sim.now + 1.0)
+    assert len(events(b, kind)) == 60
+    assert not b.core.sync.peer(a.core.public_key, sim.now).score.counts
+    sim.run_until(sim.now + 10.0)  # the allowance is full again
+    # then 300 at once (a flood): what the allowance holds is shown, the rest dropped
+    for i in range(60, 360):
+        a.core.send_event(event(i), (), sim.now)
+    sim.run_until(sim.now + 2.0)
+    shown = [m for m in b.core.take_notifications() if m.get("event") in (kind, "anomaly")]
+    lines = [m for m in shown if m["event"] == kind]
+    assert burst <= len(lines) <= burst + 1  # the burst, in order (a token may refill)
+    if kind == "chat":
+        assert [m["text"] for m in lines[:burst]] == [f"buy cheap zeny {i}"
+                                                     for i in range(60, 60 + burst)]
+    else:
+        assert [m["interaction_id"] for m in lines[:burst]] == list(range(60, 60 + burst))
+    (alarm,) = [m for m in shown if m["event"] == "anomaly"]
+    assert alarm["reason"] == "rate_excess" and "flood" in alarm["detail"]
+    assert not b.core.links and b.core.sync.banned(a.core.public_key, sim.now)
 
 
 def test_reports_disagreeing_with_the_server_are_flagged() -> None:

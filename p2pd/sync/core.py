@@ -7,8 +7,10 @@ player (:class:`~p2pd.sync.track.EntityTrack`), the checks of its moves
 (:class:`~p2pd.cheat.movement.MoveValidator`), its anomaly score
 (:class:`~p2pd.cheat.anomaly.AnomalyScore`) and allowances of positions and
 effects per second (three times what this daemon's own settings send: peers'
-settings may differ; chat and AI interactions, which a daemon does not limit,
-are bounded by the session's allowance of packets and bytes). Beside them:
+settings may differ) and of chat lines and AI interactions (``[sync]``
+``chat_rate``/``chat_burst``, ``interaction_rate``/``interaction_burst``: the
+sender does not limit these reliable events beyond its bandwidth, a flood is
+caught here). Beside them:
 the shared latest-value state (:class:`~p2pd.sync.state.StateStore`) and the
 claims awaiting the game server (:class:`~p2pd.sync.claims.ClaimBook`).
 
@@ -54,13 +56,17 @@ class SyncRules:
     effect_rate: float = 10.0  # its effect_update_rate
     rate_factor: float = 3.0  # a peer's allowance: this many times the rates above
     view_range: int = 14  # cells (AREA_SIZE): farther effects and interactions fail
+    chat_rate: float = 5.0  # chat lines a peer may send per second,
+    chat_burst: int = 50  # and at once
+    interaction_rate: float = 10.0  # AI interactions likewise
+    interaction_burst: int = 50
 
 
 class PeerSync:
     """What the daemon keeps of one remote player."""
 
-    __slots__ = ("clock", "corrections", "disagreements", "effects", "moves",
-                 "positions", "repeats", "reported", "reported_at", "score", "track")
+    __slots__ = ("chats", "clock", "corrections", "disagreements", "effects", "interactions",
+                 "moves", "positions", "repeats", "reported", "reported_at", "score", "track")
 
     def __init__(self, rules: SyncRules, maps: MapStore, now: float) -> None:
         self.clock = PeerClock(rules.playout)
@@ -70,6 +76,8 @@ class PeerSync:
         f = rules.rate_factor
         self.positions = TokenBucket(rules.position_rate * f, rules.position_rate * f, now)
         self.effects = TokenBucket(rules.effect_rate * f, rules.effect_rate * f, now)
+        self.chats = TokenBucket(rules.chat_rate, rules.chat_burst, now)
+        self.interactions = TokenBucket(rules.interaction_rate, rules.interaction_burst, now)
         self.reported: PositionState | None = None  # its newest accepted position
         self.reported_at = 0.0
         self.corrections = 0
@@ -190,8 +198,15 @@ class GameSync:
             return where, x, y
         return None
 
+    def on_chat(self, key: bytes, now: float) -> Check:
+        if not self.peer(key, now).chats.take(1, now):
+            return (Offence.RATE_EXCESS, "chat lines beyond the allowance (a flood)")
+        return None
+
     def on_interaction(self, key: bytes, event: AiInteraction, now: float) -> Check:
         peer = self.peer(key, now)
+        if not peer.interactions.take(1, now):
+            return (Offence.RATE_EXCESS, "AI interactions beyond the allowance (a flood)")
         location = self.ai_location(event.ai_entity_id)
         if location is not None:
             check = self._sight_check(peer, *location,
