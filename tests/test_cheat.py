@@ -18,7 +18,7 @@ from p2pd.cheat.mapgrid import (
     load_mapcache_untrusted,
 )
 from p2pd.cheat.movement import MoveFault, MoveValidator
-from p2pd.cheat.sight import line_cells, line_of_sight, reachable
+from p2pd.cheat.sight import Sight, line_cells, line_of_sight, reachable, sight_from_walk
 from tests.maps import gat_bytes, mapcache_bytes, open_field, walled_field
 
 ROWS = ["..#..",
@@ -121,6 +121,21 @@ def test_reachable_goes_around_walls_within_the_steps_and_not_through() -> None:
     assert not reachable(grid, (9, 5), (11, 5), 21)
     assert reachable(grid, (9, 5), (11, 5), 22)
     assert not reachable(grid, (9, 5), (10, 5), 40)  # onto the wall
+
+
+def test_sight_from_walk_searches_the_cells_the_walker_may_be_on() -> None:
+    grid = walled_field(size=40, wall_x=20, gap_y=30)
+    # four cells from the wall, the target four cells behind it: no cell within 6
+    # moves sees it (the gap is 20 rows away)
+    assert sight_from_walk(grid, (16, 10), 6, (24, 10), 14) is Sight.BLOCKED
+    # near the gap, a few moves bring the walker where it sees through
+    assert sight_from_walk(grid, (19, 27), 0, (24, 31), 14) is Sight.BLOCKED
+    assert sight_from_walk(grid, (19, 27), 4, (24, 31), 14) is Sight.SEEN
+    # in range only after walking: 16 cells away, 2 moves allowed
+    assert sight_from_walk(grid, (0, 0), 1, (16, 0), 14) is Sight.FAR
+    assert sight_from_walk(grid, (0, 0), 2, (16, 0), 14) is Sight.SEEN
+    assert sight_from_walk(None, (0, 0), 2, (16, 0), 14) is Sight.SEEN  # no map: range only
+    assert sight_from_walk(None, (0, 0), 1, (16, 0), 14) is Sight.FAR
 
 
 def state(x: int, y: int, tick: int = 0, map_name: str = "field", speed: int = 150,

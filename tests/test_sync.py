@@ -13,6 +13,7 @@ import pytest
 
 from p2pd.channels.position_codec import PositionState
 from p2pd.cheat.mapgrid import MapGrid
+from p2pd.cheat.sight import line_of_sight
 from p2pd.config import DaemonConfig, P2PSettings, SyncSettings
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.messages import (
@@ -294,6 +295,31 @@ def test_effect_behind_a_wall_is_a_line_of_sight_violation() -> None:
     assert alarm["reason"] == "failed_check" and "wall" in alarm["detail"]
 
 
+def test_a_walking_player_aiming_through_a_wall_is_a_line_of_sight_violation() -> None:
+    net = SimNetwork(15, LinkProfile(delay=0.03, jitter=0.02))
+    sim, a, b = pair(net, town())
+    start = sim.now
+    shown: list[dict[str, Any]] = []
+    for i in range(40):  # south along x = 28 (dir 0), four cells from the wall at x = 32
+        now = start + i * 0.15
+        sim.run_until(now)
+        if not a.core.links:
+            break
+        tick = TICK_BASE + i * 150
+        a.core.send_event(Position(id=1, map="town", x=28, y=5 + i, dir=0, moving=True,
+                                   tick=tick), (), now)
+        if i >= 4 and i % 2 == 0:  # effects aimed at the cell across the wall
+            a.core.send_event(VisualEffect(id=2, effect_id=316, map="town", x=36, y=5 + i,
+                                           start_ms=tick, duration_ms=1000, owner=7), (), now)
+        shown += b.core.take_notifications()
+    sim.run_until(sim.now + 0.5)
+    shown += b.core.take_notifications()
+    assert not [m for m in shown if m.get("event") == "effect"]  # never shown
+    (alarm,) = [m for m in shown if m.get("event") == "anomaly"]
+    assert alarm["reason"] == "failed_check" and "behind a wall" in alarm["detail"]
+    assert b.core.stats(sim.now)["sync"]["sight_checks_walking"] >= 5  # judged walking
+
+
 def test_an_effect_in_sight_is_shown_with_its_remaining_time_and_an_expired_one_is_not() -> None:
     net = SimNetwork(5, LinkProfile(delay=0.05))
     sim, a, b = pair(net, town())
@@ -424,9 +450,15 @@ def test_honest_player_is_never_flagged_over_a_long_lossy_jittery_session() -> N
 
     def act(now: float) -> None:
         truth = walk.at(now - start)
-        if rng.random() < 0.02:  # an effect on its own cell or a visible one nearby
-            a.core.send_event(VisualEffect(id=3, effect_id=9, map="town", x=truth.x,
-                                           y=truth.y, start_ms=truth.tick, duration_ms=2000,
+        if rng.random() < 0.02:  # an effect on a cell it sees, up to 8 cells away
+            x, y = truth.x, truth.y
+            for _ in range(20):
+                x, y = truth.x + rng.randint(-8, 8), truth.y + rng.randint(-8, 8)
+                if grid.inside(x, y) and line_of_sight(grid, (truth.x, truth.y), (x, y)):
+                    break
+                x, y = truth.x, truth.y
+            a.core.send_event(VisualEffect(id=3, effect_id=9, map="town", x=x, y=y,
+                                           start_ms=truth.tick, duration_ms=2000,
                                            owner=1), (), now)
             counts["effects"] += 1
         if rng.random() < 0.05 and b.core.links:  # the server's view, 100 ms behind
@@ -447,6 +479,10 @@ def test_honest_player_is_never_flagged_over_a_long_lossy_jittery_session() -> N
     assert peer.score.counts.get("disagreement", 0) <= 2
     assert peer.score.value(sim.now) < b.core.sync.rules.anomaly.threshold / 2
     assert counts["server"] > 500 and counts["effects"] > 200  # the checks really ran
+    sight = b.core.stats(sim.now)["sync"]
+    print(f"sight: {sight['sight_checks']} judged ({sight['sight_checks_walking']} of a walking "
+          f"player), {sight['sight_unjudged']} not (too uncertain)")
+    assert sight["sight_checks_walking"] > 50  # walkers' effects are judged too
 
 
 # -- state for newcomers --------------------------------------------------------------

@@ -22,6 +22,7 @@ the threshold flags the peer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from p2pd.channels.position_codec import PositionState
 from p2pd.cheat.anomaly import AnomalyRules, AnomalyScore, Offence
 from p2pd.cheat.mapgrid import MapStore
 from p2pd.cheat.movement import MoveRules, MoveValidator
-from p2pd.cheat.sight import line_of_sight
+from p2pd.cheat.sight import Sight, sight_from_walk
 from p2pd.ipc.fields import map_to_dict
 from p2pd.ipc.messages import AiInteraction, Environment, LegendData, VisualEffect
 from p2pd.meters import TokenBucket
@@ -39,6 +40,7 @@ from p2pd.sync.state import StateStore
 from p2pd.sync.track import EntityTrack, walk
 
 Check = tuple[Offence, str] | None
+MAX_SIGHT_STEPS = 16  # cells of possible walk beyond which a sight check is not made
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class SyncRules:
     effect_rate: float = 10.0  # its effect_update_rate
     rate_factor: float = 3.0  # a peer's allowance: this many times the rates above
     view_range: int = 14  # cells (AREA_SIZE): farther effects and interactions fail
+    effect_wait: float = 0.5  # seconds an effect may wait at its sender (effect_max_wait)
+    interaction_slack: float = 1.0  # seconds an AI interaction may be older than it arrives
     chat_rate: float = 5.0  # chat lines a peer may send per second,
     chat_burst: int = 50  # and at once
     interaction_rate: float = 10.0  # AI interactions likewise
@@ -95,6 +99,9 @@ class GameSync:
         self._banned: dict[bytes, float] = {}  # peer -> until
         self.next_snapshot: float | None = None
         self.effects_expired = 0
+        self.sight_checks = 0  # range and line of sight judged (of a walking player: below)
+        self.sight_checks_walking = 0
+        self.sight_unjudged = 0  # sight checks not made: the sender's place too uncertain
         self.rejected: dict[str, int] = {}  # by offence and reason class
 
     # -- peers --------------------------------------------------------------
@@ -150,21 +157,43 @@ class GameSync:
         peer.reported_at = now
         return None, True
 
-    def _sight_check(self, peer: PeerSync, map_name: str, x: int, y: int, what: str) -> Check:
-        """The peer's player must see the cell (x, y): in view range, no wall between.
-        Judged only from a standing player's last report: where a walking one is
-        now is not known well enough to accuse it (its updates may be late or lost)."""
+    def _sight_check(self, peer: PeerSync, map_name: str, x: int, y: int, what: str,
+                     made_before: float, now: float) -> Check:
+        """The peer's player must see the cell (x, y) from where it may be: in
+        view range, no wall between. Its place is known from its last accepted
+        report, within what it may have walked since (cheat.sight.sight_from_walk):
+        for a walking player the time since that report's clock (by the peer's
+        clock, so that a report held back by the sender counts as old), for one
+        standing none, plus, for both, the tolerance of the move checks (jitter)
+        and ``made_before``: how much earlier than its arrival the event may
+        have been made (an effect waits at most effect_max_wait at the sender;
+        an AI interaction may be retransmitted). Where that leaves more than
+        MAX_SIGHT_STEPS cells of walk, nothing is judged (``sight_unjudged``)."""
         own = peer.reported
-        if own is None or own.map != map_name or own.moving:
+        if own is None or own.map != map_name:
             return None  # nothing known well enough to judge by
-        distance = max(abs(own.x - x), abs(own.y - y))
-        if distance > self.rules.view_range:
-            return (Offence.FAILED_CHECK, f"{what} at ({x}, {y}), {distance} cells from its "
-                                          f"player at ({own.x}, {own.y})")
+        walked = made_before + peer.moves.tolerance(peer.clock.jitter)
+        if own.moving:
+            if peer.clock.known:
+                walked += max(peer.clock.to_tick(now) - own.tick, 0.0) / 1000.0
+            else:
+                walked += max(now - peer.reported_at, 0.0)
+        speed = peer.moves.server_speed or own.speed
+        steps = math.ceil(walked * 1000.0 / speed) + 1
+        if steps > MAX_SIGHT_STEPS:
+            self.sight_unjudged += 1
+            return None
         grid = self.maps.get(map_name)
-        if grid is not None and not line_of_sight(grid, (own.x, own.y), (x, y)):
-            return (Offence.FAILED_CHECK, f"{what} at ({x}, {y}) behind a wall from its "
-                                          f"player at ({own.x}, {own.y})")
+        self.sight_checks += 1
+        self.sight_checks_walking += own.moving
+        sight = sight_from_walk(grid, (own.x, own.y), steps, (x, y), self.rules.view_range)
+        where = (f"its player at ({own.x}, {own.y})"
+                 + (f" or within {steps} steps" if steps else ""))
+        if sight is Sight.FAR:
+            return (Offence.FAILED_CHECK, f"{what} at ({x}, {y}), farther than "
+                                          f"{self.rules.view_range} cells from {where}")
+        if sight is Sight.BLOCKED:
+            return (Offence.FAILED_CHECK, f"{what} at ({x}, {y}) behind a wall from {where}")
         return None
 
     def on_effect(self, key: bytes, effect: VisualEffect, now: float,
@@ -173,7 +202,8 @@ class GameSync:
         peer = self.peer(key, now)
         if not peer.effects.take(1, now):
             return (Offence.RATE_EXCESS, "effects beyond the allowance"), None
-        check = self._sight_check(peer, effect.map, effect.x, effect.y, "effect")
+        check = self._sight_check(peer, effect.map, effect.x, effect.y, "effect",
+                                  self.rules.effect_wait, now)
         if check is not None:
             return check, None
         one_way = (rtt or 0.0) / 2
@@ -210,7 +240,8 @@ class GameSync:
         location = self.ai_location(event.ai_entity_id)
         if location is not None:
             check = self._sight_check(peer, *location,
-                                      what=f"interaction with AI {event.ai_entity_id}")
+                                      what=f"interaction with AI {event.ai_entity_id}",
+                                      made_before=self.rules.interaction_slack, now=now)
             if check is not None:
                 return check
         self.claims.claim(key, event.ai_entity_id, event.interaction_id, event.result)
@@ -298,6 +329,9 @@ class GameSync:
             "banned_peers": sum(1 for until in self._banned.values() if until > now),
             "offences": dict(self.rejected),
             "effects_expired": self.effects_expired,
+            "sight_checks": self.sight_checks,
+            "sight_checks_walking": self.sight_checks_walking,
+            "sight_unjudged": self.sight_unjudged,
             "state_values": len(self.state),
             "state_stale": self.state.stale,
             "claims_waiting": len(self.claims),
