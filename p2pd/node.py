@@ -45,6 +45,7 @@ from p2pd.ipc.outgoing import (
     anomaly_event,
     coordinator_event,
     game_event_to_message,
+    hidden_event,
     link_event,
     peer_joined_event,
     peer_left_event,
@@ -73,6 +74,8 @@ from p2pd.sync.core import GameSync
 from p2pd.sync.requests import SyncApi
 from p2pd.sync.settings import sync_rules
 from p2pd.sync.state import is_snapshot_request
+from p2pd.sync.visibility import VISIBILITY_KEY, read_notice
+from p2pd.sync.visibility import notice as visibility_notice
 from p2pd.wire.errors import BadPacket, DropReason
 from p2pd.wire.relay import (
     decode_relay_untrusted,
@@ -114,6 +117,7 @@ class PeerLink:
     deferred: PositionState | None = None  # the newest position its rate limit held back
     invalid_reported: int = 0
     course_at: float | None = None  # when the last course change went (see hand_position)
+    fresh: bool = False  # the next position goes even if unchanged (the peer dropped it)
     repeats: int = 0  # how many of POSITION_REPEATS are done for it
 
 
@@ -146,6 +150,7 @@ class Node:
         self.events_invalid = 0
         self.positions_hidden = 0  # position updates not sent: the peer was out of view
         self.positions_repeated = 0  # course changes sent a second time (hand_position)
+        self.own_hidden = False  # this player is hidden (position's hidden): _set_hidden
         self.dropped_while_disabled = 0  # datagrams that arrived with enabled=false
         self.own_position: PositionState | None = None  # this player's, as the client sent it
         self.own_position_at = 0.0  # when
@@ -450,12 +455,14 @@ class Node:
                                   event.moving, event.tick)
             self._set_own_position(state)
             self.own_position_at = now
-            if self.mesh is not None:
+            if self.mesh is not None:  # the coordinator (the server's side) may know
                 self.mesh.set_own_position(state.map, state.x, state.y, now,
                                            walking=state.moving)
+            if event.hidden != self.own_hidden:
+                self._set_hidden(event.hidden, now)
             for key in chosen:
                 link = self._links[key]
-                if not self._in_view(link, state, now):
+                if self.own_hidden or not self._in_view(link, state, now):
                     # spec 5.2: not for a player who cannot see this one (judged by
                     # its dead-reckoned place: within a cell, see Node._in_view)
                     hidden += 1
@@ -475,6 +482,10 @@ class Node:
                 event, endpoint.config.max_message_size)
             value_key = _latest_value_key(event)
             effect = packet_type == PacketType.VISUAL_EFFECT
+            place = self._place_of(event)
+            if place is not None:  # spec 5.2: only to players who may see it
+                seeing = [key for key in chosen if self._sees(self._links[key], place, now)]
+                hidden, chosen = len(chosen) - len(seeing), seeing
             for key in chosen + ([] if effect else absent):  # all or nothing
                 try:
                     endpoint.check_send(key, packet_type, payload, value_key)
@@ -499,6 +510,46 @@ class Node:
             self.positions_hidden += hidden
         return {"sent": sent, "rate_limited": limited, "out_of_view": hidden,
                 "absent": len(absent)}
+
+    def _place_of(self, event: GameEvent) -> tuple[str, int, int] | None:
+        """Where an event happens, when it does somewhere: an effect's cell, an
+        AI interaction's AI entity (by its Legend ``info``, when known)."""
+        if isinstance(event, VisualEffect):
+            return event.map, event.x, event.y
+        if isinstance(event, AiInteraction):
+            return self.sync.ai_location(event.ai_entity_id)
+        return None
+
+    def _sees(self, link: PeerLink, place: tuple[str, int, int], now: float) -> bool:
+        """Whether the peer's player may see ``place`` (spec 5.2): within view
+        range of where it is as far as this side can tell (its last position,
+        walked on by dead reckoning); with that unknown, as positions go
+        (Node._in_view). Nothing positional goes anywhere while this player is
+        hidden."""
+        if self.own_hidden:
+            return False
+        map_name, x, y = place
+        peer = link.position
+        if peer is not None:
+            ahead = min(max(now - link.position_at, 0.0), PREDICT_FOR)
+            px, py = predict(peer, peer.tick + int(ahead * 1000))
+            return peer.map == map_name and chebyshev((px, py), (x, y)) <= VIEW_RANGE
+        own = self.own_position
+        return own is None or self._in_view(link, own, now)
+
+    def _set_hidden(self, hidden: bool, now: float) -> None:
+        """This player is hidden now, or shown again: every peer is told (a
+        visibility notice, p2pd/sync/visibility.py); while hidden nothing
+        positional goes out (positions, effects, repeats, refreshes)."""
+        self.own_hidden = hidden
+        for key, link in self._links.items():
+            self.endpoint.send(key, PacketType.ENVIRONMENTAL, visibility_notice(hidden), now,
+                               VISIBILITY_KEY)
+            link.deferred = None
+            link.course_at = None
+            # peers dropped what they had: the next position goes whatever it is
+            link.fresh = not hidden
+            link.last_position = None
 
     def _in_view(self, link: PeerLink, own: PositionState, now: float) -> bool:
         """Whether the peer's player is within view range of this one, by where
@@ -604,6 +655,10 @@ class Node:
         if event.type == PacketType.ENVIRONMENTAL and is_snapshot_request(event.payload):
             self.sync_api.send_snapshot(event.peer, now)
             return
+        if event.type == PacketType.ENVIRONMENTAL and (
+                (hidden := read_notice(event.payload)) is not None):
+            self._on_visibility(link, hidden, now)
+            return
         try:
             game_event = decode_peer_event_untrusted(event.type, event.payload)
         except IpcError as error:
@@ -619,6 +674,21 @@ class Node:
         message = game_event_to_message(game_event, event.peer.hex())
         message.update(extra)
         self._notify(message)
+
+    def _on_visibility(self, link: PeerLink, hidden: bool, now: float) -> None:
+        """The peer's player is hidden (not drawn: what was drawn of it is
+        dropped; its positions and effects not pushed) or shown again (its
+        daemon sends where it is at once; a position received while it was
+        hidden, in flight or from a daemon that does not hide, is pushed now)."""
+        peer = self.sync.peer(link.key, now)
+        if peer.hidden == hidden:
+            return
+        self.sync.set_hidden(link.key, hidden, now)
+        self._notify(hidden_event(link.key.hex(), hidden))
+        if not hidden and peer.track:
+            reported = peer.reported
+            assert reported is not None
+            self._notify(game_event_to_message(_as_position(reported), link.key.hex()))
 
     def _judge(self, peer: bytes, event: GameEvent, now: float) -> dict[str, Any] | None:
         """Spec 4.2, 5.2, 9: what a peer's event adds to the pushed event, or None
@@ -686,7 +756,7 @@ class Node:
             state = link.deferred
             if state is None:
                 continue
-            if not self._in_view(link, state, now):
+            if self.own_hidden or not self._in_view(link, state, now):
                 link.deferred = None
             elif link.positions.take(1, now):
                 link.deferred = None
@@ -707,7 +777,8 @@ class Node:
         update."""
         if changes_course(link.last_position, state):
             link.course_at, link.repeats = now, 0
-        self.endpoint.send_position(link.key, state, now)
+        self.endpoint.send_position(link.key, state, now, fresh=link.fresh)
+        link.fresh = False
         link.last_position = state
 
     def repeat_positions(self, now: float) -> None:
@@ -718,7 +789,7 @@ class Node:
             if at is None or at > now:
                 continue
             link.repeats += 1
-            if own is not None and self._in_view(link, own, now) and (
+            if own is not None and not self.own_hidden and self._in_view(link, own, now) and (
                     self.endpoint.repeat_position(key, now)):
                 self.positions_repeated += 1
 
@@ -760,11 +831,12 @@ class Node:
             self.mesh.on_peer_position(event.peer, state, now)
         if moved:
             self._prioritize(link)
-        position = Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
-                            speed=state.speed, moving=state.moving, tick=state.tick)
         link.received[Position.OP] += 1
         self.events_received[Position.OP] += 1
-        self._notify(game_event_to_message(position, event.peer.hex()))
+        if self.sync.peer(event.peer, now).hidden:  # checked and kept, not shown
+            self.sync.hidden_dropped += 1
+            return
+        self._notify(game_event_to_message(_as_position(state), event.peer.hex()))
 
     def _max_links(self) -> int:
         """max_peers, plus the warm backups when a coordinator chooses the peers."""
@@ -803,6 +875,10 @@ class Node:
         """A new link learns where this player stands at once: a player standing
         still sends no position updates, and the mesh needs the distance."""
         own = self.own_position
+        if self.own_hidden:  # the peer learns that, and nothing of where
+            self.endpoint.send(link.key, PacketType.ENVIRONMENTAL, visibility_notice(True), now,
+                               VISIBILITY_KEY)
+            return
         if own is None or not self._in_view(link, own, now):
             return
         self.hand_position(link, own, now)
@@ -1067,6 +1143,11 @@ def changes_course(last: PositionState | None, state: PositionState) -> bool:
     return (last is None or last.moving != state.moving or last.dir != state.dir
             or last.speed != state.speed or last.map != state.map
             or (not state.moving and (abs(last.x - state.x) > 1 or abs(last.y - state.y) > 1)))
+
+
+def _as_position(state: PositionState) -> Position:
+    return Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
+                    speed=state.speed, moving=state.moving, tick=state.tick)
 
 
 def _repeat_due(link: PeerLink) -> float | None:

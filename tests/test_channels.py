@@ -1111,6 +1111,21 @@ def test_repeat_sends_the_last_position_again_only_while_unacknowledged() -> Non
     assert sender.repeated == 1
 
 
+def test_a_fresh_position_goes_though_the_peer_has_it_and_stays_fresh_when_replaced() -> None:
+    sender = PositionSender()
+    here = PositionState("geffen", 120, 60, 2, 150, False, 10_000)
+    take_position(sender, here)
+    sender.on_ack(0)
+    sender.queue(PositionState("geffen", 120, 60, 2, 150, False, 20_000), fresh=True)
+    # replaced before it went (a refresh of the same place): still goes
+    sender.queue(PositionState("geffen", 120, 60, 2, 150, False, 20_050))
+    frame = sender.take()
+    assert frame is not None and position_fields(frame)[:2] == (1, 0)
+    sender.on_ack(1)
+    sender.queue(PositionState("geffen", 120, 60, 2, 150, False, 30_000))  # not fresh: left out
+    assert sender.take() is None
+
+
 def test_a_baseline_too_old_is_never_used_again_even_after_the_wrap() -> None:
     sender = PositionSender()
     take_position(sender, walk(0))

@@ -286,8 +286,8 @@ class ChannelLink:
                              f" ({self.max_message})")
         self.sender(channel).check(payload, key if channel is Channel.ENVIRONMENT else None)
 
-    def queue_position(self, state: PositionState) -> None:
-        self.positions_out.queue(state)
+    def queue_position(self, state: PositionState, *, fresh: bool = False) -> None:
+        self.positions_out.queue(state, fresh=fresh)
         self.new_bytes = self.pending_bytes()
 
     def repeat_position(self) -> bool:

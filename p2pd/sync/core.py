@@ -69,8 +69,9 @@ class SyncRules:
 class PeerSync:
     """What the daemon keeps of one remote player."""
 
-    __slots__ = ("chats", "clock", "corrections", "disagreements", "effects", "interactions",
-                 "moves", "positions", "repeats", "reported", "reported_at", "score", "track")
+    __slots__ = ("chats", "clock", "corrections", "disagreements", "effects", "hidden",
+                 "interactions", "moves", "positions", "repeats", "reported", "reported_at",
+                 "score", "track")
 
     def __init__(self, rules: SyncRules, maps: MapStore, now: float) -> None:
         self.clock = PeerClock(rules.playout)
@@ -87,6 +88,7 @@ class PeerSync:
         self.corrections = 0
         self.disagreements = 0
         self.repeats = 0  # its newest position received again
+        self.hidden = False  # its player is hidden (its visibility notice): not shown
 
 
 class GameSync:
@@ -102,6 +104,7 @@ class GameSync:
         self.sight_checks = 0  # range and line of sight judged (of a walking player: below)
         self.sight_checks_walking = 0
         self.sight_unjudged = 0  # sight checks not made: the sender's place too uncertain
+        self.hidden_dropped = 0  # positions and effects of hidden players not shown
         self.rejected: dict[str, int] = {}  # by offence and reason class
 
     # -- peers --------------------------------------------------------------
@@ -130,6 +133,15 @@ class GameSync:
             del self._banned[key]
             return False
         return True
+
+    def set_hidden(self, key: bytes, hidden: bool, now: float) -> None:
+        """The peer's player is hidden (its visibility notice): what is drawn of
+        it is dropped (never blended with where it shows up again); positions
+        that come meanwhile are still checked as moves and kept, not drawn."""
+        peer = self.peer(key, now)
+        peer.hidden = hidden
+        if hidden:
+            peer.track.clear()
 
     def offend(self, key: bytes, offence: Offence, now: float, times: int = 1) -> bool:
         """Count an offence of ``key``; True when it crosses the threshold now."""
@@ -202,6 +214,9 @@ class GameSync:
         peer = self.peer(key, now)
         if not peer.effects.take(1, now):
             return (Offence.RATE_EXCESS, "effects beyond the allowance"), None
+        if peer.hidden:  # its player is hidden: nothing of it is shown
+            self.hidden_dropped += 1
+            return None, None
         check = self._sight_check(peer, effect.map, effect.x, effect.y, "effect",
                                   self.rules.effect_wait, now)
         if check is not None:
@@ -262,7 +277,7 @@ class GameSync:
         rows = []
         for key in keys:
             peer = self._peers.get(key)
-            if peer is None:
+            if peer is None or peer.hidden:
                 continue
             shown = peer.track.at(self.render_tick(peer, now))
             if shown is None:
@@ -332,6 +347,8 @@ class GameSync:
             "sight_checks": self.sight_checks,
             "sight_checks_walking": self.sight_checks_walking,
             "sight_unjudged": self.sight_unjudged,
+            "hidden_peers": sum(1 for peer in self._peers.values() if peer.hidden),
+            "hidden_dropped": self.hidden_dropped,
             "state_values": len(self.state),
             "state_stale": self.state.stale,
             "claims_waiting": len(self.claims),

@@ -113,7 +113,7 @@ class SyncApi:
 
     def _deadline(self) -> float | None:
         own = self.node.own_position
-        if own is not None and not own.moving and self.node.links:
+        if own is not None and not own.moving and not self.node.own_hidden and self.node.links:
             refresh = self._next_refresh
             snapshot = self._snapshot_deadline()
             return refresh if snapshot is None else min(refresh, snapshot)
@@ -132,7 +132,7 @@ class SyncApi:
         repairs a lost stop where it did not (spec 10.2: drift corrected)."""
         node = self.node
         own = node.own_position
-        if own is None or own.moving or now < self._next_refresh:
+        if own is None or own.moving or node.own_hidden or now < self._next_refresh:
             return
         self._next_refresh = now + 1.0
         state = replace(own, tick=own.tick + max(int((now - node.own_position_at) * 1000), 0))

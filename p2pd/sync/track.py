@@ -147,6 +147,9 @@ class EntityTrack:
     def __bool__(self) -> bool:
         return bool(self._samples)
 
+    def clear(self) -> None:
+        self._samples.clear()
+
     def add(self, state: PositionState, tick: float | None = None) -> None:
         at = float(state.tick if tick is None else tick)
         samples = self._samples
