@@ -23,7 +23,7 @@ from p2pd.channels.position_codec import PositionState
 from p2pd.channels.positions import predict
 from p2pd.channels.quality import REDUCED_DETAIL
 from p2pd.cheat.anomaly import Offence
-from p2pd.cheat.mapgrid import MapStore, Reader
+from p2pd.cheat.mapgrid import MapStore
 from p2pd.config import DaemonConfig
 from p2pd.coordinator.messages import MAX_LINKS, LinkEntry
 from p2pd.crypto.identity import Identity
@@ -129,7 +129,6 @@ class Node:
         *,
         epoch: float = 0.0,
         random_bytes: Callable[[int], bytes] = os.urandom,
-        map_reader: Reader | None = None,
     ) -> None:
         self.config = config
         self.p2p = config.p2p
@@ -164,7 +163,9 @@ class Node:
         self._coordinator_state: str | None = None  # as last told to the clients
         self._auth_failures_reported = 0
         # game-state sync and cheat checks (spec 4, 5.2): p2pd.sync, p2pd.cheat
-        self.sync = GameSync(sync_rules(config), MapStore(map_reader))
+        # maps are asked for here and loaded by the shell ([sync] map_dir: p2pd.io.maps)
+        self.sync = GameSync(sync_rules(config),
+                             MapStore(loading=config.sync.map_dir is not None))
         self.sync_api = SyncApi(self)
         self.history = StatsHistory(MAX_STATS_HISTORY)  # per second, for stats (ipc.md 11.3)
         self._internal_errors_reported = 0

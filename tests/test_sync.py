@@ -277,6 +277,33 @@ def test_wall_walk_is_flagged() -> None:
     assert "wall" in alarm["detail"]
 
 
+def test_a_map_is_asked_for_not_read_on_the_receive_path_and_checked_once_delivered() -> None:
+    net = SimNetwork(16, LinkProfile(delay=0.03))
+    sim, a, b = pair(net)
+    maps = b.core.sync.maps
+    maps.loading = True  # as with [sync] map_dir: the shell loads what is asked for
+    start = sim.now
+    for i in range(3):  # through the wall at x = 32 while the map is not there yet
+        sim.run_until(start + i * 0.2)
+        a.core.send_event(Position(id=1, map="town", x=30 + i, y=10, dir=6,
+                                   tick=TICK_BASE + i * 200), (), sim.now)
+    sim.run_until(sim.now + 0.3)
+    stats = b.core.stats(sim.now)["sync"]
+    assert stats["maps_pending"] == 1 and stats["maps_unchecked"] >= 3
+    assert not b.core.sync.peer(a.core.public_key, sim.now).score.counts  # unchecked
+    assert maps.take_wanted() == ["town"]  # what the daemon's shell loads (p2pd/io/maps.py)
+    maps.deliver("town", town())
+    for i in range(3, 10):
+        sim.run_until(start + i * 0.2)
+        a.core.send_event(Position(id=1, map="town", x=33 - i, y=12, dir=2,
+                                   tick=TICK_BASE + i * 200), (), sim.now)
+    a.core.send_event(Position(id=1, map="town", x=32, y=12, dir=6,
+                               tick=TICK_BASE + 2100), (), sim.now)  # onto the wall
+    sim.run_until(sim.now + 0.5)
+    assert b.core.stats(sim.now)["sync"]["maps_loaded"] == 1
+    assert b.core.sync.peer(a.core.public_key, sim.now).score.counts["rejected_move"] >= 1
+
+
 def test_effect_behind_a_wall_is_a_line_of_sight_violation() -> None:
     net = SimNetwork(4, LinkProfile(delay=0.03))
     sim, a, b = pair(net, town())

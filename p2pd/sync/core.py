@@ -349,6 +349,7 @@ class GameSync:
             "sight_unjudged": self.sight_unjudged,
             "hidden_peers": sum(1 for peer in self._peers.values() if peer.hidden),
             "hidden_dropped": self.hidden_dropped,
+            **self.maps.statistics(),
             "state_values": len(self.state),
             "state_stale": self.state.stale,
             "claims_waiting": len(self.claims),
