@@ -1111,6 +1111,19 @@ def test_repeat_sends_the_last_position_again_only_while_unacknowledged() -> Non
     assert sender.repeated == 1
 
 
+def test_a_position_replacing_a_repeat_not_sent_yet_goes_in_its_place() -> None:
+    sender = PositionSender(error_budget=1, refresh_ms=1000)
+    turn = PositionState("payon", 100, 100, 0, 150, True, 0)  # dir 0: one cell +y per step
+    take_position(sender, turn)  # not acknowledged (it may have been lost)
+    assert sender.repeat()
+    # the next cell of that course, handed before the repeat went: the peer predicts
+    # it from the turn, but may not have the turn, so it goes instead of the repeat
+    sender.queue(PositionState("payon", 100, 101, 0, 150, True, 150))
+    frame = sender.take()
+    assert frame is not None and position_fields(frame)[:2] == (1, 1)
+    assert sender.superseded == 1
+
+
 def test_a_fresh_position_goes_though_the_peer_has_it_and_stays_fresh_when_replaced() -> None:
     sender = PositionSender()
     here = PositionState("geffen", 120, 60, 2, 150, False, 10_000)

@@ -38,9 +38,9 @@ class PositionSender:
     acknowledged it (the daemon does so for a stop or a turn: see
     :class:`p2pd.sync.requests.SyncApi`)."""
 
-    __slots__ = ("_baseline", "_history", "_last_sent", "_pending_fresh", "_seq", "bytes_sent",
-                 "error_budget", "full_states", "pending", "predicted", "refresh_ms", "repeated",
-                 "resend_ms", "sent", "superseded", "unchanged")
+    __slots__ = ("_baseline", "_history", "_last_sent", "_seq", "bytes_sent", "error_budget",
+                 "full_states", "pending", "predicted", "refresh_ms", "repeated", "resend_ms",
+                 "sent", "superseded", "unchanged")
 
     def __init__(self, error_budget: int | None = 1, refresh_ms: int = 1000,
                  resend_ms: int = 1000) -> None:
@@ -49,7 +49,6 @@ class PositionSender:
         self.resend_ms = resend_ms
         self._seq = 0
         self.pending: PositionState | None = None
-        self._pending_fresh = False
         self._history: OrderedDict[int, PositionState] = OrderedDict()
         self._baseline: tuple[int, PositionState] | None = None
         self.sent = 0
@@ -64,13 +63,16 @@ class PositionSender:
     def queue(self, state: PositionState, *, fresh: bool = False) -> None:
         """The newest position; an unsent older one is superseded. A position that
         only advances the clock of the last one sent, once the peer acknowledged
-        that one, carries no news and is not sent. ``fresh``: sent whatever the
-        peer has (it dropped it: a hidden player shown again)."""
+        that one, carries no news and is not sent, nor one the peer predicts
+        (``error_budget``), unless it replaces one not sent yet. ``fresh``: sent
+        whatever the peer has (it dropped it: a hidden player shown again)."""
         if self.pending is not None:
+            # what replaces one about to go goes in its place: it carries the same
+            # news or newer (the pending one may be a course change, a repeat of
+            # one, or fresh), though compared with the last sent it may look old
             self.superseded += 1
             self.pending = None
-            fresh = fresh or self._pending_fresh  # what replaces a fresh one is fresh too
-        self._pending_fresh = fresh
+            fresh = True
         last = self._last_sent
         baseline = self._baseline
         if not fresh and last is not None and self.error_budget is not None and (
