@@ -109,6 +109,8 @@ def test_a_hidden_player_sends_nothing_positional_and_peers_stop_drawing_it() ->
         assert not [m for m in notes if m.get("event") in ("position", "effect")]
         assert peer.core.sync_request(Render(id=1), sim.now)["positions"] == []
         assert peer.core.stats(sim.now)["sync"]["hidden_peers"] == 1
+        (row,) = [r for r in peer.core.peers(sim.now) if r["peer"] == key.hex()]
+        assert row["sync"]["hidden"] is True
     # a peer that links while it is hidden learns only that
     rng = random.Random(9)
     d = CoreNode(("10.8.0.9", 7000), Node(DaemonConfig(source=Path("test.ini")),

@@ -367,4 +367,5 @@ class GameSync:
                 "jitter_ms": round(peer.clock.jitter * 1000.0, 1),
                 "playout_delay_ms": round(peer.clock.playout_delay() * 1000.0, 1),
                 "moves_rejected": peer.moves.rejected,
-                "disagreements": peer.disagreements}
+                "disagreements": peer.disagreements,
+                "hidden": peer.hidden}
