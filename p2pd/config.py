@@ -660,6 +660,12 @@ class SyncSettings:
     anomaly_threshold: float = field(default=20.0, metadata=_allow(_Positive(1_000_000)))
     ban_seconds: float = field(default=300.0, metadata=_allow(_Positive(86400)))
     snapshot_interval: float = field(default=60.0, metadata=_allow(_Positive(86400)))
+    # what one peer may send of chat lines and AI interactions (per second, and at
+    # once): beyond, they are dropped and count against its anomaly score (a flood)
+    chat_rate: float = field(default=5.0, metadata=_allow(_Positive(10_000)))
+    chat_burst: int = field(default=50, metadata=_allow(_Int(1, 100_000)))
+    interaction_rate: float = field(default=10.0, metadata=_allow(_Positive(10_000)))
+    interaction_burst: int = field(default=50, metadata=_allow(_Int(1, 100_000)))
 
     def __post_init__(self) -> None:
         _validate(self, self.SECTION)

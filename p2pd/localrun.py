@@ -28,7 +28,8 @@ def write_local_config(home: Path, *, port_low: int, port_high: int,
                        p2p: dict[str, str] | None = None,
                        ipc: dict[str, str] | None = None,
                        coordinator: dict[str, str] | None = None,
-                       port_mapping: dict[str, str] | None = None) -> Path:
+                       port_mapping: dict[str, str] | None = None,
+                       sync: dict[str, str] | None = None) -> Path:
     """An ai_client.ini for a daemon living in ``home`` (IPC on a free TCP port).
 
     Without an embedded coordinator unless ``coordinator`` asks for one
@@ -50,6 +51,8 @@ def write_local_config(home: Path, *, port_low: int, port_high: int,
              "", "[port_mapping]",
              *(f"{key}={value}" for key, value in {"enabled": "false",
                                                     **(port_mapping or {})}.items()),
+             *(["", "[sync]", *(f"{key}={value}" for key, value in sync.items())]
+               if sync else []),
              ""]
     home.mkdir(parents=True, exist_ok=True)
     path = home / "ai_client.ini"
@@ -166,7 +169,8 @@ def free_udp_range(start: int, width: int = 10) -> tuple[int, int]:
 @contextmanager
 def running_daemons(root: Path, count: int, *, first_port: int,
                     p2p: dict[str, str] | None = None,
-                    ipc: dict[str, str] | None = None) -> Iterator[list[DaemonProcess]]:
+                    ipc: dict[str, str] | None = None,
+                    sync: dict[str, str] | None = None) -> Iterator[list[DaemonProcess]]:
     """``count`` daemons under ``root``, ready on return, stopped (SIGTERM) on exit."""
     started: list[DaemonProcess] = []
     port = first_port
@@ -175,7 +179,8 @@ def running_daemons(root: Path, count: int, *, first_port: int,
             home = root / f"daemon{i}"
             low, high = free_udp_range(port)
             port = high + 1
-            config = write_local_config(home, port_low=low, port_high=high, p2p=p2p, ipc=ipc)
+            config = write_local_config(home, port_low=low, port_high=high, p2p=p2p, ipc=ipc,
+                                        sync=sync)
             started.append(start_daemon(home, config))
         for daemon in started:
             daemon.wait_ready()

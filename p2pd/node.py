@@ -23,7 +23,7 @@ from p2pd.channels.position_codec import PositionState
 from p2pd.channels.positions import predict
 from p2pd.channels.quality import REDUCED_DETAIL
 from p2pd.cheat.anomaly import Offence
-from p2pd.cheat.mapgrid import MapStore, Reader
+from p2pd.cheat.mapgrid import MapStore
 from p2pd.config import DaemonConfig
 from p2pd.coordinator.messages import MAX_LINKS, LinkEntry
 from p2pd.crypto.identity import Identity
@@ -33,6 +33,7 @@ from p2pd.ipc.messages import (
     MAP_NAME_PATTERN,
     MAX_STATS_HISTORY,
     AiInteraction,
+    Chat,
     Environment,
     GameEvent,
     LegendData,
@@ -44,6 +45,7 @@ from p2pd.ipc.outgoing import (
     anomaly_event,
     coordinator_event,
     game_event_to_message,
+    hidden_event,
     link_event,
     peer_joined_event,
     peer_left_event,
@@ -72,6 +74,8 @@ from p2pd.sync.core import GameSync
 from p2pd.sync.requests import SyncApi
 from p2pd.sync.settings import sync_rules
 from p2pd.sync.state import is_snapshot_request
+from p2pd.sync.visibility import VISIBILITY_KEY, read_notice
+from p2pd.sync.visibility import notice as visibility_notice
 from p2pd.wire.errors import BadPacket, DropReason
 from p2pd.wire.relay import (
     decode_relay_untrusted,
@@ -85,6 +89,8 @@ from p2pd.wire.types import PacketType
 _MAP_NAME = re.compile(MAP_NAME_PATTERN)
 MAX_NOTIFICATIONS = 10_000  # pushed events waiting for the IPC layer to take them
 INVALID_REPORTED = 5  # a peer's invalid events that make a report (spec 5.1)
+# seconds after a course change (a stop, a turn) when it goes again unless acknowledged
+POSITION_REPEATS = (0.15, 0.8)
 AUTH_FAILURES_REPORTED = 20  # datagrams failing authentication that make one (8.1)
 LINKS_TOLD_MIN = 2.0  # seconds between two link sets told to the coordinator, at least
 LINKS_TOLD_REFRESH = 30.0  # and at least this often while linked (fresh RTTs)
@@ -110,6 +116,9 @@ class PeerLink:
     invalid: int = 0  # its events that did not decode or were impossible
     deferred: PositionState | None = None  # the newest position its rate limit held back
     invalid_reported: int = 0
+    course_at: float | None = None  # when the last course change went (see hand_position)
+    fresh: bool = False  # the next position goes even if unchanged (the peer dropped it)
+    repeats: int = 0  # how many of POSITION_REPEATS are done for it
 
 
 class Node:
@@ -120,7 +129,6 @@ class Node:
         *,
         epoch: float = 0.0,
         random_bytes: Callable[[int], bytes] = os.urandom,
-        map_reader: Reader | None = None,
     ) -> None:
         self.config = config
         self.p2p = config.p2p
@@ -140,6 +148,8 @@ class Node:
         self.events_limited: Counter[str] = Counter()
         self.events_invalid = 0
         self.positions_hidden = 0  # position updates not sent: the peer was out of view
+        self.positions_repeated = 0  # course changes sent a second time (hand_position)
+        self.own_hidden = False  # this player is hidden (position's hidden): _set_hidden
         self.dropped_while_disabled = 0  # datagrams that arrived with enabled=false
         self.own_position: PositionState | None = None  # this player's, as the client sent it
         self.own_position_at = 0.0  # when
@@ -153,7 +163,9 @@ class Node:
         self._coordinator_state: str | None = None  # as last told to the clients
         self._auth_failures_reported = 0
         # game-state sync and cheat checks (spec 4, 5.2): p2pd.sync, p2pd.cheat
-        self.sync = GameSync(sync_rules(config), MapStore(map_reader))
+        # maps are asked for here and loaded by the shell ([sync] map_dir: p2pd.io.maps)
+        self.sync = GameSync(sync_rules(config),
+                             MapStore(loading=config.sync.map_dir is not None))
         self.sync_api = SyncApi(self)
         self.history = StatsHistory(MAX_STATS_HISTORY)  # per second, for stats (ipc.md 11.3)
         self._internal_errors_reported = 0
@@ -444,12 +456,14 @@ class Node:
                                   event.moving, event.tick)
             self._set_own_position(state)
             self.own_position_at = now
-            if self.mesh is not None:
+            if self.mesh is not None:  # the coordinator (the server's side) may know
                 self.mesh.set_own_position(state.map, state.x, state.y, now,
                                            walking=state.moving)
+            if event.hidden != self.own_hidden:
+                self._set_hidden(event.hidden, now)
             for key in chosen:
                 link = self._links[key]
-                if not self._in_view(link, state, now):
+                if self.own_hidden or not self._in_view(link, state, now):
                     # spec 5.2: not for a player who cannot see this one (judged by
                     # its dead-reckoned place: within a cell, see Node._in_view)
                     hidden += 1
@@ -459,8 +473,7 @@ class Node:
                     link.deferred = state  # sent when the limit allows, unless replaced
                     continue
                 link.deferred = None
-                endpoint.send_position(key, state, now)
-                link.last_position = state
+                self.hand_position(link, state, now)
                 link.sent[kind] += 1
                 sent += 1
         else:
@@ -470,6 +483,10 @@ class Node:
                 event, endpoint.config.max_message_size)
             value_key = _latest_value_key(event)
             effect = packet_type == PacketType.VISUAL_EFFECT
+            place = self._place_of(event)
+            if place is not None:  # spec 5.2: only to players who may see it
+                seeing = [key for key in chosen if self._sees(self._links[key], place, now)]
+                hidden, chosen = len(chosen) - len(seeing), seeing
             for key in chosen + ([] if effect else absent):  # all or nothing
                 try:
                     endpoint.check_send(key, packet_type, payload, value_key)
@@ -494,6 +511,46 @@ class Node:
             self.positions_hidden += hidden
         return {"sent": sent, "rate_limited": limited, "out_of_view": hidden,
                 "absent": len(absent)}
+
+    def _place_of(self, event: GameEvent) -> tuple[str, int, int] | None:
+        """Where an event happens, when it does somewhere: an effect's cell, an
+        AI interaction's AI entity (by its Legend ``info``, when known)."""
+        if isinstance(event, VisualEffect):
+            return event.map, event.x, event.y
+        if isinstance(event, AiInteraction):
+            return self.sync.ai_location(event.ai_entity_id)
+        return None
+
+    def _sees(self, link: PeerLink, place: tuple[str, int, int], now: float) -> bool:
+        """Whether the peer's player may see ``place`` (spec 5.2): within view
+        range of where it is as far as this side can tell (its last position,
+        walked on by dead reckoning); with that unknown, as positions go
+        (Node._in_view). Nothing positional goes anywhere while this player is
+        hidden."""
+        if self.own_hidden:
+            return False
+        map_name, x, y = place
+        peer = link.position
+        if peer is not None:
+            ahead = min(max(now - link.position_at, 0.0), PREDICT_FOR)
+            px, py = predict(peer, peer.tick + int(ahead * 1000))
+            return peer.map == map_name and chebyshev((px, py), (x, y)) <= VIEW_RANGE
+        own = self.own_position
+        return own is None or self._in_view(link, own, now)
+
+    def _set_hidden(self, hidden: bool, now: float) -> None:
+        """This player is hidden now, or shown again: every peer is told (a
+        visibility notice, p2pd/sync/visibility.py); while hidden nothing
+        positional goes out (positions, effects, repeats, refreshes)."""
+        self.own_hidden = hidden
+        for key, link in self._links.items():
+            self.endpoint.send(key, PacketType.ENVIRONMENTAL, visibility_notice(hidden), now,
+                               VISIBILITY_KEY)
+            link.deferred = None
+            link.course_at = None
+            # peers dropped what they had: the next position goes whatever it is
+            link.fresh = not hidden
+            link.last_position = None
 
     def _in_view(self, link: PeerLink, own: PositionState, now: float) -> bool:
         """Whether the peer's player is within view range of this one, by where
@@ -526,6 +583,11 @@ class Node:
                 and last.y == state.y and last.map == state.map
                 and last.moving == state.moving):
             return False  # reduced detail: turns and clock ticks in place wait
+        if link.deferred is None and on_course(last, state):
+            # the next cell of a walk the peer predicts: the position channel sends
+            # none of these but a refresh a second, so they take no token and the
+            # tokens are there for the stops and turns that must go at once
+            return True
         return link.positions.take(1, now)
 
     def _effect_allowed(self, link: PeerLink, now: float) -> bool:
@@ -594,6 +656,10 @@ class Node:
         if event.type == PacketType.ENVIRONMENTAL and is_snapshot_request(event.payload):
             self.sync_api.send_snapshot(event.peer, now)
             return
+        if event.type == PacketType.ENVIRONMENTAL and (
+                (hidden := read_notice(event.payload)) is not None):
+            self._on_visibility(link, hidden, now)
+            return
         try:
             game_event = decode_peer_event_untrusted(event.type, event.payload)
         except IpcError as error:
@@ -610,6 +676,21 @@ class Node:
         message.update(extra)
         self._notify(message)
 
+    def _on_visibility(self, link: PeerLink, hidden: bool, now: float) -> None:
+        """The peer's player is hidden (not drawn: what was drawn of it is
+        dropped; its positions and effects not pushed) or shown again (its
+        daemon sends where it is at once; a position received while it was
+        hidden, in flight or from a daemon that does not hide, is pushed now)."""
+        peer = self.sync.peer(link.key, now)
+        if peer.hidden == hidden:
+            return
+        self.sync.set_hidden(link.key, hidden, now)
+        self._notify(hidden_event(link.key.hex(), hidden))
+        if not hidden and peer.track:
+            reported = peer.reported
+            assert reported is not None
+            self._notify(game_event_to_message(_as_position(reported), link.key.hex()))
+
     def _judge(self, peer: bytes, event: GameEvent, now: float) -> dict[str, Any] | None:
         """Spec 4.2, 5.2, 9: what a peer's event adds to the pushed event, or None
         when it is not to be shown (an offence counted, expired, or stale)."""
@@ -624,6 +705,8 @@ class Node:
             extra["claim"] = "claimed"  # until the server confirms it: verify_interaction
         elif isinstance(event, Environment | LegendData):
             return extra if sync.on_state(event) else None
+        elif isinstance(event, Chat):
+            check, remaining = sync.on_chat(peer, now), 0
         else:
             check, remaining = None, 0
         if check is not None:
@@ -638,6 +721,8 @@ class Node:
             return
         score = self.sync.peer(peer, now).score
         self.sync.ban(peer, now)
+        if self.mesh is not None:  # not dialled again while banned
+            self.mesh.ban(peer, now + self.sync.rules.ban_seconds, now)
         self._notify(anomaly_event(peer.hex(), round(score.value(now), 2), offence.value,
                                    detail, dict(score.counts)))
         if self.mesh is not None:
@@ -668,20 +753,50 @@ class Node:
         """Positions the rate limit held back (a stop, a turn: what dead reckoning
         cannot guess) go out as soon as it allows; True while some still wait."""
         waiting = False
-        for key, link in self._links.items():
+        for link in self._links.values():
             state = link.deferred
             if state is None:
                 continue
-            if not self._in_view(link, state, now):
+            if self.own_hidden or not self._in_view(link, state, now):
                 link.deferred = None
             elif link.positions.take(1, now):
                 link.deferred = None
-                self.endpoint.send_position(key, state, now)
-                link.last_position = state
+                self.hand_position(link, state, now)
                 link.sent[Position.OP] += 1
             else:
                 waiting = True
         return waiting
+
+    def hand_position(self, link: PeerLink, state: PositionState, now: float) -> None:
+        """Give ``state`` to the link's position channel (which leaves out what
+        the peer can predict). A course change (a start, a stop, a turn, a jump:
+        what dead reckoning cannot guess) goes again at each of POSITION_REPEATS
+        after it, unless the peer acknowledged it by then (it acknowledges after
+        up to position_ack_delay, so the first repeat nearly always goes, the
+        second only when the course change and its repeat were lost): a lost
+        stop or turn would leave the peer walking the player on until the next
+        update."""
+        if changes_course(link.last_position, state):
+            link.course_at, link.repeats = now, 0
+        self.endpoint.send_position(link.key, state, now, fresh=link.fresh)
+        link.fresh = False
+        link.last_position = state
+
+    def repeat_positions(self, now: float) -> None:
+        """The course changes due again (see hand_position), to peers still in view."""
+        own = self.own_position
+        for key, link in self._links.items():
+            at = _repeat_due(link)
+            if at is None or at > now:
+                continue
+            link.repeats += 1
+            if own is not None and not self.own_hidden and self._in_view(link, own, now) and (
+                    self.endpoint.repeat_position(key, now)):
+                self.positions_repeated += 1
+
+    def next_repeat(self) -> float | None:
+        times = [at for link in self._links.values() if (at := _repeat_due(link)) is not None]
+        return min(times) if times else None
 
     def _set_own_position(self, state: PositionState) -> None:
         old = self.own_position
@@ -704,9 +819,11 @@ class Node:
             link.invalid += 1
             self.offend(event.peer, Offence.INVALID_PACKET, "impossible map name", now)
             return
-        check = self.sync.on_position(event.peer, state, now)
+        check, news = self.sync.on_position(event.peer, state, now)
         if check is not None:  # spec 5.2: an impossible move is not shown
             self.offend(event.peer, check[0], check[1], now)
+            return
+        if not news:  # the same position again (a course change repeated): shown once
             return
         moved = link.position is None or (link.position.x, link.position.y) != (state.x, state.y)
         link.position = state
@@ -715,11 +832,12 @@ class Node:
             self.mesh.on_peer_position(event.peer, state, now)
         if moved:
             self._prioritize(link)
-        position = Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
-                            speed=state.speed, moving=state.moving, tick=state.tick)
         link.received[Position.OP] += 1
         self.events_received[Position.OP] += 1
-        self._notify(game_event_to_message(position, event.peer.hex()))
+        if self.sync.peer(event.peer, now).hidden:  # checked and kept, not shown
+            self.sync.hidden_dropped += 1
+            return
+        self._notify(game_event_to_message(_as_position(state), event.peer.hex()))
 
     def _max_links(self) -> int:
         """max_peers, plus the warm backups when a coordinator chooses the peers."""
@@ -758,10 +876,13 @@ class Node:
         """A new link learns where this player stands at once: a player standing
         still sends no position updates, and the mesh needs the distance."""
         own = self.own_position
+        if self.own_hidden:  # the peer learns that, and nothing of where
+            self.endpoint.send(link.key, PacketType.ENVIRONMENTAL, visibility_notice(True), now,
+                               VISIBILITY_KEY)
+            return
         if own is None or not self._in_view(link, own, now):
             return
-        self.endpoint.send_position(link.key, own, now)
-        link.last_position = own
+        self.hand_position(link, own, now)
         link.sent[Position.OP] += 1
 
     def _on_closed(self, event: SessionClosed) -> None:
@@ -1015,6 +1136,35 @@ _LINK_FIELDS = ("peer", "address", "path", "role", "state", "rtt_ms", "loss", "a
                 "quality", "since_s")
 _NOT_DECODE = frozenset({"auth_failed", "bad_mac", "handshake_failed", "replayed",
                          "handshake_replayed", "queue_full", "peer_refused"})
+
+
+def changes_course(last: PositionState | None, state: PositionState) -> bool:
+    """Whether the peer, walking ``last`` on, could not guess ``state``: a start,
+    a stop, a turn, another speed or map, or a jump of more than a cell."""
+    return (last is None or last.moving != state.moving or last.dir != state.dir
+            or last.speed != state.speed or last.map != state.map
+            or (not state.moving and (abs(last.x - state.x) > 1 or abs(last.y - state.y) > 1)))
+
+
+def _as_position(state: PositionState) -> Position:
+    return Position(id=0, map=state.map, x=state.x, y=state.y, dir=state.dir,
+                    speed=state.speed, moving=state.moving, tick=state.tick)
+
+
+def _repeat_due(link: PeerLink) -> float | None:
+    if link.course_at is None or link.repeats >= len(POSITION_REPEATS):
+        return None
+    return link.course_at + POSITION_REPEATS[link.repeats]
+
+
+def on_course(last: PositionState | None, state: PositionState) -> bool:
+    """Whether ``state`` is a next cell of the walk of ``last``: the same course,
+    another cell, within a cell of where dead reckoning from ``last`` puts it."""
+    if (last is None or changes_course(last, state) or not state.moving
+            or (last.x, last.y) == (state.x, state.y)):
+        return False
+    x, y = predict(last, state.tick)
+    return abs(x - state.x) <= 1 and abs(y - state.y) <= 1
 
 
 def proximity_weight(own: PositionState | None, peer: PositionState | None) -> float:

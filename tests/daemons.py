@@ -25,9 +25,11 @@ def free_udp_range(width: int = 10) -> tuple[int, int]:
 
 @contextmanager
 def running_daemons(root: Path, count: int, p2p: dict[str, str] | None = None,
-                    ipc: dict[str, str] | None = None) -> Iterator[list[DaemonProcess]]:
+                    ipc: dict[str, str] | None = None,
+                    sync: dict[str, str] | None = None) -> Iterator[list[DaemonProcess]]:
     low, _ = free_udp_range(count * 10)
-    with localrun.running_daemons(root, count, first_port=low, p2p=p2p, ipc=ipc) as daemons:
+    with localrun.running_daemons(root, count, first_port=low, p2p=p2p, ipc=ipc,
+                                  sync=sync) as daemons:
         yield daemons
 
 

@@ -1091,6 +1091,54 @@ def test_predictable_walk_is_not_sent_until_refresh_ms() -> None:
     assert sender.predicted == 4
 
 
+def test_repeat_sends_the_last_position_again_only_while_unacknowledged() -> None:
+    sender = PositionSender()
+    assert not sender.repeat()  # nothing sent yet
+    stop = PositionState("payon", 105, 100, 6, 150, False, 900)
+    take_position(sender, walk(0))
+    sender.on_ack(0)
+    take_position(sender, stop)  # seq 1, not acknowledged
+    assert sender.repeat()
+    frame = sender.take()
+    assert frame is not None
+    seq, base, coded = position_fields(frame)
+    assert (seq, base) == (2, 0) and coded == encode_position(stop, walk(0))  # a new seq
+    sender.queue(PositionState("payon", 106, 100, 6, 150, True, 1000))  # a newer one waits
+    assert not sender.repeat() and sender.repeated == 1
+    assert sender.take() is not None
+    sender.on_ack(3)  # the peer has the newest one: nothing to repeat
+    assert not sender.repeat()
+    assert sender.repeated == 1
+
+
+def test_a_position_replacing_a_repeat_not_sent_yet_goes_in_its_place() -> None:
+    sender = PositionSender(error_budget=1, refresh_ms=1000)
+    turn = PositionState("payon", 100, 100, 0, 150, True, 0)  # dir 0: one cell +y per step
+    take_position(sender, turn)  # not acknowledged (it may have been lost)
+    assert sender.repeat()
+    # the next cell of that course, handed before the repeat went: the peer predicts
+    # it from the turn, but may not have the turn, so it goes instead of the repeat
+    sender.queue(PositionState("payon", 100, 101, 0, 150, True, 150))
+    frame = sender.take()
+    assert frame is not None and position_fields(frame)[:2] == (1, 1)
+    assert sender.superseded == 1
+
+
+def test_a_fresh_position_goes_though_the_peer_has_it_and_stays_fresh_when_replaced() -> None:
+    sender = PositionSender()
+    here = PositionState("geffen", 120, 60, 2, 150, False, 10_000)
+    take_position(sender, here)
+    sender.on_ack(0)
+    sender.queue(PositionState("geffen", 120, 60, 2, 150, False, 20_000), fresh=True)
+    # replaced before it went (a refresh of the same place): still goes
+    sender.queue(PositionState("geffen", 120, 60, 2, 150, False, 20_050))
+    frame = sender.take()
+    assert frame is not None and position_fields(frame)[:2] == (1, 0)
+    sender.on_ack(1)
+    sender.queue(PositionState("geffen", 120, 60, 2, 150, False, 30_000))  # not fresh: left out
+    assert sender.take() is None
+
+
 def test_a_baseline_too_old_is_never_used_again_even_after_the_wrap() -> None:
     sender = PositionSender()
     take_position(sender, walk(0))

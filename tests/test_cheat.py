@@ -11,14 +11,16 @@ import pytest
 from p2pd.channels.position_codec import PositionState
 from p2pd.cheat.anomaly import AnomalyRules, AnomalyScore, Offence
 from p2pd.cheat.mapgrid import (
+    MAX_LOADING,
     MapError,
+    MapFiles,
     MapGrid,
     MapStore,
     load_gat_untrusted,
     load_mapcache_untrusted,
 )
 from p2pd.cheat.movement import MoveFault, MoveValidator
-from p2pd.cheat.sight import line_cells, line_of_sight, reachable
+from p2pd.cheat.sight import Sight, line_cells, line_of_sight, reachable, sight_from_walk
 from tests.maps import gat_bytes, mapcache_bytes, open_field, walled_field
 
 ROWS = ["..#..",
@@ -81,7 +83,7 @@ def test_map_cache_loads_every_map_and_refuses_bad_ones() -> None:
         == bytes([0, 0, 1, 0, 0, 0, 3, 1, 5, 0, 0, 0, 0, 0, 0])
 
 
-def test_map_store_reads_gat_then_cache_through_its_reader_and_never_a_path() -> None:
+def test_map_files_read_gat_then_cache_and_never_a_path() -> None:
     files = {"tiny.gat": gat_bytes(ROWS), "map_cache.dat": mapcache_bytes({"open": ["..."]}),
              "broken.gat": b"nope"}
     asked: list[str] = []
@@ -90,15 +92,42 @@ def test_map_store_reads_gat_then_cache_through_its_reader_and_never_a_path() ->
         asked.append(name)
         return files.get(name)
 
-    store = MapStore(read, limit=2)
-    tiny = store.get("tiny")
+    maps = MapFiles(read)
+    tiny = maps.load("tiny")
     assert tiny is not None and not tiny.walkable(2, 0)
-    opened = store.get("open")
+    opened = maps.load("open")
     assert opened is not None and opened.width == 3
-    assert store.get("nowhere") is None and store.get("nowhere") is None
-    assert asked.count("nowhere.gat") == 1  # a missing map is not looked for again
-    assert store.get("broken") is None and "shorter" in store.errors[0]
-    assert store.get("../etc") is None and not any(".." in name for name in asked)
+    assert maps.load("nowhere") is None
+    assert asked.count("map_cache.dat") == 1  # read and indexed once
+    with pytest.raises(MapError, match="shorter"):
+        maps.load("broken")
+    assert maps.load("../etc") is None and not any(".." in name for name in asked)
+
+
+def test_map_store_asks_for_a_map_once_and_checks_without_it_until_it_is_delivered() -> None:
+    store = MapStore(loading=True, limit=2)
+    assert store.get("tiny") is None and store.pending("tiny")
+    assert store.get("tiny") is None  # asked for once only
+    assert store.take_wanted() == ["tiny"] and store.take_wanted() == []
+    assert store.get("tiny") is None and store.unchecked == 3  # checked without it
+    store.deliver("tiny", load_gat_untrusted("tiny", gat_bytes(ROWS)))
+    grid = store.get("tiny")
+    assert grid is not None and not grid.walkable(2, 0) and not store.pending("tiny")
+    # no file has it, or it does not parse: not asked for again, the error kept for the log
+    store.get("nowhere")
+    store.get("broken")
+    assert store.take_wanted() == ["nowhere", "broken"]
+    store.deliver("nowhere", None)
+    store.deliver("broken", None, "broken.gat: 4 bytes, shorter than its header")
+    assert store.get("nowhere") is None and store.get("broken") is None
+    assert store.take_wanted() == [] and list(store.errors) == [
+        "broken.gat: 4 bytes, shorter than its header"]
+    assert store.get("../etc") is None and store.take_wanted() == []  # never a path
+    for i in range(MAX_LOADING + 3):  # at most MAX_LOADING asked for at once
+        store.get(f"map{i}")
+    assert len(store.take_wanted()) == MAX_LOADING
+    assert store.statistics()["maps_pending"] == MAX_LOADING
+    assert MapStore().get("tiny") is None and MapStore().take_wanted() == []  # no map_dir
 
 
 def test_line_of_sight_walls_block_cliffs_do_not() -> None:
@@ -121,6 +150,21 @@ def test_reachable_goes_around_walls_within_the_steps_and_not_through() -> None:
     assert not reachable(grid, (9, 5), (11, 5), 21)
     assert reachable(grid, (9, 5), (11, 5), 22)
     assert not reachable(grid, (9, 5), (10, 5), 40)  # onto the wall
+
+
+def test_sight_from_walk_searches_the_cells_the_walker_may_be_on() -> None:
+    grid = walled_field(size=40, wall_x=20, gap_y=30)
+    # four cells from the wall, the target four cells behind it: no cell within 6
+    # moves sees it (the gap is 20 rows away)
+    assert sight_from_walk(grid, (16, 10), 6, (24, 10), 14) is Sight.BLOCKED
+    # near the gap, a few moves bring the walker where it sees through
+    assert sight_from_walk(grid, (19, 27), 0, (24, 31), 14) is Sight.BLOCKED
+    assert sight_from_walk(grid, (19, 27), 4, (24, 31), 14) is Sight.SEEN
+    # in range only after walking: 16 cells away, 2 moves allowed
+    assert sight_from_walk(grid, (0, 0), 1, (16, 0), 14) is Sight.FAR
+    assert sight_from_walk(grid, (0, 0), 2, (16, 0), 14) is Sight.SEEN
+    assert sight_from_walk(None, (0, 0), 2, (16, 0), 14) is Sight.SEEN  # no map: range only
+    assert sight_from_walk(None, (0, 0), 1, (16, 0), 14) is Sight.FAR
 
 
 def state(x: int, y: int, tick: int = 0, map_name: str = "field", speed: int = 150,

@@ -12,11 +12,15 @@ from tests.daemons import open_client
 from tests.daemons import running_daemons as daemons
 
 LINES = [f"line {i:03d}: " + "hello " * (i % 7) for i in range(200)]
+# 200 lines as fast as the client can send them is a flood for the receiver's
+# default allowance ([sync] chat_rate 5/s, chat_burst 50: tests/test_sync.py);
+# this test is about reliable delivery through loss, so its receiver allows it
+LOAD_ALLOWED = {"chat_rate": "1000", "chat_burst": "1000"}
 
 
 async def test_chat_arrives_exactly_once_in_order_at_10_percent_loss(tmp_path: Path) -> None:
     lossy = LinkProfile(loss=0.10, delay=0.01)
-    with daemons(tmp_path, 2) as (a, b):
+    with daemons(tmp_path, 2, sync=LOAD_ALLOWED) as (a, b):
         assert b.info is not None
         relay = UdpImpairmentRelay(("127.0.0.1", b.info.udp_port), forward=lossy,
                                    backward=lossy, seed=4)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2pd.channels.position_codec import PositionState
-from p2pd.config import DaemonConfig, P2PSettings
+from p2pd.config import DaemonConfig, P2PSettings, SyncSettings
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.errors import IpcError
 from p2pd.ipc.messages import Chat, LegendData, Position
@@ -21,8 +21,16 @@ A_ADDR = ("10.2.0.1", 7000)
 B_ADDR = ("10.2.0.2", 7000)
 
 
+# The chat here is load for the senders' bandwidth and queue policy, far above
+# what a player types (20 lines a second; hundreds queued at once): the
+# receivers allow it. The receive-side flood limit ([sync] chat_rate and
+# chat_burst) has its own tests (tests/test_sync.py).
+LOAD_ALLOWED = SyncSettings(chat_rate=1000.0, chat_burst=10_000)
+
+
 def make_node(rng: random.Random, address: tuple[str, int], **p2p: object) -> CoreNode[Node]:
-    config = DaemonConfig(source=Path("test.ini"), p2p=P2PSettings(**p2p))  # type: ignore[arg-type]
+    config = DaemonConfig(source=Path("test.ini"), p2p=P2PSettings(**p2p),  # type: ignore[arg-type]
+                          sync=LOAD_ALLOWED)
     return CoreNode(address, Node(config, Identity.from_private_bytes(rng.randbytes(32)),
                                  random_bytes=random.Random(rng.random()).randbytes))
 
@@ -51,6 +59,16 @@ def position(x: int, tick: int) -> Position:
     return Position(id=1, map="prontera", x=x, y=100, dir=6, speed=50, moving=True, tick=tick)
 
 
+def zigzag(x: int, tick: int) -> Position:
+    """A walk east that turns at every step (north-east, south-east, ...): every
+    position is a course change, none of which dead reckoning can predict, so
+    each one takes the position rate's token (a straight walk's next cells
+    take none: see Node._position_allowed)."""
+    up = x % 2 == 1
+    return Position(id=1, map="prontera", x=x, y=101 if up else 100, dir=7 if up else 5,
+                    speed=50, moving=True, tick=tick)
+
+
 def test_loss_lowers_the_position_rate_first_and_it_recovers_when_the_path_clears() -> None:
     net = SimNetwork(5, LinkProfile(delay=0.02))
     sim, (a, b) = linked(net, position_update_rate=10.0)
@@ -65,7 +83,7 @@ def test_loss_lowers_the_position_rate_first_and_it_recovers_when_the_path_clear
             now = start + i * 0.05
             sim.run_until(now)
             x = len(sent_per_phase) * 300 + i  # on and on: no jump back at a new phase
-            sent += a.core.send_event(position(x, int(now * 1000)), (), now)["sent"]
+            sent += a.core.send_event(zigzag(x, int(now * 1000)), (), now)["sent"]
             a.core.send_event(Chat(id=2, text=f"line {i}"), (), now)
         sent_per_phase.append((sent, a.core.endpoint.quality(peer, sim.now)))
     (clean, q_clean), (lossy, q_lossy), (cleared, q_cleared) = sent_per_phase

@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 
+from p2pd.channels.position_codec import PositionState
 from p2pd.cheat.mapgrid import MapGrid
+from p2pd.cheat.sight import line_of_sight
 from p2pd.config import DaemonConfig, P2PSettings, SyncSettings
 from p2pd.crypto.identity import Identity
 from p2pd.ipc.messages import (
     AiInteraction,
+    Chat,
     Environment,
     LegendData,
     Position,
@@ -30,6 +33,7 @@ from p2pd.sim.network import LinkProfile, SimNetwork, Simulation
 from p2pd.sim.nodes import CoreNode
 from p2pd.sim.walks import Walk, record_walk
 from p2pd.sync.state import SNAPSHOT_REQUEST, is_snapshot_request
+from p2pd.sync.track import between
 from tests.maps import walled_field
 
 A_ADDR = ("10.7.0.1", 7000)
@@ -91,12 +95,14 @@ def play(sim: Simulation, sender: CoreNode[Node], walk: Walk, start: float,
 # -- smoothing ------------------------------------------------------------------------
 
 
-# p95 within about a cell everywhere; the worst case is a lost update that
-# said "stopped" or "turned": the receiver walks the player on until the next
-# one (a standing player's position goes out again each second), several
-# cells at walking speed, then corrects.
+# Within a cell everywhere (what the receiver draws moves smoothly between
+# cells, the truth jumps from cell to cell), the worst case included: a lost
+# update that said "stopped" or "turned" would let the receiver walk the player
+# on for cells, but each such course change goes twice (and a third time when
+# still unacknowledged), and the receiver draws the turn between two samples
+# where their courses meet, not across the corner.
 @pytest.mark.parametrize(("kind", "p95_bound", "max_bound"), [
-    ("straight", 1.0, 2.0), ("turns", 1.5, 3.5), ("stops", 1.0, 3.5), ("mixed", 1.0, 6.0)])
+    ("straight", 1.0, 1.25), ("turns", 1.0, 1.25), ("stops", 1.0, 1.25), ("mixed", 1.0, 1.25)])
 def test_dead_reckoning_and_interpolation_follow_recorded_walks(
         kind: str, p95_bound: float, max_bound: float) -> None:
     # 100 ms of jitter and 4% loss: below the 5% at which adaptive quality lowers
@@ -130,6 +136,87 @@ def test_dead_reckoning_and_interpolation_follow_recorded_walks(
     assert sent / 60.0 <= 5.0  # never above position_update_rate
     if kind == "straight":
         assert sent < cells / 4  # dead reckoning covers a straight walk
+
+
+def test_between_two_samples_the_path_follows_their_courses() -> None:
+    east = PositionState("m", 0, 0, 6, 150, True, 0)  # dir 6: x + 1 per 150 ms
+    # five cells east (the turn at 750 ms, left out: dead reckoning predicted it),
+    # then north (dir 0: y + 1) for two cells
+    north = PositionState("m", 5, 2, 0, 150, True, 1050)
+    assert between(east, 0, north, 1050, 375) == pytest.approx((2.5, 0.0))
+    assert between(east, 0, north, 1050, 750) == pytest.approx((5.0, 0.0))  # not the chord
+    assert between(east, 0, north, 1050, 900) == pytest.approx((5.0, 1.0))
+    # the same turn, then a stop on the second cell north
+    stopped = PositionState("m", 5, 2, 0, 150, False, 1050)
+    assert between(east, 0, stopped, 1050, 750) == pytest.approx((5.0, 0.0))
+    # walking straight into a stop: along the course, then standing
+    arrived = PositionState("m", 4, 0, 6, 150, False, 1000)
+    assert between(east, 0, arrived, 1000, 300) == pytest.approx((2.0, 0.0))
+    assert between(east, 0, arrived, 1000, 800) == pytest.approx((4.0, 0.0))
+    # a start: standing until the walk to the next sample must begin
+    standing = PositionState("m", 0, 0, 6, 150, False, 0)
+    walking = PositionState("m", 3, 0, 6, 150, True, 2000)
+    assert between(standing, 0, walking, 2000, 1000) == (0.0, 0.0)
+    assert between(standing, 0, walking, 2000, 1775) == pytest.approx((1.5, 0.0))
+    # courses that never meet (turns lost): the straight line
+    far = PositionState("m", 0, 9, 0, 150, True, 1000)
+    assert between(east, 0, far, 1000, 500) == pytest.approx((0.0, 4.5))
+
+
+def test_a_course_change_goes_twice_and_a_third_time_only_when_unacknowledged() -> None:
+    net = SimNetwork(12, LinkProfile(delay=0.03))
+    sim, a, b = pair(net)
+    peer = b.core.public_key
+    tick = TICK_BASE
+    for x in range(100, 110):  # a walk east (dir 6), each cell as the client hands it
+        a.core.send_event(Position(id=1, map="field", x=x, y=50, dir=6, moving=True,
+                                   tick=tick), (), sim.now)
+        sim.run_until(sim.now + 0.15)
+        tick += 150
+    sim.run_until(sim.now + 2.0)  # every acknowledgement owed has gone (0.5 s at most)
+    b.core.take_notifications()
+    channels = a.core.endpoint.session_statistics(peer).channels
+    repeated = channels["positions_repeated"]  # the start's repeat
+    tick += 2000
+    stop = Position(id=1, map="field", x=110, y=50, dir=6, moving=False, tick=tick)
+    a.core.send_event(stop, (), sim.now)
+    sim.run_until(sim.now + 2.0)
+    channels = a.core.endpoint.session_statistics(peer).channels
+    assert channels["positions_repeated"] == repeated + 1  # once: acknowledged by 0.8 s
+    stops = [m for m in events(b, "position") if not m["moving"]]
+    assert [(m["x"], m["tick"]) for m in stops] == [(110, tick)]  # shown once
+    # the stop and its repeat lost: the third sending, 0.8 s after it, repairs it
+    a.core.send_event(Position(id=1, map="field", x=110, y=50, dir=0, moving=True,
+                               tick=tick + 2000), (), sim.now)
+    sim.run_until(sim.now + 0.15)
+    lost_from = sim.now
+    net.set_path(A_ADDR, B_ADDR, LinkProfile(delay=0.03,
+                                             blackholes=((lost_from, lost_from + 0.3),)))
+    a.core.send_event(Position(id=1, map="field", x=110, y=51, dir=0, moving=False,
+                               tick=tick + 2150), (), sim.now)
+    sim.run_until(lost_from + 0.7)
+    heard = b.core.sync.peer(a.core.public_key, sim.now).reported
+    assert heard is not None and heard.moving  # the stop not heard yet
+    sim.run_until(lost_from + 1.0)
+    reported = b.core.sync.peer(a.core.public_key, sim.now).reported
+    assert reported is not None and (reported.y, reported.moving) == (51, False)
+    channels = a.core.endpoint.session_statistics(peer).channels
+    assert channels["positions_repeated"] == repeated + 4  # start 1, stop 2 (+1 before)
+
+
+def test_the_next_cells_of_a_walk_take_no_token_so_a_turn_goes_at_once() -> None:
+    net = SimNetwork(13, LinkProfile(delay=0.03))
+    sim, a, _ = pair(net)
+    tick = TICK_BASE
+    for x in range(100, 140):  # 6.7 cells a second for 6 s: more than the 5 tokens a second
+        result = a.core.send_event(Position(id=1, map="field", x=x, y=50, dir=6, moving=True,
+                                            tick=tick), (), sim.now)
+        assert result["rate_limited"] == 0
+        sim.run_until(sim.now + 0.15)
+        tick += 150
+    turn = a.core.send_event(Position(id=1, map="field", x=140, y=51, dir=0, moving=True,
+                                      tick=tick), (), sim.now)
+    assert turn["sent"] == 1 and turn["rate_limited"] == 0
 
 
 # -- cheats ---------------------------------------------------------------------------
@@ -190,6 +277,33 @@ def test_wall_walk_is_flagged() -> None:
     assert "wall" in alarm["detail"]
 
 
+def test_a_map_is_asked_for_not_read_on_the_receive_path_and_checked_once_delivered() -> None:
+    net = SimNetwork(16, LinkProfile(delay=0.03))
+    sim, a, b = pair(net)
+    maps = b.core.sync.maps
+    maps.loading = True  # as with [sync] map_dir: the shell loads what is asked for
+    start = sim.now
+    for i in range(3):  # through the wall at x = 32 while the map is not there yet
+        sim.run_until(start + i * 0.2)
+        a.core.send_event(Position(id=1, map="town", x=30 + i, y=10, dir=6,
+                                   tick=TICK_BASE + i * 200), (), sim.now)
+    sim.run_until(sim.now + 0.3)
+    stats = b.core.stats(sim.now)["sync"]
+    assert stats["maps_pending"] == 1 and stats["maps_unchecked"] >= 3
+    assert not b.core.sync.peer(a.core.public_key, sim.now).score.counts  # unchecked
+    assert maps.take_wanted() == ["town"]  # what the daemon's shell loads (p2pd/io/maps.py)
+    maps.deliver("town", town())
+    for i in range(3, 10):
+        sim.run_until(start + i * 0.2)
+        a.core.send_event(Position(id=1, map="town", x=33 - i, y=12, dir=2,
+                                   tick=TICK_BASE + i * 200), (), sim.now)
+    a.core.send_event(Position(id=1, map="town", x=32, y=12, dir=6,
+                               tick=TICK_BASE + 2100), (), sim.now)  # onto the wall
+    sim.run_until(sim.now + 0.5)
+    assert b.core.stats(sim.now)["sync"]["maps_loaded"] == 1
+    assert b.core.sync.peer(a.core.public_key, sim.now).score.counts["rejected_move"] >= 1
+
+
 def test_effect_behind_a_wall_is_a_line_of_sight_violation() -> None:
     net = SimNetwork(4, LinkProfile(delay=0.03))
     sim, a, b = pair(net, town())
@@ -206,6 +320,31 @@ def test_effect_behind_a_wall_is_a_line_of_sight_violation() -> None:
     assert not [m for m in shown if m["event"] == "effect"]  # never shown
     (alarm,) = [m for m in shown if m["event"] == "anomaly"]
     assert alarm["reason"] == "failed_check" and "wall" in alarm["detail"]
+
+
+def test_a_walking_player_aiming_through_a_wall_is_a_line_of_sight_violation() -> None:
+    net = SimNetwork(15, LinkProfile(delay=0.03, jitter=0.02))
+    sim, a, b = pair(net, town())
+    start = sim.now
+    shown: list[dict[str, Any]] = []
+    for i in range(40):  # south along x = 28 (dir 0), four cells from the wall at x = 32
+        now = start + i * 0.15
+        sim.run_until(now)
+        if not a.core.links:
+            break
+        tick = TICK_BASE + i * 150
+        a.core.send_event(Position(id=1, map="town", x=28, y=5 + i, dir=0, moving=True,
+                                   tick=tick), (), now)
+        if i >= 4 and i % 2 == 0:  # effects aimed at the cell across the wall
+            a.core.send_event(VisualEffect(id=2, effect_id=316, map="town", x=36, y=5 + i,
+                                           start_ms=tick, duration_ms=1000, owner=7), (), now)
+        shown += b.core.take_notifications()
+    sim.run_until(sim.now + 0.5)
+    shown += b.core.take_notifications()
+    assert not [m for m in shown if m.get("event") == "effect"]  # never shown
+    (alarm,) = [m for m in shown if m.get("event") == "anomaly"]
+    assert alarm["reason"] == "failed_check" and "behind a wall" in alarm["detail"]
+    assert b.core.stats(sim.now)["sync"]["sight_checks_walking"] >= 5  # judged walking
 
 
 def test_an_effect_in_sight_is_shown_with_its_remaining_time_and_an_expired_one_is_not() -> None:
@@ -243,6 +382,45 @@ def test_a_flood_of_effects_is_flagged() -> None:
     (alarm,) = flagged(b)
     assert alarm["reason"] == "rate_excess"
     assert not b.core.links
+
+
+@pytest.mark.parametrize("kind", ["chat", "ai_interaction"])
+def test_a_flood_of_chat_or_ai_interactions_is_cut_at_the_allowance_and_flagged(
+        kind: str) -> None:
+    net = SimNetwork(14, LinkProfile(delay=0.02))
+    sim, a, b = pair(net)
+    b.core.take_notifications()
+
+    def event(i: int) -> Chat | AiInteraction:
+        if kind == "chat":
+            return Chat(id=i, text=f"buy cheap zeny {i}")
+        return AiInteraction(id=i, interaction_id=i, ai_entity_id=77, player_id=9)
+
+    burst = 50  # [sync] chat_burst and interaction_burst
+    for i in range(40):  # a paste of 40 lines at once, then a line every 0.5 s: fine
+        a.core.send_event(event(i), (), sim.now)
+    for i in range(40, 60):
+        sim.run_until(sim.now + 0.5)
+        a.core.send_event(event(i), (), sim.now)
+    sim.run_until(sim.now + 1.0)
+    assert len(events(b, kind)) == 60
+    assert not b.core.sync.peer(a.core.public_key, sim.now).score.counts
+    sim.run_until(sim.now + 10.0)  # the allowance is full again
+    # then 300 at once (a flood): what the allowance holds is shown, the rest dropped
+    for i in range(60, 360):
+        a.core.send_event(event(i), (), sim.now)
+    sim.run_until(sim.now + 2.0)
+    shown = [m for m in b.core.take_notifications() if m.get("event") in (kind, "anomaly")]
+    lines = [m for m in shown if m["event"] == kind]
+    assert burst <= len(lines) <= burst + 1  # the burst, in order (a token may refill)
+    if kind == "chat":
+        assert [m["text"] for m in lines[:burst]] == [f"buy cheap zeny {i}"
+                                                     for i in range(60, 60 + burst)]
+    else:
+        assert [m["interaction_id"] for m in lines[:burst]] == list(range(60, 60 + burst))
+    (alarm,) = [m for m in shown if m["event"] == "anomaly"]
+    assert alarm["reason"] == "rate_excess" and "flood" in alarm["detail"]
+    assert not b.core.links and b.core.sync.banned(a.core.public_key, sim.now)
 
 
 def test_reports_disagreeing_with_the_server_are_flagged() -> None:
@@ -299,9 +477,15 @@ def test_honest_player_is_never_flagged_over_a_long_lossy_jittery_session() -> N
 
     def act(now: float) -> None:
         truth = walk.at(now - start)
-        if rng.random() < 0.02:  # an effect on its own cell or a visible one nearby
-            a.core.send_event(VisualEffect(id=3, effect_id=9, map="town", x=truth.x,
-                                           y=truth.y, start_ms=truth.tick, duration_ms=2000,
+        if rng.random() < 0.02:  # an effect on a cell it sees, up to 8 cells away
+            x, y = truth.x, truth.y
+            for _ in range(20):
+                x, y = truth.x + rng.randint(-8, 8), truth.y + rng.randint(-8, 8)
+                if grid.inside(x, y) and line_of_sight(grid, (truth.x, truth.y), (x, y)):
+                    break
+                x, y = truth.x, truth.y
+            a.core.send_event(VisualEffect(id=3, effect_id=9, map="town", x=x, y=y,
+                                           start_ms=truth.tick, duration_ms=2000,
                                            owner=1), (), now)
             counts["effects"] += 1
         if rng.random() < 0.05 and b.core.links:  # the server's view, 100 ms behind
@@ -322,6 +506,10 @@ def test_honest_player_is_never_flagged_over_a_long_lossy_jittery_session() -> N
     assert peer.score.counts.get("disagreement", 0) <= 2
     assert peer.score.value(sim.now) < b.core.sync.rules.anomaly.threshold / 2
     assert counts["server"] > 500 and counts["effects"] > 200  # the checks really ran
+    sight = b.core.stats(sim.now)["sync"]
+    print(f"sight: {sight['sight_checks']} judged ({sight['sight_checks_walking']} of a walking "
+          f"player), {sight['sight_unjudged']} not (too uncertain)")
+    assert sight["sight_checks_walking"] > 50  # walkers' effects are judged too
 
 
 # -- state for newcomers --------------------------------------------------------------

@@ -286,9 +286,16 @@ class ChannelLink:
                              f" ({self.max_message})")
         self.sender(channel).check(payload, key if channel is Channel.ENVIRONMENT else None)
 
-    def queue_position(self, state: PositionState) -> None:
-        self.positions_out.queue(state)
+    def queue_position(self, state: PositionState, *, fresh: bool = False) -> None:
+        self.positions_out.queue(state, fresh=fresh)
         self.new_bytes = self.pending_bytes()
+
+    def repeat_position(self) -> bool:
+        """The last position sent, once more unless acknowledged (PositionSender.repeat)."""
+        if self._positions_out is None or not self._positions_out.repeat():
+            return False
+        self.new_bytes = self.pending_bytes()
+        return True
 
     def queue_control(self, packet_type: int, body: bytes, *, last: bool = False) -> None:
         """A control frame for the next datagram; ``last``: after every data frame
@@ -519,6 +526,7 @@ class ChannelLink:
             "positions_full": positions_out.full_states,
             "positions_unchanged": positions_out.unchanged,
             "positions_predicted": positions_out.predicted,
+            "positions_repeated": positions_out.repeated,
             "positions_stale": positions_in.stale,
             "positions_no_baseline": positions_in.no_baseline,
             "effects_expired": self.effects_expired,

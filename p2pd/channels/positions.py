@@ -33,11 +33,14 @@ class PositionSender:
     than ``refresh_ms`` (by the player's clock, ``tick``). Both hold only while
     the last one sent is acknowledged, or younger than ``resend_ms``: past that
     without an ack it may be lost, and the next update goes out. With
-    ``error_budget`` None every update goes out (a fixed-rate stream)."""
+    ``error_budget`` None every update goes out (a fixed-rate stream).
+    :meth:`repeat` sends the last one sent once more while the peer has not
+    acknowledged it (the daemon does so for a stop or a turn: see
+    :class:`p2pd.sync.requests.SyncApi`)."""
 
     __slots__ = ("_baseline", "_history", "_last_sent", "_seq", "bytes_sent", "error_budget",
-                 "full_states", "pending", "predicted", "refresh_ms", "resend_ms", "sent",
-                 "superseded", "unchanged")
+                 "full_states", "pending", "predicted", "refresh_ms", "repeated", "resend_ms",
+                 "sent", "superseded", "unchanged")
 
     def __init__(self, error_budget: int | None = 1, refresh_ms: int = 1000,
                  resend_ms: int = 1000) -> None:
@@ -54,18 +57,25 @@ class PositionSender:
         self.bytes_sent = 0  # position bytes after the channel header
         self.unchanged = 0  # updates not sent: the peer already has this place
         self.predicted = 0  # updates not sent: the peer's prediction is close enough
+        self.repeated = 0  # updates sent again by repeat()
         self._last_sent: PositionState | None = None
 
-    def queue(self, state: PositionState) -> None:
+    def queue(self, state: PositionState, *, fresh: bool = False) -> None:
         """The newest position; an unsent older one is superseded. A position that
         only advances the clock of the last one sent, once the peer acknowledged
-        that one, carries no news and is not sent."""
+        that one, carries no news and is not sent, nor one the peer predicts
+        (``error_budget``), unless it replaces one not sent yet. ``fresh``: sent
+        whatever the peer has (it dropped it: a hidden player shown again)."""
         if self.pending is not None:
+            # what replaces one about to go goes in its place: it carries the same
+            # news or newer (the pending one may be a course change, a repeat of
+            # one, or fresh), though compared with the last sent it may look old
             self.superseded += 1
             self.pending = None
+            fresh = True
         last = self._last_sent
         baseline = self._baseline
-        if last is not None and self.error_budget is not None and (
+        if not fresh and last is not None and self.error_budget is not None and (
             (baseline is not None and baseline[1] is last)  # the peer has it
             or 0 <= state.tick - last.tick < self.resend_ms  # or its ack may be on the way
         ):
@@ -76,6 +86,19 @@ class PositionSender:
                 self.predicted += 1
                 return
         self.pending = state
+
+    def repeat(self) -> bool:
+        """Send the last state sent once more, under a new seq, unless the peer
+        acknowledged it or a newer one waits; True when it is queued."""
+        last = self._last_sent
+        if last is None or self.pending is not None:
+            return False
+        baseline = self._baseline
+        if baseline is not None and baseline[1] is last:
+            return False
+        self.pending = last
+        self.repeated += 1
+        return True
 
     def _predictable(self, last: PositionState, state: PositionState) -> bool:
         """The peer, walking ``last`` on, would be within the error budget of ``state``."""

@@ -26,7 +26,9 @@ docs/protocol.md, "Map files"); each raises only :class:`MapError` on bad input:
   little-endian i32) followed by ``len`` bytes of zlib-compressed cell types,
   one byte per cell.
 
-:class:`MapStore` holds the grids by map name, bounded.
+:class:`MapStore` holds the grids by map name, bounded, and asks the daemon's
+shell for a map it does not know yet; :class:`MapFiles` is what the shell uses
+to read one (in a worker thread: :mod:`p2pd.io.maps`).
 """
 
 from __future__ import annotations
@@ -34,9 +36,8 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Final
 
 WALKABLE_TYPES: Final = frozenset({0, 3})
@@ -49,8 +50,8 @@ _CACHE_HEADER = struct.Struct("<IHxx")
 _CACHE_MAP = struct.Struct("<12shhi")
 _MAP_FILE_NAME = re.compile(r"[a-z0-9_@-][a-z0-9_@.-]{0,31}")
 
-__all__ = ["MapError", "MapGrid", "MapStore", "directory_reader", "index_mapcache_untrusted",
-           "load_gat_untrusted", "load_mapcache_untrusted"]
+__all__ = ["MapError", "MapFiles", "MapGrid", "MapStore", "index_mapcache_untrusted",
+           "load_gat_untrusted", "load_mapcache_untrusted", "valid_map_file_name"]
 
 
 class MapError(ValueError):
@@ -188,31 +189,66 @@ Reader = Callable[[str], bytes | None]
 """A file of the map directory by name (``prontera.gat``, ``map_cache.dat``), or
 None when there is none: the one piece of I/O, given by the daemon's shell."""
 
+MAX_LOADING = 8  # maps asked for and not loaded yet, at most
+MAX_MISSING = 4096  # names remembered as having no map (not asked for again)
 
-def directory_reader(directory: Path) -> Reader:
-    """Files from ``directory`` (the daemon's ``[sync] map_dir``)."""
 
-    def read(filename: str) -> bytes | None:
-        path = directory / filename
-        return path.read_bytes() if path.is_file() else None
+def valid_map_file_name(name: str) -> bool:
+    """Whether a map name (from a peer) may be used as a file name."""
+    return _MAP_FILE_NAME.fullmatch(name) is not None
 
-    return read
+
+class MapFiles:
+    """The map files of one directory through ``read``: ``<name>.gat``, else the
+    map in ``map_cache.dat`` (read and indexed once). Blocking: the daemon's
+    shell calls :meth:`load` in a worker thread, one map at a time
+    (:mod:`p2pd.io.maps`)."""
+
+    def __init__(self, read: Reader) -> None:
+        self._read = read
+        self._cache = b""
+        self._cache_index: dict[str, tuple[int, int, int, int]] | None = None
+
+    def load(self, name: str) -> MapGrid | None:
+        """The grid of ``name``, or None when neither file has it. Raises
+        MapError for a file that does not parse, OSError when one cannot be read."""
+        if not valid_map_file_name(name):
+            return None  # never a path from a peer's map name
+        gat = self._read(f"{name}.gat")
+        if gat is not None:
+            return load_gat_untrusted(name, gat)
+        if self._cache_index is None:
+            self._cache_index = {}
+            cache = self._read("map_cache.dat")
+            if cache is not None:
+                self._cache = cache
+                self._cache_index = index_mapcache_untrusted(cache)
+        entry = self._cache_index.get(name)
+        return None if entry is None else _inflate_map(self._cache, name, entry)
 
 
 class MapStore:
-    """Grids by map name: read on first use through ``reader`` (``<name>.gat``,
-    else the map from ``map_cache.dat``), at most ``limit`` kept (least recently
-    used forgotten). Without a reader only grids added by hand are known. A map
-    that is not known is not checked: every cell counts as walkable and clear."""
+    """Grids by map name, at most ``limit`` kept (least recently used forgotten).
 
-    def __init__(self, reader: Reader | None = None, limit: int = 16) -> None:
-        self.reader = reader
+    Sans-IO: with ``loading`` (the daemon has a ``[sync] map_dir``) a map not
+    known yet is *asked for* on first use (:meth:`get` returns None and the
+    name waits in :meth:`take_wanted` for the daemon's shell, which loads it in
+    a worker thread and hands it back with :meth:`deliver`); until then, and
+    for good when no file has it, the map is not checked: every cell counts as
+    walkable and clear (counted in ``unchecked``). At most MAX_LOADING maps are
+    asked for at once; a name that is no valid file name is never asked for.
+    Without ``loading`` only grids added by hand (:meth:`add`) are known."""
+
+    def __init__(self, loading: bool = False, limit: int = 16) -> None:
+        self.loading = loading
         self.limit = limit
         self._grids: OrderedDict[str, MapGrid] = OrderedDict()
         self._missing: set[str] = set()
-        self._cache: bytes = b""  # map_cache.dat, read once
-        self._cache_index: dict[str, tuple[int, int, int, int]] | None = None
-        self.errors: list[str] = []  # files that did not load, for the log
+        self._wanted: list[str] = []  # asked for, not yet taken by the shell
+        self._in_flight: set[str] = set()  # taken, not yet delivered
+        self.errors: deque[str] = deque(maxlen=32)  # files that did not load, for the log
+        self.loaded = 0
+        self.unchecked = 0  # lookups of a map being loaded: checked without it
 
     def add(self, grid: MapGrid) -> None:
         self._grids[grid.name] = grid
@@ -225,33 +261,44 @@ class MapStore:
         if grid is not None:
             self._grids.move_to_end(name)
             return grid
-        if self.reader is None or name in self._missing:
+        if not self.loading or name in self._missing:
             return None
-        grid = self._load(name)
-        if grid is None:
-            if len(self._missing) < 4096:
-                self._missing.add(name)
-            return None
-        self.add(grid)
-        return grid
+        if self.pending(name):
+            self.unchecked += 1
+        elif len(self._wanted) + len(self._in_flight) < MAX_LOADING:
+            if valid_map_file_name(name):
+                self._wanted.append(name)
+                self.unchecked += 1
+            else:
+                self._forget(name)
+        return None
 
-    def _load(self, name: str) -> MapGrid | None:
-        read = self.reader
-        assert read is not None
-        if not _MAP_FILE_NAME.fullmatch(name):
-            return None  # never a path from a peer's map name
-        try:
-            gat = read(f"{name}.gat")
-            if gat is not None:
-                return load_gat_untrusted(name, gat)
-            if self._cache_index is None:
-                self._cache_index = {}
-                cache = read("map_cache.dat")
-                if cache is not None:
-                    self._cache = cache
-                    self._cache_index = index_mapcache_untrusted(cache)
-            entry = self._cache_index.get(name)
-            return None if entry is None else _inflate_map(self._cache, name, entry)
-        except (OSError, MapError) as error:
-            self.errors.append(str(error))
-            return None
+    def pending(self, name: str) -> bool:
+        """Asked for and not loaded (nor found missing) yet."""
+        return name in self._in_flight or name in self._wanted
+
+    def take_wanted(self) -> list[str]:
+        """The maps to load now (each once): the shell's part."""
+        wanted, self._wanted = self._wanted, []
+        self._in_flight.update(wanted)
+        return wanted
+
+    def deliver(self, name: str, grid: MapGrid | None, error: str | None = None) -> None:
+        """A map the shell loaded (None: no file has it, or ``error``)."""
+        self._in_flight.discard(name)
+        if grid is not None:
+            self.loaded += 1
+            self.add(grid)
+        else:
+            self._forget(name)
+            if error is not None:
+                self.errors.append(error)
+
+    def _forget(self, name: str) -> None:
+        if len(self._missing) < MAX_MISSING:
+            self._missing.add(name)
+
+    def statistics(self) -> dict[str, int]:
+        return {"maps_loaded": self.loaded, "maps_kept": len(self._grids),
+                "maps_pending": len(self._wanted) + len(self._in_flight),
+                "maps_missing": len(self._missing), "maps_unchecked": self.unchecked}

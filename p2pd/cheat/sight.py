@@ -8,12 +8,18 @@ does not. The end cells themselves are not tested (a unit stands on them).
 Reachability asks whether a unit could have walked from one cell to another
 in at most ``steps`` moves over walkable cells: eight directions, a diagonal
 step only when both cells beside it are walkable (no cutting wall corners).
+
+:func:`sight_from_walk` asks whether a unit that was on one cell a while ago
+(``steps`` moves' worth) could now see a target from any cell it may have
+walked to: how a walking player is judged, whose place is known only within
+what it may have walked since its last report.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from enum import Enum
 
 from p2pd.cheat.mapgrid import MapGrid
 
@@ -84,3 +90,48 @@ def reachable(grid: MapGrid, a: tuple[int, int], b: tuple[int, int], steps: int)
                 seen.add((nx, ny))
                 frontier.append((nx, ny, depth + 1))
     return False
+
+
+class Sight(Enum):
+    SEEN = "seen"  # some cell the unit may be on sees the target
+    FAR = "far"  # every such cell is beyond view range of it
+    BLOCKED = "blocked"  # some are in range, walls block every one of them
+
+
+def _chebyshev(a: tuple[int, int], b: tuple[int, int]) -> int:
+    return max(abs(a[0] - b[0]), abs(a[1] - b[1]))
+
+
+def sight_from_walk(grid: MapGrid | None, start: tuple[int, int], steps: int,
+                    target: tuple[int, int], view_range: int) -> Sight:
+    """Whether a unit on ``start`` that may since have made up to ``steps``
+    moves (over walkable cells, as :func:`reachable`) could see ``target``
+    within ``view_range`` cells from where it is now. Breadth-first from
+    ``start``, the cells nearest it first; cells from which the target is out
+    of range even with the moves left are not searched further. Without a grid
+    only the range counts. The work grows with ``steps`` squared: callers
+    bound it."""
+    if grid is None:
+        return Sight.SEEN if _chebyshev(start, target) <= view_range + steps else Sight.FAR
+    in_range = False
+    seen = {start}
+    frontier: deque[tuple[int, int, int]] = deque([(start[0], start[1], 0)])
+    while frontier:
+        x, y, depth = frontier.popleft()
+        distance = _chebyshev((x, y), target)
+        if distance <= view_range:
+            in_range = True
+            if line_of_sight(grid, (x, y), target):
+                return Sight.SEEN
+        if depth == steps or distance - (steps - depth) > view_range:
+            continue
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                nx, ny = x + dx, y + dy
+                if (dx == dy == 0) or (nx, ny) in seen or not grid.walkable(nx, ny):
+                    continue
+                if dx and dy and not (grid.walkable(x + dx, y) and grid.walkable(x, y + dy)):
+                    continue
+                seen.add((nx, ny))
+                frontier.append((nx, ny, depth + 1))
+    return Sight.BLOCKED if in_range else Sight.FAR

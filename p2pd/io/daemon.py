@@ -24,7 +24,7 @@ import msgpack
 import trio
 
 from p2pd import __version__
-from p2pd.cheat.mapgrid import directory_reader
+from p2pd.cheat.mapgrid import MapFiles
 from p2pd.config import DaemonConfig, default_runtime_dir
 from p2pd.crypto.identity import load_or_create_identity
 from p2pd.io import sdnotify
@@ -35,6 +35,7 @@ from p2pd.io.embedded import (
     open_embedded_coordinator,
 )
 from p2pd.io.ipc_server import ClientConnection, client_handler, handle_common_request
+from p2pd.io.maps import MapLoader, directory_reader
 from p2pd.io.metrics_server import serve_metrics
 from p2pd.io.portmap import PortMapperHook, open_port_mapper, run_port_mapper
 from p2pd.io.runtime import (
@@ -80,6 +81,11 @@ class Daemon(Shell):
         # [port_mapping] with [P2P] nat_traversal: current() is the port-mapped candidate
         self.port_mapper: PortMapper | None = None
         self.metrics_address: str | None = None  # host:port of the metrics endpoint, if on
+        self.map_loader: MapLoader | None = None  # [sync] map_dir: maps read off the receive path
+        if config.sync.map_dir is not None:
+            self.map_loader = MapLoader(node.sync.maps,
+                                        MapFiles(directory_reader(config.sync.map_dir)),
+                                        self.pump, log)
 
     # -- the pump ----------------------------------------------------------------
 
@@ -100,6 +106,8 @@ class Daemon(Shell):
                 frame = encode_message(message)
                 for client in list(self.clients):
                     client.push_event(name, frame)
+        if self.map_loader is not None:
+            self.map_loader.poke()
         self.rearm()
 
     # -- requests from IPC clients -------------------------------------------------
@@ -207,9 +215,7 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
                   "embedded_port, or address, or embedded = false)", file=sys.stderr)
         else:
             config = embedded.pin(config)
-    map_dir = config.sync.map_dir
-    node = Node(config, identity, epoch=epoch,
-                map_reader=directory_reader(map_dir) if map_dir is not None else None)
+    node = Node(config, identity, epoch=epoch)
     udp = UdpSocket.bind_in_range(UDP_BIND_HOST, *p2p.port_range, UDP_RECEIVE_BUFFER)
     node.udp_address = udp.address
     runtime_dir = ipc.runtime_dir or default_runtime_dir()
@@ -236,6 +242,8 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
             write_runtime_info(runtime_dir, info)
             nursery.start_soon(daemon.udp_loop)
             nursery.start_soon(daemon.timer_loop)
+            if daemon.map_loader is not None:
+                nursery.start_soon(daemon.map_loader.run)
             if p2p.enabled and p2p.nat_traversal and config.port_mapping.enabled:
                 daemon.port_mapper, gateway, gateway_socket = open_port_mapper(
                     config.port_mapping, udp.address[1], trio.current_time())

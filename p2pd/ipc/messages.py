@@ -66,6 +66,7 @@ EVENT_NAMES: Final = (
     "ai_interaction",
     "environment",
     "legend",
+    "hidden",
     "peer_joined",
     "peer_left",
     "link",
@@ -166,6 +167,7 @@ class Position:
     speed: int = DEFAULT_SPEED  # ms per cell
     moving: bool = False
     tick: int  # the client's millisecond clock
+    hidden: bool = False  # this player is hidden: nothing positional goes to peers
     to: tuple[str, ...] = ()  # peer keys; () = every connected peer
 
 
@@ -383,6 +385,7 @@ SCHEMAS: Final[Mapping[type[Request], tuple[Field, ...]]] = {
         Field("speed", check_int(MIN_SPEED, MAX_SPEED), DEFAULT_SPEED, "s"),
         Field("moving", check_bool, False, "v"),
         Field("tick", _I63, compact="t"),
+        Field("hidden", check_bool, False),  # never sent to peers (docs/ipc.md 6.7)
         _TO,
     ),
     VisualEffect: (

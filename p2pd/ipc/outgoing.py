@@ -56,6 +56,11 @@ def game_event_to_message(event: GameEvent, from_peer: str) -> dict[str, Any]:
     return out
 
 
+def hidden_event(peer: str, hidden: bool) -> dict[str, Any]:
+    """The peer's player is hidden (stop drawing it) or shown again (spec 5.2)."""
+    return event_message("hidden", {"from": peer, "hidden": hidden})
+
+
 def peer_joined_event(peer: str, address: str) -> dict[str, Any]:
     return event_message("peer_joined", {"peer": peer, "address": address})
 

@@ -132,6 +132,7 @@ class P2PManager:
         self._dialing: dict[bytes, tuple[float, Role, bool]] = {}  # since, role, relayed
         self._direct_failed: dict[bytes, float] = {}  # peer -> when a direct dial failed
         self._resting: dict[bytes, tuple[float, int]] = {}  # peer -> (until, failures)
+        self._banned: dict[bytes, float] = {}  # peer -> until: flagged as a cheat, never dialled
         self.paths = PathMonitor(endpoint, settings.paths, self._is_relayed)
         self._next_path_check: float | None = None
         self.connects = 0
@@ -315,6 +316,8 @@ class P2PManager:
                 self._candidate_at = dict.fromkeys(self.candidates, now)
                 self._next_plan = now
         elif isinstance(message, Introduce):  # it is dialling now: worth an answer
+            if self._banned.get(message.peer.key, 0.0) > now:
+                return  # a banned peer gets no answer (its handshake is closed at once)
             self._introduced.add(message.peer.key)  # our dial answers it: no dial message
             self._resting.pop(message.peer.key, None)
             self.candidates[message.peer.key] = message.peer
@@ -490,9 +493,11 @@ class P2PManager:
         self._resting = {p: r for p, r in self._resting.items()  # a link that lasted: forgiven
                          if (now < r[0] or p in self.candidates)
                          and not (p in self.links and now - self.links[p].since >= lifetime)}
+        self._banned = {p: until for p, until in self._banned.items() if now < until}
         offers = {peer: distance for peer in self.candidates
                   if (distance := self._offer_distance(peer, now)) is not None
-                  and now >= self._resting.get(peer, (0.0, 0))[0]}
+                  and now >= self._resting.get(peer, (0.0, 0))[0]
+                  and peer not in self._banned}
         retry = self.settings.direct_retry_after
         self._direct_failed = {p: t for p, t in self._direct_failed.items() if now - t < retry}
         self._introduced.intersection_update(self.candidates)
@@ -524,6 +529,22 @@ class P2PManager:
             self._set_role(peer, Role.ACTIVE)
         for peer in result.demote:
             self._set_role(peer, Role.BACKUP)
+
+    def ban(self, peer: bytes, until: float, now: float) -> None:
+        """The peer was flagged as a cheat (spec 5.2): it is not dialled, nor
+        answered when introduced, until ``until`` (a resting peer that never
+        wakes before then); a dial to it under way is dropped. At most 4096
+        bans are kept, the soonest to end forgotten first."""
+        self._banned[peer] = until
+        if len(self._banned) > 4096:
+            del self._banned[min(self._banned, key=self._banned.__getitem__)]
+        self._introduced.discard(peer)
+        if self._dialing.pop(peer, None) is not None:
+            self.endpoint.close(peer, now)
+        self._next_plan = now
+
+    def banned(self, peer: bytes, now: float) -> bool:
+        return self._banned.get(peer, 0.0) > now
 
     def _rest(self, peer: bytes, now: float) -> None:
         failures = self._resting.get(peer, (0.0, 0))[1] + 1

@@ -272,12 +272,23 @@ class Endpoint:
         session.send_control(_PRESENCE, body, now)
         self._touched[session] = None
 
-    def send_position(self, peer: bytes, state: PositionState, now: float) -> None:
+    def send_position(self, peer: bytes, state: PositionState, now: float, *,
+                      fresh: bool = False) -> None:
         """Queue this side's newest position for ``peer`` (unreliable, sequenced,
-        delta-coded against the last position the peer acknowledged)."""
+        delta-coded against the last position the peer acknowledged); ``fresh``:
+        even one the peer has (it dropped it), which is otherwise left out."""
         session = self._session(peer)
-        session.send_position(state, now)
+        session.send_position(state, now, fresh=fresh)
         self._touched[session] = None
+
+    def repeat_position(self, peer: bytes, now: float) -> bool:
+        """Send the last position sent to ``peer`` once more, unless it acknowledged
+        it or a newer one waits (redundancy for a stop or a turn); True when queued."""
+        session = self._session(peer)
+        if not session.repeat_position(now):
+            return False
+        self._touched[session] = None
+        return True
 
     def set_priority(self, peer: bytes, weight: float) -> None:
         """How much ``peer`` matters when the shared budget is short (nearer

@@ -519,11 +519,19 @@ class Session:
         if self._flush_at is None and self._keys_usable():
             self._flush_at = now + self._coalesce
 
-    def send_position(self, state: PositionState, now: float) -> None:
+    def send_position(self, state: PositionState, now: float, *, fresh: bool = False) -> None:
         """Queue this side's newest position; an unsent older one is superseded."""
-        self.link.queue_position(state)
+        self.link.queue_position(state, fresh=fresh)
         self._dirty_sessions[self] = None
         self._data_queued(now)
+
+    def repeat_position(self, now: float) -> bool:
+        """The last position sent, once more unless the peer acknowledged it."""
+        if not self.link.repeat_position():
+            return False
+        self._dirty_sessions[self] = None
+        self._data_queued(now)
+        return True
 
     def _data_queued(self, now: float) -> None:
         if not self._coalesce:

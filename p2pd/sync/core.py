@@ -7,8 +7,10 @@ player (:class:`~p2pd.sync.track.EntityTrack`), the checks of its moves
 (:class:`~p2pd.cheat.movement.MoveValidator`), its anomaly score
 (:class:`~p2pd.cheat.anomaly.AnomalyScore`) and allowances of positions and
 effects per second (three times what this daemon's own settings send: peers'
-settings may differ; chat and AI interactions, which a daemon does not limit,
-are bounded by the session's allowance of packets and bytes). Beside them:
+settings may differ) and of chat lines and AI interactions (``[sync]``
+``chat_rate``/``chat_burst``, ``interaction_rate``/``interaction_burst``: the
+sender does not limit these reliable events beyond its bandwidth, a flood is
+caught here). Beside them:
 the shared latest-value state (:class:`~p2pd.sync.state.StateStore`) and the
 claims awaiting the game server (:class:`~p2pd.sync.claims.ClaimBook`).
 
@@ -20,6 +22,7 @@ the threshold flags the peer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +30,7 @@ from p2pd.channels.position_codec import PositionState
 from p2pd.cheat.anomaly import AnomalyRules, AnomalyScore, Offence
 from p2pd.cheat.mapgrid import MapStore
 from p2pd.cheat.movement import MoveRules, MoveValidator
-from p2pd.cheat.sight import line_of_sight
+from p2pd.cheat.sight import Sight, sight_from_walk
 from p2pd.ipc.fields import map_to_dict
 from p2pd.ipc.messages import AiInteraction, Environment, LegendData, VisualEffect
 from p2pd.meters import TokenBucket
@@ -37,6 +40,7 @@ from p2pd.sync.state import StateStore
 from p2pd.sync.track import EntityTrack, walk
 
 Check = tuple[Offence, str] | None
+MAX_SIGHT_STEPS = 16  # cells of possible walk beyond which a sight check is not made
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +58,20 @@ class SyncRules:
     effect_rate: float = 10.0  # its effect_update_rate
     rate_factor: float = 3.0  # a peer's allowance: this many times the rates above
     view_range: int = 14  # cells (AREA_SIZE): farther effects and interactions fail
+    effect_wait: float = 0.5  # seconds an effect may wait at its sender (effect_max_wait)
+    interaction_slack: float = 1.0  # seconds an AI interaction may be older than it arrives
+    chat_rate: float = 5.0  # chat lines a peer may send per second,
+    chat_burst: int = 50  # and at once
+    interaction_rate: float = 10.0  # AI interactions likewise
+    interaction_burst: int = 50
 
 
 class PeerSync:
     """What the daemon keeps of one remote player."""
 
-    __slots__ = ("clock", "corrections", "disagreements", "effects", "moves",
-                 "positions", "reported", "reported_at", "score", "track")
+    __slots__ = ("chats", "clock", "corrections", "disagreements", "effects", "hidden",
+                 "interactions", "moves", "positions", "repeats", "reported", "reported_at",
+                 "score", "track")
 
     def __init__(self, rules: SyncRules, maps: MapStore, now: float) -> None:
         self.clock = PeerClock(rules.playout)
@@ -70,10 +81,14 @@ class PeerSync:
         f = rules.rate_factor
         self.positions = TokenBucket(rules.position_rate * f, rules.position_rate * f, now)
         self.effects = TokenBucket(rules.effect_rate * f, rules.effect_rate * f, now)
+        self.chats = TokenBucket(rules.chat_rate, rules.chat_burst, now)
+        self.interactions = TokenBucket(rules.interaction_rate, rules.interaction_burst, now)
         self.reported: PositionState | None = None  # its newest accepted position
         self.reported_at = 0.0
         self.corrections = 0
         self.disagreements = 0
+        self.repeats = 0  # its newest position received again
+        self.hidden = False  # its player is hidden (its visibility notice): not shown
 
 
 class GameSync:
@@ -86,6 +101,10 @@ class GameSync:
         self._banned: dict[bytes, float] = {}  # peer -> until
         self.next_snapshot: float | None = None
         self.effects_expired = 0
+        self.sight_checks = 0  # range and line of sight judged (of a walking player: below)
+        self.sight_checks_walking = 0
+        self.sight_unjudged = 0  # sight checks not made: the sender's place too uncertain
+        self.hidden_dropped = 0  # positions and effects of hidden players not shown
         self.rejected: dict[str, int] = {}  # by offence and reason class
 
     # -- peers --------------------------------------------------------------
@@ -115,6 +134,15 @@ class GameSync:
             return False
         return True
 
+    def set_hidden(self, key: bytes, hidden: bool, now: float) -> None:
+        """The peer's player is hidden (its visibility notice): what is drawn of
+        it is dropped (never blended with where it shows up again); positions
+        that come meanwhile are still checked as moves and kept, not drawn."""
+        peer = self.peer(key, now)
+        peer.hidden = hidden
+        if hidden:
+            peer.track.clear()
+
     def offend(self, key: bytes, offence: Offence, now: float, times: int = 1) -> bool:
         """Count an offence of ``key``; True when it crosses the threshold now."""
         self.rejected[offence.value] = self.rejected.get(offence.value, 0) + times
@@ -122,34 +150,62 @@ class GameSync:
 
     # -- events from peers ---------------------------------------------------
 
-    def on_position(self, key: bytes, state: PositionState, now: float) -> Check:
+    def on_position(self, key: bytes, state: PositionState, now: float) -> tuple[Check, bool]:
+        """(offence, news): news is False for the newest accepted position again
+        (its sender repeats a course change), which changes nothing (it would
+        look like a late sample to the clock)."""
         peer = self.peer(key, now)
         if not peer.positions.take(1, now):
-            return (Offence.RATE_EXCESS, "positions beyond the allowance")
+            return (Offence.RATE_EXCESS, "positions beyond the allowance"), False
+        if state == peer.reported:
+            peer.repeats += 1
+            return None, False
         peer.clock.observe(state.tick, now)
         verdict = peer.moves.check(state, now, peer.clock.jitter)
         if verdict.fault is not None:
-            return (Offence.REJECTED_MOVE, f"{verdict.fault.value}: {verdict.detail}")
+            return (Offence.REJECTED_MOVE, f"{verdict.fault.value}: {verdict.detail}"), False
         peer.track.add(state)
         peer.reported = state
         peer.reported_at = now
-        return None
+        return None, True
 
-    def _sight_check(self, peer: PeerSync, map_name: str, x: int, y: int, what: str) -> Check:
-        """The peer's player must see the cell (x, y): in view range, no wall between.
-        Judged only from a standing player's last report: where a walking one is
-        now is not known well enough to accuse it (its updates may be late or lost)."""
+    def _sight_check(self, peer: PeerSync, map_name: str, x: int, y: int, what: str,
+                     made_before: float, now: float) -> Check:
+        """The peer's player must see the cell (x, y) from where it may be: in
+        view range, no wall between. Its place is known from its last accepted
+        report, within what it may have walked since (cheat.sight.sight_from_walk):
+        for a walking player the time since that report's clock (by the peer's
+        clock, so that a report held back by the sender counts as old), for one
+        standing none, plus, for both, the tolerance of the move checks (jitter)
+        and ``made_before``: how much earlier than its arrival the event may
+        have been made (an effect waits at most effect_max_wait at the sender;
+        an AI interaction may be retransmitted). Where that leaves more than
+        MAX_SIGHT_STEPS cells of walk, nothing is judged (``sight_unjudged``)."""
         own = peer.reported
-        if own is None or own.map != map_name or own.moving:
+        if own is None or own.map != map_name:
             return None  # nothing known well enough to judge by
-        distance = max(abs(own.x - x), abs(own.y - y))
-        if distance > self.rules.view_range:
-            return (Offence.FAILED_CHECK, f"{what} at ({x}, {y}), {distance} cells from its "
-                                          f"player at ({own.x}, {own.y})")
+        walked = made_before + peer.moves.tolerance(peer.clock.jitter)
+        if own.moving:
+            if peer.clock.known:
+                walked += max(peer.clock.to_tick(now) - own.tick, 0.0) / 1000.0
+            else:
+                walked += max(now - peer.reported_at, 0.0)
+        speed = peer.moves.server_speed or own.speed
+        steps = math.ceil(walked * 1000.0 / speed) + 1
+        if steps > MAX_SIGHT_STEPS:
+            self.sight_unjudged += 1
+            return None
         grid = self.maps.get(map_name)
-        if grid is not None and not line_of_sight(grid, (own.x, own.y), (x, y)):
-            return (Offence.FAILED_CHECK, f"{what} at ({x}, {y}) behind a wall from its "
-                                          f"player at ({own.x}, {own.y})")
+        self.sight_checks += 1
+        self.sight_checks_walking += own.moving
+        sight = sight_from_walk(grid, (own.x, own.y), steps, (x, y), self.rules.view_range)
+        where = (f"its player at ({own.x}, {own.y})"
+                 + (f" or within {steps} steps" if steps else ""))
+        if sight is Sight.FAR:
+            return (Offence.FAILED_CHECK, f"{what} at ({x}, {y}), farther than "
+                                          f"{self.rules.view_range} cells from {where}")
+        if sight is Sight.BLOCKED:
+            return (Offence.FAILED_CHECK, f"{what} at ({x}, {y}) behind a wall from {where}")
         return None
 
     def on_effect(self, key: bytes, effect: VisualEffect, now: float,
@@ -158,7 +214,11 @@ class GameSync:
         peer = self.peer(key, now)
         if not peer.effects.take(1, now):
             return (Offence.RATE_EXCESS, "effects beyond the allowance"), None
-        check = self._sight_check(peer, effect.map, effect.x, effect.y, "effect")
+        if peer.hidden:  # its player is hidden: nothing of it is shown
+            self.hidden_dropped += 1
+            return None, None
+        check = self._sight_check(peer, effect.map, effect.x, effect.y, "effect",
+                                  self.rules.effect_wait, now)
         if check is not None:
             return check, None
         one_way = (rtt or 0.0) / 2
@@ -183,12 +243,20 @@ class GameSync:
             return where, x, y
         return None
 
+    def on_chat(self, key: bytes, now: float) -> Check:
+        if not self.peer(key, now).chats.take(1, now):
+            return (Offence.RATE_EXCESS, "chat lines beyond the allowance (a flood)")
+        return None
+
     def on_interaction(self, key: bytes, event: AiInteraction, now: float) -> Check:
         peer = self.peer(key, now)
+        if not peer.interactions.take(1, now):
+            return (Offence.RATE_EXCESS, "AI interactions beyond the allowance (a flood)")
         location = self.ai_location(event.ai_entity_id)
         if location is not None:
             check = self._sight_check(peer, *location,
-                                      what=f"interaction with AI {event.ai_entity_id}")
+                                      what=f"interaction with AI {event.ai_entity_id}",
+                                      made_before=self.rules.interaction_slack, now=now)
             if check is not None:
                 return check
         self.claims.claim(key, event.ai_entity_id, event.interaction_id, event.result)
@@ -209,7 +277,7 @@ class GameSync:
         rows = []
         for key in keys:
             peer = self._peers.get(key)
-            if peer is None:
+            if peer is None or peer.hidden:
                 continue
             shown = peer.track.at(self.render_tick(peer, now))
             if shown is None:
@@ -276,6 +344,12 @@ class GameSync:
             "banned_peers": sum(1 for until in self._banned.values() if until > now),
             "offences": dict(self.rejected),
             "effects_expired": self.effects_expired,
+            "sight_checks": self.sight_checks,
+            "sight_checks_walking": self.sight_checks_walking,
+            "sight_unjudged": self.sight_unjudged,
+            "hidden_peers": sum(1 for peer in self._peers.values() if peer.hidden),
+            "hidden_dropped": self.hidden_dropped,
+            **self.maps.statistics(),
             "state_values": len(self.state),
             "state_stale": self.state.stale,
             "claims_waiting": len(self.claims),
@@ -293,4 +367,5 @@ class GameSync:
                 "jitter_ms": round(peer.clock.jitter * 1000.0, 1),
                 "playout_delay_ms": round(peer.clock.playout_delay() * 1000.0, 1),
                 "moves_rejected": peer.moves.rejected,
-                "disagreements": peer.disagreements}
+                "disagreements": peer.disagreements,
+                "hidden": peer.hidden}

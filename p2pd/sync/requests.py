@@ -100,6 +100,9 @@ class SyncApi:
 
     def deadline(self) -> float | None:
         deadline = self._deadline()
+        repeat = self.node.next_repeat()
+        if repeat is not None:
+            deadline = repeat if deadline is None else min(deadline, repeat)
         deferred = self._deferred_at
         if deferred is None:
             if any(link.deferred is not None for link in self.node.links.values()):
@@ -110,7 +113,7 @@ class SyncApi:
 
     def _deadline(self) -> float | None:
         own = self.node.own_position
-        if own is not None and not own.moving and self.node.links:
+        if own is not None and not own.moving and not self.node.own_hidden and self.node.links:
             refresh = self._next_refresh
             snapshot = self._snapshot_deadline()
             return refresh if snapshot is None else min(refresh, snapshot)
@@ -129,18 +132,18 @@ class SyncApi:
         repairs a lost stop where it did not (spec 10.2: drift corrected)."""
         node = self.node
         own = node.own_position
-        if own is None or own.moving or now < self._next_refresh:
+        if own is None or own.moving or node.own_hidden or now < self._next_refresh:
             return
         self._next_refresh = now + 1.0
-        state = replace(own, tick=own.tick + int((now - node.own_position_at) * 1000))
-        for key, link in node.links.items():
+        state = replace(own, tick=own.tick + max(int((now - node.own_position_at) * 1000), 0))
+        for link in node.links.values():
             if node.in_view(link, own, now):  # information hiding holds here too
-                node.endpoint.send_position(key, state, now)
-                link.last_position = state
+                node.hand_position(link, state, now)
 
     def on_timer(self, now: float) -> None:
         node = self.node
         self._deferred_at = now + 0.05 if node.send_deferred(now) else None
+        node.repeat_positions(now)
         self.refresh_standing(now)
         if not node.links or not len(node.sync.state):
             return

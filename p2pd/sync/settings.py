@@ -26,4 +26,8 @@ def sync_rules(config: DaemonConfig) -> SyncRules:
         snapshot_interval=sync.snapshot_interval,
         position_rate=p2p.position_update_rate,
         effect_rate=p2p.effect_update_rate,
+        chat_rate=sync.chat_rate,
+        chat_burst=sync.chat_burst,
+        interaction_rate=sync.interaction_rate,
+        interaction_burst=sync.interaction_burst,
     )
