@@ -71,6 +71,7 @@ from p2pd.nat.turn import TurnClient, TurnCredentials, TurnSettings, TurnState
 _HANDSHAKE_REQUEST = b"\x00\x01"  # packet type at offset 8 of a p2pd header
 MAX_CHECK_GROUPS = 64
 MAX_PATHS = 12  # paths checked per peer
+MAX_KNOWN_HOSTS = 1024  # peers' host candidates remembered (not relayed to by TURN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class NatAgent:
         self._by_peer: dict[bytes, _CheckGroup] = {}
         self._peer_paths: dict[bytes, list[Address]] = {}  # direct paths, for upgrades
         self._relay_candidates: set[Address] = set()  # peers' TURN addresses seen
+        self._hosts: set[Address] = set()  # peers' host candidates (not for TURN)
         self._outgoing: list[tuple[bytes, Address, int | None]] = []
         self.counters = _Counters()
         self._version = 0  # bumps when the candidates change
@@ -344,18 +346,33 @@ class NatAgent:
         through this daemon's TURN allocation, and the coordinator's relay."""
         direct: list[Address] = []
         relayed: list[Address] = []
+        public: list[Address] = []  # where a TURN server can send to
         for candidate in sorted(peer_candidates, key=lambda c: -c.priority):
             (relayed if candidate.kind == "relay" else direct).append(candidate.address)
-        if seen is not None and seen not in direct:
-            direct.append(seen)
+            if candidate.kind not in ("host", "relay"):
+                public.append(candidate.address)
+        if seen is not None:
+            if seen not in direct:
+                direct.append(seen)
+            if seen not in public:
+                public.append(seen)
         for address in relayed:
             self._relay_candidates.add(address)
+        # A peer's host addresses are reachable from its own network only: a TURN
+        # server on the internet cannot relay to them (a private address may fail
+        # the server's send, which coturn answers by closing the whole allocation,
+        # or be a denied peer, which fails every permission asked with it). Its
+        # public addresses are its host ones when it has no NAT: then the
+        # coordinator saw it there.
+        self._hosts.update(address for address in direct if address not in public)
+        if len(self._hosts) > MAX_KNOWN_HOSTS:
+            self._hosts = {address for address in direct if address not in public}
         paths: list[Address] = []
         if not self.settings.relay_only:
             paths += (direct if direct_ok else []) + relayed
         turn = self.turn
         if turn is not None and turn.state is TurnState.ALLOCATED:
-            for address in direct + relayed:
+            for address in public + relayed:
                 if address[0] not in {a[0] for a in self.host_addresses}:
                     paths.append(turn_path(address))
         if relay is not None:
@@ -388,8 +405,8 @@ class NatAgent:
             for path in paths:
                 if is_turn_path(path):
                     turn.permit(turn_peer(path)[0], now)
-            for path in paths:  # what the peer's own TURN or host may send from
-                if not is_turn_path(path) and path != relay:
+            for path in paths:  # what the peer's own TURN or its NAT may send from
+                if not is_turn_path(path) and path != relay and path not in self._hosts:
                     turn.permit(path[0], now)
         self.counters.checks_started += 1
         return paths[0]
@@ -428,9 +445,10 @@ class NatAgent:
         turn = self.turn
         if turn is not None and turn.state is TurnState.ALLOCATED and not self.settings.relay_only:
             relayed += [turn_path(p) for p in paths if not is_turn_path(p)
-                        and p not in self._relay_candidates]
+                        and p not in self._relay_candidates and p not in self._hosts]
         elif turn is not None and turn.state is TurnState.ALLOCATED:
-            relayed += [turn_path(p) for p in paths if not is_turn_path(p)]
+            relayed += [turn_path(p) for p in paths if not is_turn_path(p)
+                        and p not in self._hosts]
         if self.settings.relay_only:
             direct = []
             relayed = [p for p in relayed if is_turn_path(p)]
