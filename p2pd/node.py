@@ -379,7 +379,10 @@ class Node:
                 out.append((encode_relay(address[1], data), mesh.coordinator_address))
         if nat is not None:
             for data, address, ttl in nat.take_datagrams():
-                if ttl is None:
+                if is_relay_address(address):  # a check joining on the coordinator's relay
+                    if mesh is not None:
+                        out.append((encode_relay(address[1], data), mesh.coordinator_address))
+                elif ttl is None:
                     out.append((data, address))
                 else:
                     self._low_ttl.append((data, address, ttl))

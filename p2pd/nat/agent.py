@@ -38,6 +38,7 @@ coordinator relay.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ class _CheckGroup:
     primary: Address
     paths: list[Address]  # in priority order
     relay: Address | None
+    request: bytes | None = None  # the latest handshake request sent on the paths
+    joined: int = 0  # 1: the TURN paths had it, 2: the coordinator's relay too
 
 
 @dataclass(slots=True)
@@ -281,6 +284,8 @@ class NatAgent:
             turn.handle_timer(now)
             if turn.relayed != was:
                 self._version += 1
+        for group in list(self._groups.values()):
+            self._join(group, now)
 
     def deadline(self) -> float | None:
         times = [self._tx.deadline()]
@@ -288,8 +293,35 @@ class NatAgent:
             times.append(self._next_refresh)
         if self.turn is not None:
             times.append(self.turn.deadline())
+        times += [self._next_join(group)[1] for group in self._groups.values()]
         present = [t for t in times if t is not None]
         return min(present) if present else None
+
+    def _next_join(self, group: _CheckGroup) -> tuple[int, float | None]:
+        """The next stage of ``group``'s checks (1: its TURN paths, 2: the relay) and
+        when it is due; (3, None) when nothing more joins."""
+        if group.request is None:
+            return 3, None
+        if group.joined < 1 and any(self.is_relayed(p) for p in group.paths):
+            return 1, group.started + self.settings.turn_delay
+        if group.joined < 2 and group.relay is not None and len(group.paths) > 1:
+            return 2, group.started + self.settings.relay_delay
+        return 3, None
+
+    def _join(self, group: _CheckGroup, now: float) -> None:
+        """Paths that join the checks get the handshake request in flight when they are
+        due, not at its next retransmission (a second or more later)."""
+        while True:
+            stage, due = self._next_join(group)
+            if due is None or now < due or group.request is None:
+                return
+            group.joined = stage
+            if stage == 1:
+                for path in group.paths:
+                    if self.is_relayed(path):
+                        self._outgoing += self._wrap(group.request, path, None, now)
+            elif group.relay is not None:
+                self._outgoing.append((group.request, group.relay, None))
 
     def take_datagrams(self) -> list[tuple[bytes, Address, int | None]]:
         """What the agent itself sends (STUN, TURN), and punches with their TTL."""
@@ -423,6 +455,10 @@ class NatAgent:
         paths = self._peer_paths.setdefault(peer, [])
         if address not in paths:
             paths.insert(0, address)
+        if group.request is not None and _is_ip(address[0]):
+            # the peer's NAT is open towards us there now: our request goes at once,
+            # not at the handshake's next retransmission (a quarter second or more on)
+            self._outgoing.append((group.request, address, None))
 
     def end_checks(self, peer: bytes) -> None:
         group = self._by_peer.pop(peer, None)
@@ -476,7 +512,12 @@ class NatAgent:
         if group is None or data[8:10] != _HANDSHAKE_REQUEST:
             return self._wrap(data, address, None, now)
         settings = self.settings
+        group.request = data
         age = now - group.started
+        if age >= settings.relay_delay:
+            group.joined = 2
+        elif age >= settings.turn_delay:
+            group.joined = max(group.joined, 1)
         out: list[tuple[bytes, Address, int | None]] = []
         for path in group.paths:
             if path == group.relay:
@@ -529,3 +570,13 @@ class NatAgent:
                 "checks_started": self.counters.checks_started,
             },
         }
+
+
+def _is_ip(host: str) -> bool:
+    """An IP literal (not a ``turn/`` path, not the coordinator relay's pseudo-host)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+

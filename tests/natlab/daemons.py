@@ -159,3 +159,13 @@ def peer_of(nat: dict[str, Any], key: str) -> dict[str, Any] | None:
             result: dict[str, Any] = peer
             return result
     return None
+
+
+def stop_all(daemons: list[DaemonProcess], timeout: float = 10.0) -> list[int]:
+    """SIGTERM every daemon at once, then wait for each (SIGKILL past ``timeout``):
+    a daemon stops in up to 2 s (its port mapping deleted), so not one after another.
+    Returns the exit codes."""
+    for daemon in daemons:
+        if daemon.process.poll() is None:
+            daemon.process.terminate()
+    return [daemon.stop(timeout) for daemon in daemons]

@@ -38,6 +38,7 @@ from tests.natlab.daemons import (
     peer_of,
     start_lab_coordinator,
     start_player,
+    stop_all,
     wait_until_gathered,
     wait_until_registered,
 )
@@ -207,11 +208,10 @@ async def run_matrix(lab: Lab, coordinator: LabCoordinator, workdir: Path, *,
     run = MatrixRun()
     with ExitStack() as stack:
         daemons: list[DaemonProcess] = []
+        stack.callback(stop_all, daemons)
         for index, side in enumerate(lab.sides):
-            daemon = start_player(lab, side, workdir / f"player-{side.name}", coordinator,
-                                  player_id=index + 1)
-            stack.callback(daemon.stop)
-            daemons.append(daemon)
+            daemons.append(start_player(lab, side, workdir / f"player-{side.name}",
+                                        coordinator, player_id=index + 1))
         for daemon in daemons:
             daemon.wait_ready()
         players: list[_Player] = []
