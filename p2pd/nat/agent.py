@@ -86,6 +86,7 @@ class NatSettings:
     turn_delay: float = 0.5  # TURN paths join the checks after this
     relay_delay: float = 1.5  # the coordinator's relay joins after this
     stun_refresh: float = 20.0  # Binding again (keeps the server's mapping open)
+    mapping_wait: float = 2.0  # discovery waits this long at most for a port mapping
     discovery: bool = True
     software: str = "p2pd"
 
@@ -124,6 +125,8 @@ class NatAgent:
         self.settings = settings
         self.host_addresses: list[Address] = []
         self.port_mapper: PortMapper | None = None  # filled by a port mapper (UPnP/PMP/PCP)
+        self._mapping_seen: Address | None = None  # its mapping when discovery last began
+        self._discover_by: float | None = None  # discovery waits for the mapping until then
         self.coordinator_seen: Address | None = None  # registration's "address as seen"
         self._tx: Transactions[tuple[str, Address]] = Transactions(
             RetransmitSettings(rto=0.25, rc=4, rm=4), random_bytes=random_bytes)
@@ -158,10 +161,25 @@ class NatAgent:
         self._refresh_stun(now)
         if self.settings.discovery and self.settings.stun_servers and \
                 not self.settings.relay_only:
-            self.discovery.start()
-            self._run_discovery(now)
+            self._discover_by = now + self.settings.mapping_wait
+            self._discover(now)
         if self.turn is not None:
             self.turn.start(now)
+
+    def _discover(self, now: float) -> None:
+        """Start behaviour discovery, unless the router's port mapping is still being
+        asked for (``mapping_wait`` at most): a mapped port takes packets from anyone,
+        and a test answer that reaches the router before the mapping leaves a conntrack
+        entry that keeps the later ones from the daemon."""
+        mapper = self.port_mapper
+        if mapper is not None and mapper.status().get("state") == "requesting" and \
+                self._discover_by is not None and now < self._discover_by:
+            return
+        self._discover_by = None
+        self._mapping_seen = mapper.mapped_address() if mapper is not None else None
+        self._tx.cancel_where(lambda tag: tag[0] == "refresh")  # an earlier run's tests go
+        self.discovery.start()
+        self._run_discovery(now)
 
     def close(self, now: float) -> None:
         if self.turn is not None:
@@ -286,6 +304,8 @@ class NatAgent:
                 self._version += 1
         for group in list(self._groups.values()):
             self._join(group, now)
+        if self._discover_by is not None and now >= self._discover_by:
+            self._discover(now)
 
     def deadline(self) -> float | None:
         times = [self._tx.deadline()]
@@ -294,6 +314,7 @@ class NatAgent:
         if self.turn is not None:
             times.append(self.turn.deadline())
         times += [self._next_join(group)[1] for group in self._groups.values()]
+        times.append(self._discover_by)
         present = [t for t in times if t is not None]
         return min(present) if present else None
 
@@ -334,6 +355,23 @@ class NatAgent:
             if self.turn.relayed != was:
                 self._version += 1
         return out
+
+    def notice_port_mapping(self, now: float) -> None:
+        """Run behaviour discovery again when the router's port mapping came, changed
+        or went: a mapped port takes packets from anyone (its filtering is then
+        endpoint-independent), and discovery that ran before the mapping, or while
+        it arrived, would tell ``p2pctl nat`` what no longer holds."""
+        if self._discover_by is not None:  # discovery waits for the mapping
+            self._discover(now)
+            return
+        mapper = self.port_mapper
+        mapped = mapper.mapped_address() if mapper is not None else None
+        settings = self.settings
+        if mapped == self._mapping_seen or not (
+                self.started and settings.discovery and settings.stun_servers) or \
+                settings.relay_only:
+            return
+        self._discover(now)
 
     # -- candidates ------------------------------------------------------------
 

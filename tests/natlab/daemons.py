@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
@@ -137,15 +139,17 @@ async def wait_until_registered(client: DaemonClient, timeout: float = 20.0) -> 
             await trio.sleep(0.05)
 
 
-async def wait_until_gathered(client: DaemonClient, timeout: float = 10.0) -> dict[str, Any]:
-    """The ``nat`` picture once behaviour discovery is done and the TURN allocation
-    (if any) has settled."""
+async def wait_until_gathered(client: DaemonClient, timeout: float = 15.0, *,
+                              discovery: bool = True) -> dict[str, Any]:
+    """The ``nat`` picture once the TURN allocation (if any) has settled and, with
+    ``discovery``, NAT behaviour discovery is done (about 6 s behind a NAT that
+    filters: two CHANGE-REQUESTs go unanswered)."""
     with trio.fail_after(timeout):
         while True:
             nat = await client.request("nat")
             turn = nat.get("turn")
             behaviour = nat.get("behaviour") or {}
-            if behaviour.get("state") in ("done", None) and (
+            if (not discovery or behaviour.get("state") in ("done", None)) and (
                     turn is None or turn["state"] in ("allocated", "failed")):
                 return nat
             await trio.sleep(0.05)
@@ -169,3 +173,82 @@ def stop_all(daemons: list[DaemonProcess], timeout: float = 10.0) -> list[int]:
         if daemon.process.poll() is None:
             daemon.process.terminate()
     return [daemon.stop(timeout) for daemon in daemons]
+
+
+@dataclass
+class Player:
+    """A player's daemon in the lab and an IPC client of it."""
+
+    side: Side
+    daemon: DaemonProcess
+    client: DaemonClient
+
+    @property
+    def key(self) -> str:
+        return self.daemon.public_key
+
+    async def nat(self) -> dict[str, Any]:
+        return await self.client.request("nat")
+
+    async def link_to(self, other: Player) -> dict[str, Any] | None:
+        """This side's established link with ``other`` (``nat`` peers[]), or None."""
+        return peer_of(await self.nat(), other.key)
+
+
+@asynccontextmanager
+async def lab_players(lab: Lab, workdir: Path, coordinator: LabCoordinator,
+                      sides: list[Side], **options: Any) -> AsyncIterator[list[Player]]:
+    """``start_player`` on each of ``sides`` (``options`` for all), ready, registered and
+    connected to over IPC; every daemon stopped at the end, also on failure."""
+    daemons: list[DaemonProcess] = []
+    players: list[Player] = []
+    try:
+        for index, side in enumerate(sides):
+            daemons.append(start_player(lab, side, workdir / f"player-{side.name}",
+                                        coordinator, player_id=index + 1, **options))
+        for daemon in daemons:
+            daemon.wait_ready()
+        for side, daemon in zip(sides, daemons, strict=True):
+            players.append(Player(side, daemon, await open_player(daemon)))
+        for player in players:
+            await wait_until_registered(player.client)
+        yield players
+    finally:
+        for player in players:
+            await player.client.aclose()
+        stop_all(daemons)
+
+
+async def meet(x: Player, y: Player, map_name: str = "prontera",
+               timeout: float = 15.0) -> float:
+    """Place both players next to each other on ``map_name`` and wait until both have
+    the link up (``peer_joined``); the seconds that took."""
+    for player in (x, y):
+        await player.client.request("subscribe", events=["peer_joined", "peer_left", "chat"])
+    started = time.monotonic()
+    await x.client.request("position", map=map_name, x=100, y=100, dir=0, tick=1)
+    await y.client.request("position", map=map_name, x=103, y=100, dir=0, tick=1)
+    with trio.fail_after(timeout):
+        for player, other in ((x, y), (y, x)):
+            while True:
+                event = await player.client.next_event()
+                if event["event"] == "peer_joined" and event["peer"] == other.key:
+                    break
+    return time.monotonic() - started
+
+
+async def chat_both_ways(x: Player, y: Player, text: str, timeout: float = 5.0) -> list[str]:
+    """A chat line from each to the other; the events seen on the way that were not
+    chat (a ``peer_left`` would show here). Fails if a line does not arrive."""
+    others: list[str] = []
+    await x.client.request("chat", text=f"{text} from {x.side.name}")
+    await y.client.request("chat", text=f"{text} from {y.side.name}")
+    with trio.fail_after(timeout):
+        for player, other in ((y, x), (x, y)):
+            while True:
+                event = await player.client.next_event()
+                if event["event"] == "chat":
+                    assert event["text"] == f"{text} from {other.side.name}", event
+                    break
+                others.append(str(event["event"]))
+    return others
