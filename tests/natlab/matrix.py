@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,18 +31,14 @@ from typing import Any
 import trio
 
 from p2pd.client import DaemonClient
-from p2pd.localrun import DaemonProcess
 from tests.natlab.daemons import (
     LabCoordinator,
-    open_player,
-    peer_of,
+    Player,
+    lab_players,
     start_lab_coordinator,
-    start_player,
-    stop_all,
     wait_until_gathered,
-    wait_until_registered,
 )
-from tests.natlab.lab import Lab, NatKind, Side, open_lab
+from tests.natlab.lab import Lab, NatKind, open_lab
 
 M, H, F, S, U = (NatKind.MASQUERADE, NatKind.HOME, NatKind.FULL_CONE, NatKind.SYMMETRIC,
                  NatKind.UPNP)
@@ -122,13 +118,6 @@ class MatrixRun:
     seconds: float = 0.0
 
 
-@dataclass
-class _Player:
-    side: Side
-    daemon: DaemonProcess
-    client: DaemonClient
-
-
 async def _next_joined(client: DaemonClient, key: str) -> None:
     while True:
         event = await client.next_event()
@@ -136,12 +125,11 @@ async def _next_joined(client: DaemonClient, key: str) -> None:
             return
 
 
-async def _paths(x: _Player, y: _Player) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    return (peer_of(await x.client.request("nat"), y.daemon.public_key),
-            peer_of(await y.client.request("nat"), x.daemon.public_key))
+async def _links(x: Player, y: Player) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    return await x.link_to(y), await y.link_to(x)
 
 
-async def _run_pair(result: PairResult, x: _Player, y: _Player, map_name: str,
+async def _run_pair(result: PairResult, x: Player, y: Player, map_name: str,
                     connect_timeout: float, settle_timeout: float) -> None:
     for player in (x, y):
         await player.client.request("subscribe", events=["peer_joined", "chat"])
@@ -150,19 +138,19 @@ async def _run_pair(result: PairResult, x: _Player, y: _Player, map_name: str,
     await y.client.request("position", map=map_name, x=103, y=100, dir=0, tick=1)
     with trio.move_on_after(connect_timeout):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_next_joined, x.client, y.daemon.public_key)
-            nursery.start_soon(_next_joined, y.client, x.daemon.public_key)
+            nursery.start_soon(_next_joined, x.client, y.key)
+            nursery.start_soon(_next_joined, y.client, x.key)
         result.connect_s = time.monotonic() - started
         result.connected = True
     if not result.connected:
         result.error = f"no link within {connect_timeout} s"
         return
-    seen_x, seen_y = await _paths(x, y)
+    seen_x, seen_y = await _links(x, y)
     if seen_x is not None and seen_y is not None:
         result.first_paths = (seen_x["path"], seen_y["path"])
     with trio.move_on_after(settle_timeout):
         while True:
-            seen_x, seen_y = await _paths(x, y)
+            seen_x, seen_y = await _links(x, y)
             if seen_x is not None and seen_y is not None:
                 result.paths = (seen_x["path"], seen_y["path"])
                 result.addresses = (seen_x["address"], seen_y["address"])
@@ -206,53 +194,35 @@ async def run_matrix(lab: Lab, coordinator: LabCoordinator, workdir: Path, *,
     """Start a daemon per side, run the rounds, return what each pair did."""
     began = time.monotonic()
     run = MatrixRun()
-    with ExitStack() as stack:
-        daemons: list[DaemonProcess] = []
-        stack.callback(stop_all, daemons)
-        for index, side in enumerate(lab.sides):
-            daemons.append(start_player(lab, side, workdir / f"player-{side.name}",
-                                        coordinator, player_id=index + 1))
-        for daemon in daemons:
-            daemon.wait_ready()
-        players: list[_Player] = []
-        try:
-            for side, daemon in zip(lab.sides, daemons, strict=True):
-                players.append(_Player(side, daemon, await open_player(daemon)))
-            for player in players:
-                await wait_until_registered(player.client)
-            for player in players:
-                await wait_until_gathered(player.client)
-            run.start_s = time.monotonic() - began
-            for number, pairs in enumerate(rounds):
-                async with trio.open_nursery() as nursery:
-                    used: set[int] = set()
-                    for index, (kind_x, kind_y) in enumerate(pairs):
-                        x = _pick(players, kind_x, used)
-                        y = _pick(players, kind_y, used)
-                        key = pair_key(kind_x, kind_y)
-                        if key != (kind_x, kind_y):
-                            x, y = y, x
-                        result = PairResult(key, EXPECTED[key][0],
-                                            wan=(x.side.wan_ip, y.side.wan_ip))
-                        run.results[key] = result
-                        nursery.start_soon(_run_pair, result, x, y, f"natlab{number}p{index}",
-                                           connect_timeout, settle_timeout)
-            for player in players:
-                nat = await player.client.request("nat")
-                run.nat[player.side.name] = nat
-                run.kinds[player.side.name] = player.side.kind
-            for result in run.results.values():
-                sides = [p for p in players if p.side.wan_ip in result.wan]
-                by_wan = {p.side.wan_ip: _mapped(run.nat[p.side.name]) for p in sides}
-                result.mapped = (by_wan.get(result.wan[0]), by_wan.get(result.wan[1]))
-        finally:
-            for player in players:
-                await player.client.aclose()
+    async with lab_players(lab, workdir, coordinator, lab.sides) as players:
+        for player in players:
+            await wait_until_gathered(player.client)
+        run.start_s = time.monotonic() - began
+        for number, pairs in enumerate(rounds):
+            async with trio.open_nursery() as nursery:
+                used: set[int] = set()
+                for index, (kind_x, kind_y) in enumerate(pairs):
+                    x = _pick(players, kind_x, used)
+                    y = _pick(players, kind_y, used)
+                    key = pair_key(kind_x, kind_y)
+                    if key != (kind_x, kind_y):
+                        x, y = y, x
+                    result = PairResult(key, EXPECTED[key][0],
+                                        wan=(x.side.wan_ip, y.side.wan_ip))
+                    run.results[key] = result
+                    nursery.start_soon(_run_pair, result, x, y, f"natlab{number}p{index}",
+                                       connect_timeout, settle_timeout)
+        for player in players:
+            run.nat[player.side.name] = await player.nat()
+            run.kinds[player.side.name] = player.side.kind
+        for result in run.results.values():
+            mapped = {p.side.wan_ip: _mapped(run.nat[p.side.name]) for p in players}
+            result.mapped = (mapped[result.wan[0]], mapped[result.wan[1]])
     run.seconds = time.monotonic() - began
     return run
 
 
-def _pick(players: list[_Player], kind: NatKind, used: set[int]) -> _Player:
+def _pick(players: list[Player], kind: NatKind, used: set[int]) -> Player:
     for index, player in enumerate(players):
         if player.side.kind is kind and index not in used:
             used.add(index)
