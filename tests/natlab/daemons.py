@@ -197,15 +197,18 @@ class Player:
 
 @asynccontextmanager
 async def lab_players(lab: Lab, workdir: Path, coordinator: LabCoordinator,
-                      sides: list[Side], **options: Any) -> AsyncIterator[list[Player]]:
-    """``start_player`` on each of ``sides`` (``options`` for all), ready, registered and
-    connected to over IPC; every daemon stopped at the end, also on failure."""
+                      sides: list[Side], *, each: list[dict[str, Any]] | None = None,
+                      **options: Any) -> AsyncIterator[list[Player]]:
+    """``start_player`` on each of ``sides`` (``options`` for all, ``each[i]`` for the
+    i-th), ready, registered and connected to over IPC; every daemon stopped at the
+    end, also on failure."""
     daemons: list[DaemonProcess] = []
     players: list[Player] = []
     try:
         for index, side in enumerate(sides):
+            own = {**options, **(each[index] if each else {})}
             daemons.append(start_player(lab, side, workdir / f"player-{side.name}",
-                                        coordinator, player_id=index + 1, **options))
+                                        coordinator, player_id=index + 1, **own))
         for daemon in daemons:
             daemon.wait_ready()
         for side, daemon in zip(sides, daemons, strict=True):

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from p2pd.io.portmap import UpnpClient
@@ -87,16 +88,21 @@ def endpoints(lines: list[str]) -> set[str]:
     return found
 
 
+@pytest.mark.parametrize("b_relay_only", [True, False], ids=["both", "a_only"])
 async def test_relay_only_players_never_exchange_a_packet_with_each_other(
-        nat_lab: MakeLab, tmp_path: Path) -> None:
+        nat_lab: MakeLab, tmp_path: Path, b_relay_only: bool) -> None:
+    """a is relay-only; b too, or not (then b must still never learn a's address,
+    and a sends nothing to b's: that would tell b where a is)."""
     # full cone on both sides: were an address to leak, a direct path would work
     lab: Lab = nat_lab(F, F)
     coordinator = start_lab_coordinator(lab, tmp_path / "coordinator")
-    async with lab_players(lab, tmp_path, coordinator, lab.sides, relay_only=True) as (a, b):
-        for player in (a, b):
+    async with lab_players(lab, tmp_path, coordinator, lab.sides,
+                           each=[{"relay_only": True}, {"relay_only": b_relay_only}]) as (a, b):
+        for player, relay_only in ((a, True), (b, b_relay_only)):
             nat = await wait_until_gathered(player.client, discovery=False)
-            assert nat["relay_only"] is True
-            assert [c.split()[0] for c in nat["candidates"]] == ["relay"]
+            assert nat["relay_only"] is relay_only
+            kinds = [c.split()[0] for c in nat["candidates"]]
+            assert (kinds == ["relay"]) if relay_only else ("srflx" in kinds), kinds
         with lab.capture(lab.a.host, "a", expression="ip") as pcap_a, \
                 lab.capture(lab.b.host, "b", expression="ip") as pcap_b:
             await meet(a, b)
