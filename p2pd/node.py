@@ -55,7 +55,7 @@ from p2pd.mesh.manager import PREDICT_FOR, ManagerSettings, P2PManager
 from p2pd.mesh.policy import VIEW_RANGE, MeshSettings, chebyshev
 from p2pd.meters import RateMeter, TokenBucket
 from p2pd.nat.agent import NatAgent, NatSettings
-from p2pd.nat.candidates import is_turn_path
+from p2pd.nat.candidates import PortMapper, is_turn_path
 from p2pd.nat.demux import Kind, classify
 from p2pd.nat.turn import TurnCredentials
 from p2pd.session.endpoint import Endpoint, SendQueueFull, SessionError
@@ -198,9 +198,11 @@ class Node:
 
     def start_nat(self, stun_servers: list[Address], turn_server: Address | None,
                   host_addresses: list[Address], now: float,
-                  random_bytes: Callable[[int], bytes] = os.urandom) -> NatAgent | None:
+                  random_bytes: Callable[[int], bytes] = os.urandom, *,
+                  port_mapper: PortMapper | None = None) -> NatAgent | None:
         """Start NAT traversal ([nat], with the server names resolved by the
-        driver, and the host's own addresses); None when ``nat_traversal`` is off."""
+        driver, and the host's own addresses; ``port_mapper``: the router's port
+        mapping, when one is asked for); None when ``nat_traversal`` is off."""
         if not self.p2p.nat_traversal or not self.enabled:
             return None
         nat = self.config.nat
@@ -217,6 +219,7 @@ class Node:
         self.nat = NatAgent(settings, clock=self._wall_clock, random_bytes=random_bytes)
         self.endpoint.on_collision = self.nat.learned_path
         self.nat.set_host_addresses([] if settings.relay_only else host_addresses)
+        self.nat.port_mapper = port_mapper
         self.nat.start(now)
         if self.mesh is not None:
             self.mesh.nat = self.nat
@@ -390,8 +393,12 @@ class Node:
             elif mesh is not None:  # wrapped for the coordinator to pass on (none: dropped)
                 out.append((encode_relay(address[1], data), mesh.coordinator_address))
         if nat is not None:
+            nat.notice_port_mapping(now)  # discovery again when the port mapping changed
             for data, address, ttl in nat.take_datagrams():
-                if ttl is None:
+                if is_relay_address(address):  # a check joining on the coordinator's relay
+                    if mesh is not None:
+                        out.append((encode_relay(address[1], data), mesh.coordinator_address))
+                elif ttl is None:
                     out.append((data, address))
                 else:
                     self._low_ttl.append((data, address, ttl))

@@ -135,6 +135,10 @@ def test_where_no_direct_path_exists_the_turn_server_relays(kind_a: str, kind_b:
     status = a.core.nat_status(lab.w.sim.now)
     assert any(c.startswith("relay 192.0.2.30:") for c in status["candidates"])
     assert status["turn"]["state"] == "allocated"
+    # a peer's host address is reachable from its own network only: the TURN server
+    # is never asked to permit, bind or relay to one (coturn in the NAT lab closed the
+    # whole allocation when such a send failed)
+    assert lab.turn.peer_ips and not any(ip.startswith("10.") for ip in lab.turn.peer_ips)
 
 
 def test_with_the_turn_server_down_symmetric_pairs_still_connect_through_the_coordinator() -> None:

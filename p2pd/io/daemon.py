@@ -247,13 +247,11 @@ async def _run(config: DaemonConfig, signals: AsyncIterator[int]) -> int:
             if p2p.enabled and p2p.nat_traversal and config.port_mapping.enabled:
                 daemon.port_mapper, gateway, gateway_socket = open_port_mapper(
                     config.port_mapping, udp.address[1], trio.current_time())
-                # cancelled with the nursery, it deletes the mapping (2 s at most)
-                nursery.start_soon(run_port_mapper, daemon.port_mapper, gateway, gateway_socket)
+                # cancelled with the nursery, it deletes the mapping (2 s at most); a
+                # change pumps the node: a new 'mapped' candidate, discovery run again
+                nursery.start_soon(run_port_mapper, daemon.port_mapper, gateway, gateway_socket,
+                                   lambda _change: daemon.pump())
             await _start_nat(daemon)
-            if daemon.port_mapper is not None and daemon.node.nat is not None:
-                # the mapping in force is the NAT agent's 'mapped' candidate
-                daemon.node.nat.port_mapper = PortMapperHook(daemon.port_mapper,
-                                                             trio.current_time)
             nursery.start_soon(daemon.stats_loop)
             if embedded is not None:
                 nursery.start_soon(embedded.server.udp_loop)
@@ -322,7 +320,10 @@ async def _start_nat(daemon: Daemon) -> None:
         if local is not None and local != "0.0.0.0" and (local, port) not in hosts:
             hosts.append((local, port))
             break
-    node.start_nat(stun, turn, hosts, trio.current_time())
+    # the mapping in force is the NAT agent's 'mapped' candidate
+    hook = (PortMapperHook(daemon.port_mapper, trio.current_time)
+            if daemon.port_mapper is not None else None)
+    node.start_nat(stun, turn, hosts, trio.current_time(), port_mapper=hook)
     log.info("nat_started", stun=[format_address(a) for a in stun],
              turn=format_address(turn) if turn else None,
              host=[format_address(a) for a in hosts])

@@ -38,6 +38,7 @@ coordinator relay.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ from p2pd.nat.turn import TurnClient, TurnCredentials, TurnSettings, TurnState
 _HANDSHAKE_REQUEST = b"\x00\x01"  # packet type at offset 8 of a p2pd header
 MAX_CHECK_GROUPS = 64
 MAX_PATHS = 12  # paths checked per peer
+MAX_KNOWN_HOSTS = 1024  # peers' host candidates remembered (not relayed to by TURN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class NatSettings:
     turn_delay: float = 0.5  # TURN paths join the checks after this
     relay_delay: float = 1.5  # the coordinator's relay joins after this
     stun_refresh: float = 20.0  # Binding again (keeps the server's mapping open)
+    mapping_wait: float = 2.0  # discovery waits this long at most for a port mapping
     discovery: bool = True
     software: str = "p2pd"
 
@@ -101,6 +104,8 @@ class _CheckGroup:
     primary: Address
     paths: list[Address]  # in priority order
     relay: Address | None
+    request: bytes | None = None  # the latest handshake request sent on the paths
+    joined: int = 0  # 1: the TURN paths had it, 2: the coordinator's relay too
 
 
 @dataclass(slots=True)
@@ -120,6 +125,8 @@ class NatAgent:
         self.settings = settings
         self.host_addresses: list[Address] = []
         self.port_mapper: PortMapper | None = None  # filled by a port mapper (UPnP/PMP/PCP)
+        self._mapping_seen: Address | None = None  # its mapping when discovery last began
+        self._discover_by: float | None = None  # discovery waits for the mapping until then
         self.coordinator_seen: Address | None = None  # registration's "address as seen"
         self._tx: Transactions[tuple[str, Address]] = Transactions(
             RetransmitSettings(rto=0.25, rc=4, rm=4), random_bytes=random_bytes)
@@ -137,6 +144,7 @@ class NatAgent:
         self._by_peer: dict[bytes, _CheckGroup] = {}
         self._peer_paths: dict[bytes, list[Address]] = {}  # direct paths, for upgrades
         self._relay_candidates: set[Address] = set()  # peers' TURN addresses seen
+        self._hosts: set[Address] = set()  # peers' host candidates (not for TURN)
         self._outgoing: list[tuple[bytes, Address, int | None]] = []
         self.counters = _Counters()
         self._version = 0  # bumps when the candidates change
@@ -153,10 +161,25 @@ class NatAgent:
         self._refresh_stun(now)
         if self.settings.discovery and self.settings.stun_servers and \
                 not self.settings.relay_only:
-            self.discovery.start()
-            self._run_discovery(now)
+            self._discover_by = now + self.settings.mapping_wait
+            self._discover(now)
         if self.turn is not None:
             self.turn.start(now)
+
+    def _discover(self, now: float) -> None:
+        """Start behaviour discovery, unless the router's port mapping is still being
+        asked for (``mapping_wait`` at most): a mapped port takes packets from anyone,
+        and a test answer that reaches the router before the mapping leaves a conntrack
+        entry that keeps the later ones from the daemon."""
+        mapper = self.port_mapper
+        if mapper is not None and mapper.status().get("state") == "requesting" and \
+                self._discover_by is not None and now < self._discover_by:
+            return
+        self._discover_by = None
+        self._mapping_seen = mapper.mapped_address() if mapper is not None else None
+        self._tx.cancel_where(lambda tag: tag[0] == "refresh")  # an earlier run's tests go
+        self.discovery.start()
+        self._run_discovery(now)
 
     def close(self, now: float) -> None:
         if self.turn is not None:
@@ -277,6 +300,10 @@ class NatAgent:
             turn.handle_timer(now)
             if turn.relayed != was:
                 self._version += 1
+        for group in list(self._groups.values()):
+            self._join(group, now)
+        if self._discover_by is not None and now >= self._discover_by:
+            self._discover(now)
 
     def deadline(self) -> float | None:
         times = [self._tx.deadline()]
@@ -284,8 +311,36 @@ class NatAgent:
             times.append(self._next_refresh)
         if self.turn is not None:
             times.append(self.turn.deadline())
+        times += [self._next_join(group)[1] for group in self._groups.values()]
+        times.append(self._discover_by)
         present = [t for t in times if t is not None]
         return min(present) if present else None
+
+    def _next_join(self, group: _CheckGroup) -> tuple[int, float | None]:
+        """The next stage of ``group``'s checks (1: its TURN paths, 2: the relay) and
+        when it is due; (3, None) when nothing more joins."""
+        if group.request is None:
+            return 3, None
+        if group.joined < 1 and any(self.is_relayed(p) for p in group.paths):
+            return 1, group.started + self.settings.turn_delay
+        if group.joined < 2 and group.relay is not None and len(group.paths) > 1:
+            return 2, group.started + self.settings.relay_delay
+        return 3, None
+
+    def _join(self, group: _CheckGroup, now: float) -> None:
+        """Paths that join the checks get the handshake request in flight when they are
+        due, not at its next retransmission (a second or more later)."""
+        while True:
+            stage, due = self._next_join(group)
+            if due is None or now < due or group.request is None:
+                return
+            group.joined = stage
+            if stage == 1:
+                for path in group.paths:
+                    if self.is_relayed(path):
+                        self._outgoing += self._wrap(group.request, path, None, now)
+            elif group.relay is not None:
+                self._outgoing.append((group.request, group.relay, None))
 
     def take_datagrams(self) -> list[tuple[bytes, Address, int | None]]:
         """What the agent itself sends (STUN, TURN), and punches with their TTL."""
@@ -298,6 +353,23 @@ class NatAgent:
             if self.turn.relayed != was:
                 self._version += 1
         return out
+
+    def notice_port_mapping(self, now: float) -> None:
+        """Run behaviour discovery again when the router's port mapping came, changed
+        or went: a mapped port takes packets from anyone (its filtering is then
+        endpoint-independent), and discovery that ran before the mapping, or while
+        it arrived, would tell ``p2pctl nat`` what no longer holds."""
+        if self._discover_by is not None:  # discovery waits for the mapping
+            self._discover(now)
+            return
+        mapper = self.port_mapper
+        mapped = mapper.mapped_address() if mapper is not None else None
+        settings = self.settings
+        if mapped == self._mapping_seen or not (
+                self.started and settings.discovery and settings.stun_servers) or \
+                settings.relay_only:
+            return
+        self._discover(now)
 
     # -- candidates ------------------------------------------------------------
 
@@ -342,18 +414,33 @@ class NatAgent:
         through this daemon's TURN allocation, and the coordinator's relay."""
         direct: list[Address] = []
         relayed: list[Address] = []
+        public: list[Address] = []  # where a TURN server can send to
         for candidate in sorted(peer_candidates, key=lambda c: -c.priority):
             (relayed if candidate.kind == "relay" else direct).append(candidate.address)
-        if seen is not None and seen not in direct:
-            direct.append(seen)
+            if candidate.kind not in ("host", "relay"):
+                public.append(candidate.address)
+        if seen is not None:
+            if seen not in direct:
+                direct.append(seen)
+            if seen not in public:
+                public.append(seen)
         for address in relayed:
             self._relay_candidates.add(address)
+        # A peer's host addresses are reachable from its own network only: a TURN
+        # server on the internet cannot relay to them (a private address may fail
+        # the server's send, which coturn answers by closing the whole allocation,
+        # or be a denied peer, which fails every permission asked with it). Its
+        # public addresses are its host ones when it has no NAT: then the
+        # coordinator saw it there.
+        self._hosts.update(address for address in direct if address not in public)
+        if len(self._hosts) > MAX_KNOWN_HOSTS:
+            self._hosts = {address for address in direct if address not in public}
         paths: list[Address] = []
         if not self.settings.relay_only:
             paths += (direct if direct_ok else []) + relayed
         turn = self.turn
         if turn is not None and turn.state is TurnState.ALLOCATED:
-            for address in direct + relayed:
+            for address in public + relayed:
                 if address[0] not in {a[0] for a in self.host_addresses}:
                     paths.append(turn_path(address))
         if relay is not None:
@@ -386,8 +473,8 @@ class NatAgent:
             for path in paths:
                 if is_turn_path(path):
                     turn.permit(turn_peer(path)[0], now)
-            for path in paths:  # what the peer's own TURN or host may send from
-                if not is_turn_path(path) and path != relay:
+            for path in paths:  # what the peer's own TURN or its NAT may send from
+                if not is_turn_path(path) and path != relay and path not in self._hosts:
                     turn.permit(path[0], now)
         self.counters.checks_started += 1
         return paths[0]
@@ -404,6 +491,10 @@ class NatAgent:
         paths = self._peer_paths.setdefault(peer, [])
         if address not in paths:
             paths.insert(0, address)
+        if group.request is not None and _is_ip(address[0]):
+            # the peer's NAT is open towards us there now: our request goes at once,
+            # not at the handshake's next retransmission (a quarter second or more on)
+            self._outgoing.append((group.request, address, None))
 
     def end_checks(self, peer: bytes) -> None:
         group = self._by_peer.pop(peer, None)
@@ -426,9 +517,10 @@ class NatAgent:
         turn = self.turn
         if turn is not None and turn.state is TurnState.ALLOCATED and not self.settings.relay_only:
             relayed += [turn_path(p) for p in paths if not is_turn_path(p)
-                        and p not in self._relay_candidates]
+                        and p not in self._relay_candidates and p not in self._hosts]
         elif turn is not None and turn.state is TurnState.ALLOCATED:
-            relayed += [turn_path(p) for p in paths if not is_turn_path(p)]
+            relayed += [turn_path(p) for p in paths if not is_turn_path(p)
+                        and p not in self._hosts]
         if self.settings.relay_only:
             direct = []
             relayed = [p for p in relayed if is_turn_path(p)]
@@ -456,7 +548,12 @@ class NatAgent:
         if group is None or data[8:10] != _HANDSHAKE_REQUEST:
             return self._wrap(data, address, None, now)
         settings = self.settings
+        group.request = data
         age = now - group.started
+        if age >= settings.relay_delay:
+            group.joined = 2
+        elif age >= settings.turn_delay:
+            group.joined = max(group.joined, 1)
         out: list[tuple[bytes, Address, int | None]] = []
         for path in group.paths:
             if path == group.relay:
@@ -509,3 +606,13 @@ class NatAgent:
                 "checks_started": self.counters.checks_started,
             },
         }
+
+
+def _is_ip(host: str) -> bool:
+    """An IP literal (not a ``turn/`` path, not the coordinator relay's pseudo-host)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+

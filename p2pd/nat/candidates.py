@@ -91,5 +91,6 @@ class PortMapper(Protocol):
         ...
 
     def status(self) -> dict[str, object]:
-        """For ``p2pctl nat``: protocol, state, lease, errors."""
+        """For ``p2pctl nat``: protocol, state (``requesting`` while a mapping is
+        being asked for), lease, errors."""
         ...

@@ -145,6 +145,7 @@ class SimTurnServer:
         self._next_port = 50000
         self.relayed_packets = 0
         self.down = False  # a down server answers nothing
+        self.peer_ips: set[str] = set()  # every peer IP a client permitted, bound or sent to
 
     def nodes(self) -> list[_Facade]:
         return [self.facade]
@@ -234,6 +235,7 @@ class SimTurnServer:
                 if kind == Attr.XOR_PEER_ADDRESS:
                     peer = decode_xor_address_untrusted(value, tid)
                     allocation.permissions[peer[0]] = now + 300
+                    self.peer_ips.add(peer[0])
             self._ok(message, key, source, ())
         elif message.method == Method.CHANNEL_BIND:
             number_value = message.get(Attr.CHANNEL_NUMBER)
@@ -245,6 +247,7 @@ class SimTurnServer:
             peer = decode_xor_address_untrusted(peer_value, tid)
             allocation.channels[number] = peer
             allocation.permissions[peer[0]] = now + 300
+            self.peer_ips.add(peer[0])
             self._ok(message, key, source, ())
 
     def _from_peer(self, local: Address, data: bytes, source: Address, now: float) -> None:
@@ -269,6 +272,7 @@ class SimTurnServer:
 
     def _relay_out(self, allocation: _Allocation, peer: Address, data: bytes,
                    now: float) -> None:
+        self.peer_ips.add(peer[0])
         if allocation.permissions.get(peer[0], -1.0) < now:
             return
         self.relayed_packets += 1

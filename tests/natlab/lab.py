@@ -52,7 +52,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -68,6 +68,7 @@ TURN_ALTERNATE_PORT = 3479
 COORDINATOR_ADDRESS = "192.0.2.10"
 INTERNET_HOSTS = ("198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4")
 PCP_PORT = 5351
+MAX_SIDES = 60  # 203.0.113.0/24 in /30 WAN links, one per router
 
 # program -> the Debian package that has it (scripts/test installs them as root)
 PROGRAMS = {"ip": "iproute2", "nft": "nftables", "turnserver": "coturn",
@@ -257,11 +258,14 @@ def remove_stale_labs() -> None:
 
 @contextlib.contextmanager
 def open_lab(kind_a: NatKind, kind_b: NatKind | None = None, *, workdir: Path,
-             turn: bool = True, turn_settings: TurnSettings | None = None) -> Iterator[Lab]:
+             turn: bool = True, turn_settings: TurnSettings | None = None,
+             more: Sequence[NatKind] = ()) -> Iterator[Lab]:
     """Build a lab, yield it, remove it (also when the block fails).
 
     ``kind_a`` and ``kind_b``: the NAT of player a and player b (``kind_b=None``:
-    one player only). ``turn``: start coturn (an ``upnp`` router needs it).
+    one player only); ``more``: further players, each behind a router of its
+    own (sides ``p2``, ``p3``...: ``lab.sides``), so that several pairs can run at
+    once in one lab. ``turn``: start coturn (an ``upnp`` router needs it).
     ``workdir``: where configurations, logs and captures go (a test's tmp_path).
 
     The :class:`Lab` gives the namespaces (``lab.a.host``, ``lab.a.router``,
@@ -280,7 +284,11 @@ def open_lab(kind_a: NatKind, kind_b: NatKind | None = None, *, workdir: Path,
     started = time.monotonic()
     prefix = f"{PREFIX}{os.getpid()}x{next(_labs)}"
     workdir.mkdir(parents=True, exist_ok=True)
-    kinds = [kind_a] if kind_b is None else [kind_a, kind_b]
+    kinds = [kind_a] if kind_b is None else [kind_a, kind_b, *more]
+    if more and kind_b is None:
+        raise LabError("open_lab(kind_a, more=...): name kind_b as well")
+    if len(kinds) > MAX_SIDES:
+        raise LabError(f"{len(kinds)} players: the lab's address plan holds {MAX_SIDES}")
     if NatKind.UPNP in kinds and not turn:
         raise LabError("an upnp router needs coturn: miniupnpd learns by STUN that its "
                        "reserved WAN address is not behind another NAT")
@@ -421,7 +429,7 @@ def _start_coturn(lab: Lab, settings: TurnSettings) -> tuple[TurnServer, subproc
         f"relay-ip={TURN_ADDRESS}", "min-port=49152", "max-port=49999",
         f"realm={settings.realm}", f"userdb={directory / 'turndb'}",
         f"pidfile={directory / 'turnserver.pid'}", "log-file=stdout", "simple-log",
-        "no-cli", "no-tls", "no-dtls", "no-software-attribute", "fingerprint",
+        "no-cli", "no-tls", "no-dtls", "no-software-attribute", "fingerprint", "verbose",
     ]
     if settings.mode == "long-term":
         lines.append("lt-cred-mech")

@@ -1,0 +1,289 @@
+"""The connectivity matrix: every pair of the lab's NAT kinds, real daemons, a real
+coordinator, coturn and miniupnpd (issue 6's NAT lab).
+
+One lab holds ten players, two behind a router of each kind, and the coordinator
+on its internet. The 15 pairs run in three rounds of five disjoint pairs at once:
+the five same-kind pairs, then the ten others as two 5-cycles of K5
+(masquerade-home-full_cone-symmetric-upnp and masquerade-full_cone-upnp-home-symmetric),
+so that every player takes part in exactly one pair per round. A pair meets on a
+map of its own (nobody else is there): both players report a position on it and
+the coordinator introduces them; between rounds every player moves to its next
+pair's map, and the links of the old map go.
+
+For each pair it records the path each side uses once linked (``nat`` peers[].path:
+direct, turn, relay) and the address it sends to, the time from both players
+placed to both links up (``peer_joined`` on both), the path after it settled,
+and a chat line each way. ``python bench/natmatrix.py`` runs it several times and
+prints the medians; ``tests/natlab/test_matrix.py`` asserts each pair's path.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pd.client import DaemonClient
+from tests.natlab.daemons import (
+    LabCoordinator,
+    Player,
+    lab_players,
+    start_lab_coordinator,
+    wait_until_gathered,
+)
+from tests.natlab.lab import Lab, NatKind, open_lab
+
+M, H, F, S, U = (NatKind.MASQUERADE, NatKind.HOME, NatKind.FULL_CONE, NatKind.SYMMETRIC,
+                 NatKind.UPNP)
+KINDS = (M, H, F, S, U)
+ROUNDS: tuple[tuple[tuple[NatKind, NatKind], ...], ...] = (
+    ((M, M), (H, H), (F, F), (S, S), (U, U)),
+    ((M, H), (H, F), (F, S), (S, U), (U, M)),
+    ((M, F), (F, U), (U, H), (H, S), (S, M)),
+)
+PAIRS: tuple[tuple[NatKind, NatKind], ...] = tuple(
+    (a, b) for i, a in enumerate(KINDS) for b in KINDS[i:])
+
+
+def pair_key(a: NatKind, b: NatKind) -> tuple[NatKind, NatKind]:
+    """The pair in PAIRS order."""
+    return (a, b) if KINDS.index(a) <= KINDS.index(b) else (b, a)
+
+
+# Why each pair takes the path it does. Mapping: every kind but symmetric keeps the
+# socket's port for every destination (endpoint-independent); symmetric picks a new
+# random port per destination. Filtering: full_cone lets anything in; masquerade,
+# home and upnp only replies (address- and port-dependent); upnp also forwards its
+# mapped port (PCP/NAT-PMP/UPnP) from anyone.
+_NO_MAPPING = ("symmetric's port towards the peer is known to nobody (its STUN and "
+               "coordinator mappings differ), and the {other} NAT lets in only replies "
+               "from the exact address it sent to: no direct path without a port mapping; "
+               "TURN relays")
+EXPECTED: dict[tuple[NatKind, NatKind], tuple[str, str]] = {
+    (M, M): ("direct", "both keep their port; low-TTL punches open each side before the "
+                       "other's packets arrive (no conntrack conflict)"),
+    (M, H): ("direct", "both keep their port: simultaneous punching"),
+    (M, F): ("direct", "full cone takes anything; masquerade keeps its port"),
+    (M, S): ("turn", _NO_MAPPING.format(other="masquerade")),
+    (M, U): ("direct", "the upnp side's mapped port takes anything"),
+    (H, H): ("direct", "both keep their port; new inbound flows are dropped, but each "
+                       "side's punch opens its own NAT first"),
+    (H, F): ("direct", "full cone takes anything; home keeps its port"),
+    (H, S): ("turn", _NO_MAPPING.format(other="home")),
+    (H, U): ("direct", "the upnp side's mapped port takes anything"),
+    (F, F): ("direct", "both take anything"),
+    (F, S): ("direct", "full cone takes symmetric's packets from any port, and answers "
+                       "the port they came from (a peer-reflexive path)"),
+    (F, U): ("direct", "both take anything (upnp on its mapped port)"),
+    (S, S): ("turn", "two symmetric NATs: neither side's port towards the other is known"),
+    (S, U): ("direct", "symmetric dials the upnp side's mapped port, which takes anything; "
+                       "the answer goes back to the port the packets came from"),
+    (U, U): ("direct", "both mapped ports take anything"),
+}
+
+
+@dataclass
+class PairResult:
+    kinds: tuple[NatKind, NatKind]
+    expected: str
+    connected: bool = False
+    first_paths: tuple[str, str] | None = None  # each side's path when both links were up
+    paths: tuple[str, str] | None = None  # after settling (or the last seen)
+    addresses: tuple[str, str] | None = None  # where each side sends to the other
+    connect_s: float | None = None  # both placed -> both links up
+    settle_s: float | None = None  # both placed -> both on the expected path
+    chat: bool = False  # a line each way arrived
+    mapped: tuple[str | None, str | None] = (None, None)  # a port mapping each side had
+    wan: tuple[str, str] = ("", "")  # each side's router's public address
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.kinds[0].value}-{self.kinds[1].value}"
+
+
+@dataclass
+class MatrixRun:
+    results: dict[tuple[NatKind, NatKind], PairResult] = field(default_factory=dict)
+    nat: dict[str, dict[str, Any]] = field(default_factory=dict)  # side name -> `nat`
+    kinds: dict[str, NatKind] = field(default_factory=dict)  # side name -> kind
+    start_s: float = 0.0  # lab, coordinator and ten daemons up, registered, gathered
+    seconds: float = 0.0
+
+
+async def _next_joined(client: DaemonClient, key: str) -> None:
+    while True:
+        event = await client.next_event()
+        if event["event"] == "peer_joined" and event["peer"] == key:
+            return
+
+
+async def _links(x: Player, y: Player) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    return await x.link_to(y), await y.link_to(x)
+
+
+async def _run_pair(result: PairResult, x: Player, y: Player, map_name: str,
+                    connect_timeout: float, settle_timeout: float) -> None:
+    for player in (x, y):
+        await player.client.request("subscribe", events=["peer_joined", "chat"])
+    started = time.monotonic()
+    await x.client.request("position", map=map_name, x=100, y=100, dir=0, tick=1)
+    await y.client.request("position", map=map_name, x=103, y=100, dir=0, tick=1)
+    with trio.move_on_after(connect_timeout):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_next_joined, x.client, y.key)
+            nursery.start_soon(_next_joined, y.client, x.key)
+        result.connect_s = time.monotonic() - started
+        result.connected = True
+    if not result.connected:
+        result.error = f"no link within {connect_timeout} s"
+        return
+    seen_x, seen_y = await _links(x, y)
+    if seen_x is not None and seen_y is not None:
+        result.first_paths = (seen_x["path"], seen_y["path"])
+    with trio.move_on_after(settle_timeout):
+        while True:
+            seen_x, seen_y = await _links(x, y)
+            if seen_x is not None and seen_y is not None:
+                result.paths = (seen_x["path"], seen_y["path"])
+                result.addresses = (seen_x["address"], seen_y["address"])
+                if result.paths == (result.expected, result.expected):
+                    result.settle_s = time.monotonic() - started
+                    break
+            await trio.sleep(0.05)
+    with trio.move_on_after(5):
+        await x.client.request("chat", text=f"{result.name} from {x.side.name}")
+        await y.client.request("chat", text=f"{result.name} from {y.side.name}")
+        got: set[str] = set()
+        for player in (x, y):
+            while True:
+                event = await player.client.next_event()
+                if event["event"] == "chat":
+                    got.add(event["text"])
+                    break
+        result.chat = got == {f"{result.name} from {x.side.name}",
+                              f"{result.name} from {y.side.name}"}
+
+
+def _mapped(nat: dict[str, Any]) -> str | None:
+    mapping = nat.get("port_mapping") or {}
+    external = mapping.get("external") if mapping.get("state") == "mapped" else None
+    return str(external) if external else None
+
+
+@contextmanager
+def matrix_lab(workdir: Path) -> Iterator[tuple[Lab, LabCoordinator]]:
+    """The matrix's lab (two players of each kind: sides ``a``, ``b``, ``p2``...
+    in the order of KINDS twice) with the coordinator running; removed on exit."""
+    kinds = [*KINDS, *KINDS]
+    with open_lab(kinds[0], kinds[1], more=kinds[2:], workdir=workdir / "lab") as lab:
+        coordinator = start_lab_coordinator(lab, workdir / "coordinator")
+        yield lab, coordinator
+
+
+async def run_matrix(lab: Lab, coordinator: LabCoordinator, workdir: Path, *,
+                     rounds: Sequence[Sequence[tuple[NatKind, NatKind]]] = ROUNDS,
+                     connect_timeout: float = 15.0, settle_timeout: float = 12.0) -> MatrixRun:
+    """Start a daemon per side, run the rounds, return what each pair did."""
+    began = time.monotonic()
+    run = MatrixRun()
+    async with lab_players(lab, workdir, coordinator, lab.sides) as players:
+        for player in players:
+            await wait_until_gathered(player.client)
+        run.start_s = time.monotonic() - began
+        for number, pairs in enumerate(rounds):
+            async with trio.open_nursery() as nursery:
+                used: set[int] = set()
+                for index, (kind_x, kind_y) in enumerate(pairs):
+                    x = _pick(players, kind_x, used)
+                    y = _pick(players, kind_y, used)
+                    key = pair_key(kind_x, kind_y)
+                    if key != (kind_x, kind_y):
+                        x, y = y, x
+                    result = PairResult(key, EXPECTED[key][0],
+                                        wan=(x.side.wan_ip, y.side.wan_ip))
+                    run.results[key] = result
+                    nursery.start_soon(_run_pair, result, x, y, f"natlab{number}p{index}",
+                                       connect_timeout, settle_timeout)
+        for player in players:
+            run.nat[player.side.name] = await player.nat()
+            run.kinds[player.side.name] = player.side.kind
+        for result in run.results.values():
+            mapped = {p.side.wan_ip: _mapped(run.nat[p.side.name]) for p in players}
+            result.mapped = (mapped[result.wan[0]], mapped[result.wan[1]])
+    run.seconds = time.monotonic() - began
+    return run
+
+
+def _pick(players: list[Player], kind: NatKind, used: set[int]) -> Player:
+    for index, player in enumerate(players):
+        if player.side.kind is kind and index not in used:
+            used.add(index)
+            return player
+    raise ValueError(f"no free {kind} player in this round")
+
+
+def run_once(workdir: Path) -> MatrixRun:
+    with matrix_lab(workdir) as (lab, coordinator):
+        return trio.run(run_matrix, lab, coordinator, workdir)
+
+
+# -- the table -----------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def table(runs: Sequence[MatrixRun]) -> str:
+    """The matrix as a Markdown table: pair, path (each run's), median time to connect."""
+    lines = ["| pair | expected | path taken | median time to connect | runs |",
+             "|---|---|---|---|---|"]
+    for key in PAIRS:
+        results = [run.results[key] for run in runs if key in run.results]
+        if not results:
+            continue
+        taken = sorted({_shown(r) for r in results})
+        times = [r.connect_s for r in results if r.connect_s is not None]
+        median = _median(times)
+        shown = "-" if median is None else f"{median:.2f} s"
+        if len(times) > 1:
+            shown += f" ({min(times):.2f}-{max(times):.2f})"
+        lines.append(f"| {key[0].value} - {key[1].value} | {EXPECTED[key][0]} | "
+                     f"{', '.join(taken)} | {shown} | {len(results)} |")
+    return "\n".join(lines)
+
+
+def _shown(result: PairResult) -> str:
+    if not result.connected or result.paths is None:
+        return "FAILED"
+    a, b = result.paths
+    path = a if a == b else f"{a}/{b}"
+    if result.first_paths is not None and result.first_paths != result.paths:
+        first = result.first_paths[0] if len(set(result.first_paths)) == 1 else "/".join(
+            result.first_paths)
+        path = f"{first}, then {path}"
+    return path
+
+
+def summary(run: MatrixRun) -> dict[str, Any]:
+    """One run as JSON-ready figures: pair -> path and seconds."""
+    return {r.name: {"path": list(r.paths) if r.paths else None,
+                     "connect_s": None if r.connect_s is None else round(r.connect_s, 3),
+                     "settle_s": None if r.settle_s is None else round(r.settle_s, 3)}
+            for r in run.results.values()} | {"start_s": round(run.start_s, 3),
+                                              "seconds": round(run.seconds, 3),
+                                              "median_connect_s": _finite(_median(
+                                                  [r.connect_s for r in run.results.values()
+                                                   if r.connect_s is not None]))}
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 3)
