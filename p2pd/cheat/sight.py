@@ -75,20 +75,16 @@ def reachable(grid: MapGrid, a: tuple[int, int], b: tuple[int, int], steps: int)
         x, y, depth = frontier.popleft()
         if depth == steps:
             continue
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                nx, ny = x + dx, y + dy
-                if (dx == dy == 0) or (nx, ny) in seen or not grid.walkable(nx, ny):
-                    continue
-                if dx and dy and not (grid.walkable(x + dx, y) and grid.walkable(x, y + dy)):
-                    continue
-                # cells farther from b than the steps left can never get there
-                if max(abs(nx - b[0]), abs(ny - b[1])) > steps - depth - 1:
-                    continue
-                if (nx, ny) == b:
-                    return True
-                seen.add((nx, ny))
-                frontier.append((nx, ny, depth + 1))
+        for nx, ny in _steps(grid, x, y):
+            if (nx, ny) in seen:
+                continue
+            # cells farther from b than the steps left can never get there
+            if max(abs(nx - b[0]), abs(ny - b[1])) > steps - depth - 1:
+                continue
+            if (nx, ny) == b:
+                return True
+            seen.add((nx, ny))
+            frontier.append((nx, ny, depth + 1))
     return False
 
 
@@ -96,6 +92,19 @@ class Sight(Enum):
     SEEN = "seen"  # some cell the unit may be on sees the target
     FAR = "far"  # every such cell is beyond view range of it
     BLOCKED = "blocked"  # some are in range, walls block every one of them
+
+
+def _steps(grid: MapGrid, x: int, y: int) -> Iterator[tuple[int, int]]:
+    """The cells one step from (x, y) that a player can walk to: walkable, and a
+    diagonal step only past two walkable cells (no cutting a wall's corner)."""
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            nx, ny = x + dx, y + dy
+            if (dx == dy == 0) or not grid.walkable(nx, ny):
+                continue
+            if dx and dy and not (grid.walkable(x + dx, y) and grid.walkable(x, y + dy)):
+                continue
+            yield nx, ny
 
 
 def _chebyshev(a: tuple[int, int], b: tuple[int, int]) -> int:
@@ -125,13 +134,8 @@ def sight_from_walk(grid: MapGrid | None, start: tuple[int, int], steps: int,
                 return Sight.SEEN
         if depth == steps or distance - (steps - depth) > view_range:
             continue
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                nx, ny = x + dx, y + dy
-                if (dx == dy == 0) or (nx, ny) in seen or not grid.walkable(nx, ny):
-                    continue
-                if dx and dy and not (grid.walkable(x + dx, y) and grid.walkable(x, y + dy)):
-                    continue
+        for nx, ny in _steps(grid, x, y):
+            if (nx, ny) not in seen:
                 seen.add((nx, ny))
                 frontier.append((nx, ny, depth + 1))
     return Sight.BLOCKED if in_range else Sight.FAR
