@@ -305,22 +305,37 @@ def _median(values: list[float]) -> float | None:
 
 
 def table(runs: Sequence[MatrixRun]) -> str:
-    """The matrix as a Markdown table: pair, path (each run's), median time to connect."""
-    lines = ["| pair | expected | path taken | median time to connect | runs |",
-             "|---|---|---|---|---|"]
+    """The matrix as a Markdown table: pair, path (each run's), median time to connect
+    (and range); for pairs in labs of their own also the median time to both players
+    gathered and to the lab removed (the whole pair)."""
+    own = any(r.seconds is not None for run in runs for r in run.results.values())
+    lines = ["| pair | expected | path taken | median time to connect |"
+             + (" lab ready, whole pair |" if own else "") + " runs |",
+             "|---|---|---|---|" + ("---|" if own else "") + "---|"]
     for key in PAIRS:
         results = [run.results[key] for run in runs if key in run.results]
         if not results:
             continue
         taken = sorted({_shown(r) for r in results})
-        times = [r.connect_s for r in results if r.connect_s is not None]
-        median = _median(times)
-        shown = "-" if median is None else f"{median:.2f} s"
-        if len(times) > 1:
-            shown += f" ({min(times):.2f}-{max(times):.2f})"
-        lines.append(f"| {key[0].value} - {key[1].value} | {EXPECTED[key][0]} | "
-                     f"{', '.join(taken)} | {shown} | {len(results)} |")
+        cells = [f"{key[0].value} - {key[1].value}", EXPECTED[key][0], ", ".join(taken),
+                 _spread([r.connect_s for r in results if r.connect_s is not None], 2)]
+        if own:
+            ready = _spread([r.ready_s for r in results if r.ready_s is not None], 1)
+            whole = _spread([r.seconds for r in results if r.seconds is not None], 1)
+            cells.append(f"{ready}, {whole}")
+        lines.append("| " + " | ".join([*cells, str(len(results))]) + " |")
     return "\n".join(lines)
+
+
+def _spread(times: list[float], digits: int) -> str:
+    """The median of ``times`` in seconds, and the range when there are several."""
+    median = _median(times)
+    if median is None:
+        return "-"
+    shown = f"{median:.{digits}f} s"
+    if len(times) > 1:
+        shown += f" ({min(times):.{digits}f}-{max(times):.{digits}f})"
+    return shown
 
 
 def _shown(result: PairResult) -> str:
