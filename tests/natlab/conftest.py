@@ -1,20 +1,22 @@
 """The NAT lab's fixtures: ``nat_lab`` (labs built on demand, all removed when the
-test ends) and ``matrix`` (the connectivity matrix, run once per session), and the
-matrix printed at the end of the test run."""
+test ends) and ``matrix_results`` (each connectivity matrix test's result, by pair,
+for the whole session), and the matrix printed at the end of the test run."""
 
 from __future__ import annotations
 
 import contextlib
+import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.natlab.lab import Lab, NatKind, TurnSettings, lab_unavailable, open_lab
-from tests.natlab.matrix import MatrixRun, run_once, table
+from tests.natlab.matrix import MatrixRun, PairResult, table
 
 MakeLab = Callable[..., Lab]
-MATRIX_RUNS = pytest.StashKey[list[MatrixRun]]()
+MatrixResults = dict[tuple[NatKind, NatKind], PairResult]
+MATRIX_RESULTS = pytest.StashKey[MatrixResults]()
 
 
 @pytest.fixture
@@ -42,25 +44,27 @@ def nat_lab(tmp_path: Path) -> Iterator[MakeLab]:
         yield make
 
 
-@pytest.fixture(scope="module")
-def matrix(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MatrixRun:
-    """The 15 pairs of NAT kinds, run once in one lab (tests/natlab/matrix.py); the lab
-    and every process are gone when this returns, failed or not."""
-    reason = lab_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    run = run_once(tmp_path_factory.mktemp("matrix"))
-    request.config.stash.setdefault(MATRIX_RUNS, []).append(run)
-    return run
+@pytest.fixture(scope="session")
+def matrix_results(pytestconfig: pytest.Config) -> MatrixResults:
+    """Where each test of tests/natlab/test_matrix.py puts its pair's result (also a
+    failed one), for the table at the end of the run."""
+    return pytestconfig.stash.setdefault(MATRIX_RESULTS, {})
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
-    runs = config.stash.get(MATRIX_RUNS, [])
-    if runs:
-        terminalreporter.write_sep("-", "NAT lab: the connectivity matrix")
-        terminalreporter.write_line(table(runs))
-        terminalreporter.write_line(
-            f"(time to connect: both players placed on one map, to both links up; "
-            f"lab and ten daemons ready in {runs[0].start_s:.1f} s, whole run "
-            f"{runs[0].seconds:.1f} s)")
+    results = config.stash.get(MATRIX_RESULTS, {})
+    if not results:
+        return
+    terminalreporter.write_sep("-", "NAT lab: the connectivity matrix")
+    terminalreporter.write_line(table([MatrixRun(results=results)]))
+    ready = [r.ready_s for r in results.values() if r.ready_s is not None]
+    whole = [r.seconds for r in results.values() if r.seconds is not None]
+    line = "(time to connect: both players placed on one map, to both links up; each pair " \
+           "in a lab of its own"
+    if ready and whole:
+        line += (f": lab built and both daemons registered and gathered in "
+                 f"{statistics.median(ready):.1f} s ({min(ready):.1f}-{max(ready):.1f}), "
+                 f"the whole pair {statistics.median(whole):.1f} s "
+                 f"({min(whole):.1f}-{max(whole):.1f}), {sum(whole):.0f} s in all")
+    terminalreporter.write_line(line + ")")

@@ -62,6 +62,33 @@ class LabCoordinator:
     address: str  # host:port daemons register at
     public_key: str  # hex, pinned by the daemons
     issuer_file: Path  # the Ed25519 key connect tokens are minted with
+    info_file: Path  # written by the coordinator once it listens
+    stderr_file: Path
+    ready: bool = False
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Until the coordinator listens (its info file written), at the address and
+        with the public key the daemons were given."""
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            text = self.info_file.read_text() if self.info_file.exists() else ""
+            try:
+                info = json.loads(text) if text.endswith("\n") else None
+            except ValueError:  # half-written
+                info = None
+            if info is not None:
+                if (info["udp"], info["public_key"]) != (self.address, self.public_key):
+                    raise LabError(f"p2pd coordinator is at {info['udp']} with key "
+                                   f"{info['public_key']}, expected {self.address} with "
+                                   f"{self.public_key}")
+                self.ready = True
+            elif self.process.poll() is not None:
+                raise LabError(f"p2pd coordinator exited with {self.process.returncode}: "
+                               f"{self.stderr_file.read_text(errors='replace')[-2000:]}")
+            elif time.monotonic() > deadline:
+                raise LabError(f"p2pd coordinator not ready after {timeout} s")
+            else:
+                time.sleep(0.01)
 
     def log_records(self) -> list[dict[str, Any]]:
         path = self.home / "logs" / "coordinator.log"
@@ -70,27 +97,38 @@ class LabCoordinator:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def start_lab_coordinator(lab: Lab, home: Path, timeout: float = 20.0) -> LabCoordinator:
-    home.mkdir(parents=True, exist_ok=True)
+def launch_lab_coordinator(lab: Lab, home: Path) -> LabCoordinator:
+    """``p2pd coordinator`` started on the lab's internet (192.0.2.10:7400), not waited
+    for: its keys are made here first, so its address, its public key and the issuer
+    key tokens are minted with are known at once, and the players can start alongside
+    it (they retry their handshake until it answers). :meth:`LabCoordinator.wait_ready`
+    waits for it (``lab_players`` does)."""
+    state = home / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    identity = load_or_create_identity(state / "coordinator.key")
+    issuer_file = state / "issuer.key"
+    load_or_create_signing_key(issuer_file)
     config = home / "coordinator.ini"
     config.write_text(f"[coordinator_server]\nlisten_host={COORDINATOR_ADDRESS}\n"
                       f"listen_port={COORDINATOR_PORT}\nlog_level=debug\n"
+                      f"key_file={state / 'coordinator.key'}\n"
+                      f"signing_key_file={state / 'signing.key'}\n"
+                      f"issuer_key_file={issuer_file}\n"
+                      f"status_file={state / 'status.json'}\n"
                       "[log]\nfile=logs/coordinator.log\n", encoding="utf-8")
     info_file = home / "info.json"
     log = home / "stderr.txt"
     process = lab.internet.popen([*p2pd_command(), "coordinator", "--config", str(config),
                                   "--info-file", str(info_file)], log=log, cwd=home)
-    deadline = time.monotonic() + timeout
-    while not info_file.exists() or not info_file.read_text().strip():
-        if process.poll() is not None:
-            raise LabError(f"p2pd coordinator exited with {process.returncode}: "
-                           f"{log.read_text(errors='replace')[-2000:]}")
-        if time.monotonic() > deadline:
-            raise LabError(f"p2pd coordinator not ready after {timeout} s")
-        time.sleep(0.02)
-    info = json.loads(info_file.read_text())
-    return LabCoordinator(process, home, info["udp"], info["public_key"],
-                          home / "state" / "issuer.key")
+    return LabCoordinator(process, home, f"{COORDINATOR_ADDRESS}:{COORDINATOR_PORT}",
+                          identity.public_key.hex(), issuer_file, info_file, log)
+
+
+def start_lab_coordinator(lab: Lab, home: Path, timeout: float = 20.0) -> LabCoordinator:
+    """``p2pd coordinator`` on the lab's internet, listening when this returns."""
+    coordinator = launch_lab_coordinator(lab, home)
+    coordinator.wait_ready(timeout)
+    return coordinator
 
 
 def start_player(lab: Lab, side: Side, home: Path, coordinator: LabCoordinator, *,
@@ -136,7 +174,7 @@ async def wait_until_registered(client: DaemonClient, timeout: float = 20.0) -> 
             coordinator = (await client.request("status"))["coordinator"] or {}
             if coordinator.get("state") == "registered":
                 return
-            await trio.sleep(0.05)
+            await trio.sleep(0.02)
 
 
 async def wait_until_gathered(client: DaemonClient, timeout: float = 15.0, *,
@@ -152,7 +190,7 @@ async def wait_until_gathered(client: DaemonClient, timeout: float = 15.0, *,
             if (not discovery or behaviour.get("state") in ("done", None)) and (
                     turn is None or turn["state"] in ("allocated", "failed")):
                 return nat
-            await trio.sleep(0.05)
+            await trio.sleep(0.02)
 
 
 def peer_of(nat: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -200,8 +238,9 @@ async def lab_players(lab: Lab, workdir: Path, coordinator: LabCoordinator,
                       sides: list[Side], *, each: list[dict[str, Any]] | None = None,
                       **options: Any) -> AsyncIterator[list[Player]]:
     """``start_player`` on each of ``sides`` (``options`` for all, ``each[i]`` for the
-    i-th), ready, registered and connected to over IPC; every daemon stopped at the
-    end, also on failure."""
+    i-th), all at once (and alongside the coordinator, if it was only launched), ready,
+    registered and connected to over IPC; every daemon stopped at the end, also on
+    failure."""
     daemons: list[DaemonProcess] = []
     players: list[Player] = []
     try:
@@ -209,6 +248,7 @@ async def lab_players(lab: Lab, workdir: Path, coordinator: LabCoordinator,
             own = {**options, **(each[index] if each else {})}
             daemons.append(start_player(lab, side, workdir / f"player-{side.name}",
                                         coordinator, player_id=index + 1, **own))
+        coordinator.wait_ready()  # if launched alongside the players
         for daemon in daemons:
             daemon.wait_ready()
         for side, daemon in zip(sides, daemons, strict=True):

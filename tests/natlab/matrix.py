@@ -1,30 +1,38 @@
 """The connectivity matrix: every pair of the lab's NAT kinds, real daemons, a real
 coordinator, coturn and miniupnpd (issue 6's NAT lab).
 
-One lab holds ten players, two behind a router of each kind, and the coordinator
-on its internet. The 15 pairs run in three rounds of five disjoint pairs at once:
-the five same-kind pairs, then the ten others as two 5-cycles of K5
-(masquerade-home-full_cone-symmetric-upnp and masquerade-full_cone-upnp-home-symmetric),
-so that every player takes part in exactly one pair per round. A pair meets on a
-map of its own (nobody else is there): both players report a position on it and
-the coordinator introduces them; between rounds every player moves to its next
-pair's map, and the links of the old map go.
+:func:`run_pair` runs one pair in a lab it is given: two players, registered with
+the coordinator and done gathering candidates, meet on a map of their own (nobody
+else is there), so the coordinator introduces exactly them. It records the path
+each side uses once linked (``nat`` peers[].path: direct, turn, relay) and the
+address it sends to, the time from both players placed to both links up
+(``peer_joined`` on both), the path after it settled, a chat line each way, and
+the port mapping each side holds.
 
-For each pair it records the path each side uses once linked (``nat`` peers[].path:
-direct, turn, relay) and the address it sends to, the time from both players
-placed to both links up (``peer_joined`` on both), the path after it settled,
-and a chat line each way. ``python bench/natmatrix.py`` runs it several times and
-prints the medians; ``tests/natlab/test_matrix.py`` asserts each pair's path.
+Two ways to run the 15 pairs:
+
+- each pair in a lab of its own (:func:`run_pair_in_own_lab`): the two players'
+  NATs, coturn (and miniupnpd), then the coordinator and both ``p2pd run`` started
+  at once; the lab and every process removed at the end, also on failure. This is
+  what ``tests/natlab/test_matrix.py`` does, one test per pair, and
+  ``python bench/natmatrix.py --own-labs``.
+- all in one shared lab (:func:`run_matrix`, ``python bench/natmatrix.py``): ten
+  players, two behind a router of each kind, and the pairs in three rounds of five
+  disjoint pairs at once: the five same-kind pairs, then the ten others as two
+  5-cycles of K5 (masquerade-home-full_cone-symmetric-upnp and
+  masquerade-full_cone-upnp-home-symmetric), so that every player takes part in
+  exactly one pair per round; between rounds every player moves to its next pair's
+  map, and the links of the old map go.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,7 @@ from tests.natlab.daemons import (
     LabCoordinator,
     Player,
     lab_players,
+    launch_lab_coordinator,
     start_lab_coordinator,
     wait_until_gathered,
 )
@@ -103,6 +112,8 @@ class PairResult:
     mapped: tuple[str | None, str | None] = (None, None)  # a port mapping each side had
     wan: tuple[str, str] = ("", "")  # each side's router's public address
     error: str | None = None
+    ready_s: float | None = None  # own lab: from building it to both players gathered
+    seconds: float | None = None  # own lab: from building it to its removal
 
     @property
     def name(self) -> str:
@@ -111,9 +122,9 @@ class PairResult:
 
 @dataclass
 class MatrixRun:
+    """One run of the shared lab (:func:`run_matrix`)."""
+
     results: dict[tuple[NatKind, NatKind], PairResult] = field(default_factory=dict)
-    nat: dict[str, dict[str, Any]] = field(default_factory=dict)  # side name -> `nat`
-    kinds: dict[str, NatKind] = field(default_factory=dict)  # side name -> kind
     start_s: float = 0.0  # lab, coordinator and ten daemons up, registered, gathered
     seconds: float = 0.0
 
@@ -129,8 +140,15 @@ async def _links(x: Player, y: Player) -> tuple[dict[str, Any] | None, dict[str,
     return await x.link_to(y), await y.link_to(x)
 
 
-async def _run_pair(result: PairResult, x: Player, y: Player, map_name: str,
-                    connect_timeout: float, settle_timeout: float) -> None:
+async def run_pair(result: PairResult, x: Player, y: Player, map_name: str, *,
+                   connect_timeout: float = 15.0, settle_timeout: float = 12.0) -> None:
+    """One pair in the lab ``x`` and ``y`` are in (x behind a NAT of
+    ``result.kinds[0]``, y of ``[1]``), both registered and gathered and the only
+    players on ``map_name``: place them there, wait for both links, read the paths
+    (until both are on the expected one, ``settle_timeout`` at most), send a chat
+    line each way, read the port mappings. Fills ``result``; a link that does not
+    come up is ``result.error``, not an exception."""
+    result.wan = (x.side.wan_ip, y.side.wan_ip)
     for player in (x, y):
         await player.client.request("subscribe", events=["peer_joined", "chat"])
     started = time.monotonic()
@@ -157,7 +175,7 @@ async def _run_pair(result: PairResult, x: Player, y: Player, map_name: str,
                 if result.paths == (result.expected, result.expected):
                     result.settle_s = time.monotonic() - started
                     break
-            await trio.sleep(0.05)
+            await trio.sleep(0.02)
     with trio.move_on_after(5):
         await x.client.request("chat", text=f"{result.name} from {x.side.name}")
         await y.client.request("chat", text=f"{result.name} from {y.side.name}")
@@ -170,6 +188,7 @@ async def _run_pair(result: PairResult, x: Player, y: Player, map_name: str,
                     break
         result.chat = got == {f"{result.name} from {x.side.name}",
                               f"{result.name} from {y.side.name}"}
+    result.mapped = (_mapped(await x.nat()), _mapped(await y.nat()))
 
 
 def _mapped(nat: dict[str, Any]) -> str | None:
@@ -178,9 +197,42 @@ def _mapped(nat: dict[str, Any]) -> str | None:
     return str(external) if external else None
 
 
+async def gathered(players: Sequence[Player], timeout: float = 20.0) -> None:
+    """Until every player is done gathering (TURN allocated, NAT behaviour discovered:
+    about 7.5 s behind a NAT that filters and has no port mapping protocol, the
+    mapping waited for 2 s, then two CHANGE-REQUESTs unanswered), all at once."""
+    async with trio.open_nursery() as nursery:
+        for player in players:
+            nursery.start_soon(wait_until_gathered, player.client, timeout)
+
+
+# -- each pair in a lab of its own ----------------------------------------------------
+
+
+async def run_pair_in_own_lab(result: PairResult, workdir: Path, **options: float) -> None:
+    """``result.kinds`` in a lab of their own: the NATs, coturn (and miniupnpd) built,
+    then the coordinator and both players' daemons started at once; :func:`run_pair`
+    once both are registered and gathered. The lab and every process in it are
+    removed before this returns, also when it raises. ``options``: run_pair's
+    timeouts."""
+    began = time.monotonic()
+    try:
+        with open_lab(*result.kinds, workdir=workdir / "lab") as lab:
+            coordinator = launch_lab_coordinator(lab, workdir / "coordinator")
+            async with lab_players(lab, workdir, coordinator, lab.sides) as (x, y):
+                await gathered((x, y))
+                result.ready_s = time.monotonic() - began
+                await run_pair(result, x, y, "natlab", **options)
+    finally:
+        result.seconds = time.monotonic() - began
+
+
+# -- all pairs in one shared lab ------------------------------------------------------
+
+
 @contextmanager
 def matrix_lab(workdir: Path) -> Iterator[tuple[Lab, LabCoordinator]]:
-    """The matrix's lab (two players of each kind: sides ``a``, ``b``, ``p2``...
+    """The shared lab (two players of each kind: sides ``a``, ``b``, ``p2``...
     in the order of KINDS twice) with the coordinator running; removed on exit."""
     kinds = [*KINDS, *KINDS]
     with open_lab(kinds[0], kinds[1], more=kinds[2:], workdir=workdir / "lab") as lab:
@@ -191,12 +243,12 @@ def matrix_lab(workdir: Path) -> Iterator[tuple[Lab, LabCoordinator]]:
 async def run_matrix(lab: Lab, coordinator: LabCoordinator, workdir: Path, *,
                      rounds: Sequence[Sequence[tuple[NatKind, NatKind]]] = ROUNDS,
                      connect_timeout: float = 15.0, settle_timeout: float = 12.0) -> MatrixRun:
-    """Start a daemon per side, run the rounds, return what each pair did."""
+    """Start a daemon per side of the shared lab, run the rounds, return what each
+    pair did."""
     began = time.monotonic()
     run = MatrixRun()
     async with lab_players(lab, workdir, coordinator, lab.sides) as players:
-        for player in players:
-            await wait_until_gathered(player.client)
+        await gathered(players)
         run.start_s = time.monotonic() - began
         for number, pairs in enumerate(rounds):
             async with trio.open_nursery() as nursery:
@@ -207,17 +259,11 @@ async def run_matrix(lab: Lab, coordinator: LabCoordinator, workdir: Path, *,
                     key = pair_key(kind_x, kind_y)
                     if key != (kind_x, kind_y):
                         x, y = y, x
-                    result = PairResult(key, EXPECTED[key][0],
-                                        wan=(x.side.wan_ip, y.side.wan_ip))
+                    result = PairResult(key, EXPECTED[key][0])
                     run.results[key] = result
-                    nursery.start_soon(_run_pair, result, x, y, f"natlab{number}p{index}",
-                                       connect_timeout, settle_timeout)
-        for player in players:
-            run.nat[player.side.name] = await player.nat()
-            run.kinds[player.side.name] = player.side.kind
-        for result in run.results.values():
-            mapped = {p.side.wan_ip: _mapped(run.nat[p.side.name]) for p in players}
-            result.mapped = (mapped[result.wan[0]], mapped[result.wan[1]])
+                    nursery.start_soon(partial(
+                        run_pair, result, x, y, f"natlab{number}p{index}",
+                        connect_timeout=connect_timeout, settle_timeout=settle_timeout))
     run.seconds = time.monotonic() - began
     return run
 
@@ -231,8 +277,24 @@ def _pick(players: list[Player], kind: NatKind, used: set[int]) -> Player:
 
 
 def run_once(workdir: Path) -> MatrixRun:
+    """The shared lab, built, run and removed."""
     with matrix_lab(workdir) as (lab, coordinator):
         return trio.run(run_matrix, lab, coordinator, workdir)
+
+
+def run_own_labs(workdir: Path, pairs: Sequence[tuple[NatKind, NatKind]] = PAIRS
+                 ) -> MatrixRun:
+    """Every pair in a lab of its own, one after another (as the tests run them)."""
+    began = time.monotonic()
+    run = MatrixRun()
+    for key in pairs:
+        result = run.results[key] = PairResult(key, EXPECTED[key][0])
+        try:
+            trio.run(run_pair_in_own_lab, result, workdir / result.name)
+        except Exception as error:  # the lab is gone; the table shows the pair FAILED
+            result.error = repr(error)
+    run.seconds = time.monotonic() - began
+    return run
 
 
 # -- the table -----------------------------------------------------------------------
@@ -243,22 +305,37 @@ def _median(values: list[float]) -> float | None:
 
 
 def table(runs: Sequence[MatrixRun]) -> str:
-    """The matrix as a Markdown table: pair, path (each run's), median time to connect."""
-    lines = ["| pair | expected | path taken | median time to connect | runs |",
-             "|---|---|---|---|---|"]
+    """The matrix as a Markdown table: pair, path (each run's), median time to connect
+    (and range); for pairs in labs of their own also the median time to both players
+    gathered and to the lab removed (the whole pair)."""
+    own = any(r.seconds is not None for run in runs for r in run.results.values())
+    lines = ["| pair | expected | path taken | median time to connect |"
+             + (" lab ready, whole pair |" if own else "") + " runs |",
+             "|---|---|---|---|" + ("---|" if own else "") + "---|"]
     for key in PAIRS:
         results = [run.results[key] for run in runs if key in run.results]
         if not results:
             continue
         taken = sorted({_shown(r) for r in results})
-        times = [r.connect_s for r in results if r.connect_s is not None]
-        median = _median(times)
-        shown = "-" if median is None else f"{median:.2f} s"
-        if len(times) > 1:
-            shown += f" ({min(times):.2f}-{max(times):.2f})"
-        lines.append(f"| {key[0].value} - {key[1].value} | {EXPECTED[key][0]} | "
-                     f"{', '.join(taken)} | {shown} | {len(results)} |")
+        cells = [f"{key[0].value} - {key[1].value}", EXPECTED[key][0], ", ".join(taken),
+                 _spread([r.connect_s for r in results if r.connect_s is not None], 2)]
+        if own:
+            ready = _spread([r.ready_s for r in results if r.ready_s is not None], 1)
+            whole = _spread([r.seconds for r in results if r.seconds is not None], 1)
+            cells.append(f"{ready}, {whole}")
+        lines.append("| " + " | ".join([*cells, str(len(results))]) + " |")
     return "\n".join(lines)
+
+
+def _spread(times: list[float], digits: int) -> str:
+    """The median of ``times`` in seconds, and the range when there are several."""
+    median = _median(times)
+    if median is None:
+        return "-"
+    shown = f"{median:.{digits}f} s"
+    if len(times) > 1:
+        shown += f" ({min(times):.{digits}f}-{max(times):.{digits}f})"
+    return shown
 
 
 def _shown(result: PairResult) -> str:
@@ -271,19 +348,3 @@ def _shown(result: PairResult) -> str:
             result.first_paths)
         path = f"{first}, then {path}"
     return path
-
-
-def summary(run: MatrixRun) -> dict[str, Any]:
-    """One run as JSON-ready figures: pair -> path and seconds."""
-    return {r.name: {"path": list(r.paths) if r.paths else None,
-                     "connect_s": None if r.connect_s is None else round(r.connect_s, 3),
-                     "settle_s": None if r.settle_s is None else round(r.settle_s, 3)}
-            for r in run.results.values()} | {"start_s": round(run.start_s, 3),
-                                              "seconds": round(run.seconds, 3),
-                                              "median_connect_s": _finite(_median(
-                                                  [r.connect_s for r in run.results.values()
-                                                   if r.connect_s is not None]))}
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else round(value, 3)
