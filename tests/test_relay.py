@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from p2pd.config import CoordinatorSettings, DaemonConfig, P2PSettings
+from p2pd.config import CoordinatorSettings, DaemonConfig, P2PSettings, SyncSettings
 from p2pd.coordinator.credentials import issue_certificate, mint_token
 from p2pd.coordinator.messages import Presence, encode_presence
 from p2pd.crypto.identity import Identity
@@ -184,12 +184,14 @@ class Daemon(CoreNode[Node]):
 
 
 def mesh_daemon(w: World, player: int, x: int, *, relay_only: bool = False,
-                max_peers: int = 2, backups: int = 0) -> Daemon:
+                max_peers: int = 2, backups: int = 0,
+                sync: SyncSettings | None = None) -> Daemon:
     identity = Identity.from_private_bytes(w.rng.randbytes(32))
     config = DaemonConfig(
         source=Path("test.ini"), p2p=P2PSettings(max_peers=max_peers),
         coordinator=CoordinatorSettings(public_key=w.coordinator.public_key, backups=backups,
-                                        relay_only=relay_only, embedded=False))
+                                        relay_only=relay_only, embedded=False),
+        sync=sync or SyncSettings())
     node = Node(config, identity, epoch=WALL, random_bytes=random.Random(player).randbytes)
     token = mint_token(w.issuer, account_id=player, player_id=player,
                        daemon_key=identity.public_key, lifetime=3600, now=w.wall())

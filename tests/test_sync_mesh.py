@@ -5,36 +5,18 @@ dialled again by the mesh while it is banned; after the ban it may be."""
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
-
-from p2pd.config import CoordinatorSettings, DaemonConfig, P2PSettings, SyncSettings
+from p2pd.config import SyncSettings
 from p2pd.coordinator.core import ReportReceived
-from p2pd.coordinator.credentials import mint_token
-from p2pd.crypto.identity import Identity
 from p2pd.ipc.messages import Position
-from p2pd.node import Node
-from tests.test_coordinator import COORD_ADDR, WALL, World, world
-from tests.test_relay import Daemon, stand
+from tests.test_coordinator import World, world
+from tests.test_relay import Daemon, mesh_daemon
 
 BAN = 40.0  # seconds; [sync] ban_seconds of the daemons here
 
 
 def sync_daemon(w: World, player: int, x: int) -> Daemon:
-    """A daemon like test_relay's mesh_daemon, with a short ban."""
-    identity = Identity.from_private_bytes(w.rng.randbytes(32))
-    config = DaemonConfig(
-        source=Path("test.ini"), p2p=P2PSettings(max_peers=2),
-        coordinator=CoordinatorSettings(public_key=w.coordinator.public_key, embedded=False),
-        sync=SyncSettings(ban_seconds=BAN))
-    node = Node(config, identity, epoch=WALL, random_bytes=random.Random(player).randbytes)
-    token = mint_token(w.issuer, account_id=player, player_id=player,
-                       daemon_key=identity.public_key, lifetime=3600, now=w.wall())
-    daemon = Daemon((f"10.9.6.{player % 250}", 7000), node)
-    w.sim.add_node(daemon)
-    node.start_mesh(COORD_ADDR, token, w.sim.now, rng=random.Random(player))
-    stand(w, daemon, x)
-    return daemon
+    """A daemon like test_relay's, with a short ban."""
+    return mesh_daemon(w, player, x, sync=SyncSettings(ban_seconds=BAN))
 
 
 def linked(a: Daemon, b: Daemon) -> bool:
